@@ -1,0 +1,53 @@
+-- Events served by the relay. Written in the SQL both SQLite and PostgreSQL understand.
+CREATE TABLE events (
+    id TEXT PRIMARY KEY NOT NULL,          -- 64 lowercase hex
+    pubkey TEXT NOT NULL,                  -- 64 lowercase hex
+    created_at BIGINT NOT NULL,            -- unix seconds
+    kind BIGINT NOT NULL,
+    -- Address of replaceable ('' ) and addressable (the 'd' tag) events; NULL for regular events.
+    d_tag TEXT,
+    json TEXT NOT NULL                     -- the event as received
+);
+CREATE INDEX events_by_time ON events (created_at DESC, id);
+CREATE INDEX events_by_author ON events (pubkey, created_at DESC);
+CREATE INDEX events_by_kind ON events (kind, created_at DESC);
+-- Only the newest event per address is kept.
+CREATE UNIQUE INDEX events_by_address ON events (kind, pubkey, d_tag) WHERE d_tag IS NOT NULL;
+
+-- Single-letter tags (NIP-01 '#x' filters): first value of each.
+CREATE TABLE event_tags (
+    event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (name, value, event_id)
+);
+CREATE INDEX event_tags_by_event ON event_tags (event_id);
+
+-- NIP-09: ids deleted by their author; the event is refused if it (re)arrives.
+CREATE TABLE deleted_events (
+    event_id TEXT PRIMARY KEY NOT NULL,
+    pubkey TEXT NOT NULL
+);
+
+-- NIP-09 'a' deletions: events at this address up to 'until' are deleted.
+CREATE TABLE deleted_addresses (
+    kind BIGINT NOT NULL,
+    pubkey TEXT NOT NULL,
+    d_tag TEXT NOT NULL,
+    until BIGINT NOT NULL,
+    PRIMARY KEY (kind, pubkey, d_tag)
+);
+
+-- Accepted events that wait for their git data (see docs/purgatory.md).
+CREATE TABLE purgatory (
+    event_id TEXT PRIMARY KEY NOT NULL,
+    kind BIGINT NOT NULL,
+    pubkey TEXT NOT NULL,
+    identifier TEXT NOT NULL,
+    json TEXT NOT NULL,
+    received_at_ms BIGINT NOT NULL,        -- unix milliseconds
+    expires_at_ms BIGINT NOT NULL,         -- unix milliseconds
+    source TEXT NOT NULL                   -- 'user' or 'sync'
+);
+CREATE INDEX purgatory_by_identifier ON purgatory (identifier);

@@ -1,0 +1,195 @@
+//! `App`: the handle every part of the daemon shares — configuration, store, purgatory and the git
+//! root. Cloning is shallow (one `Arc`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use nostr::{Event, Kind, PublicKey};
+use tokio::sync::broadcast;
+
+use crate::config::Config;
+use crate::git::GitRepos;
+use crate::nip34::{Announcement, Identifier, KIND_ANNOUNCEMENT, Nip34Kind, RepoId};
+use crate::purgatory::Purgatory;
+use crate::store::{Store, StoreError};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database {url}: {source}")]
+    Store { url: String, source: StoreError },
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    store: Store,
+    purgatory: Purgatory,
+    git: GitRepos,
+    /// Events that became served outside the relay's own EVENT path (released from purgatory);
+    /// the relay wiring forwards them to live subscribers.
+    served: broadcast::Sender<Event>,
+}
+
+/// One owner's newest announcement for an identifier, from the store or from purgatory.
+#[derive(Debug, Clone)]
+pub struct KnownAnnouncement {
+    pub announcement: Announcement,
+    pub event: Event,
+    pub pending: bool,
+}
+
+/// Every owner's announcement for one identifier, with maintainer-set queries over them.
+#[derive(Debug, Clone, Default)]
+pub struct RepoGroup {
+    pub by_owner: BTreeMap<PublicKey, KnownAnnouncement>,
+}
+
+impl RepoGroup {
+    /// The recursive maintainer set of `owner`'s repository (always includes the owner).
+    pub fn maintainers(&self, owner: &PublicKey) -> std::collections::BTreeSet<PublicKey> {
+        crate::nip34::maintainer_set(*owner, |key| {
+            self.by_owner
+                .get(key)
+                .map(|k| k.announcement.maintainers.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Owners whose repository `author` may speak for.
+    pub fn owners_authorizing(&self, author: &PublicKey) -> Vec<PublicKey> {
+        self.by_owner
+            .keys()
+            .filter(|owner| self.maintainers(owner).contains(author))
+            .copied()
+            .collect()
+    }
+}
+
+impl App {
+    /// Creates the data directories, opens the store (running migrations) and reloads purgatory.
+    pub async fn open(config: Config) -> Result<Self, StartError> {
+        for dir in [&config.data_dir, &config.git_root] {
+            std::fs::create_dir_all(dir).map_err(|source| StartError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let store_error = |source| StartError::Store {
+            url: config.database_url.clone(),
+            source,
+        };
+        let store = Store::open(&config.database_url).await.map_err(store_error)?;
+        let purgatory = Purgatory::load(store.clone(), config.purgatory_expiry)
+            .await
+            .map_err(store_error)?;
+        let git = GitRepos::new(config.git_root.clone());
+        let (served, _) = broadcast::channel(1024);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                purgatory,
+                git,
+                served,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn purgatory(&self) -> &Purgatory {
+        &self.inner.purgatory
+    }
+
+    pub fn git(&self) -> &GitRepos {
+        &self.inner.git
+    }
+
+    /// Subscribes to events that became served outside the relay's EVENT path.
+    pub fn subscribe_served(&self) -> broadcast::Receiver<Event> {
+        self.inner.served.subscribe()
+    }
+
+    /// Announces that `event` is now served (no receiver is fine: nobody is connected).
+    pub fn publish_served(&self, event: Event) {
+        let _ = self.inner.served.send(event);
+    }
+
+    /// Every owner's newest announcement for `identifier`, stored or pending.
+    pub async fn repo_group(&self, identifier: &Identifier) -> Result<RepoGroup, StoreError> {
+        let mut group = RepoGroup::default();
+        let stored = self
+            .store()
+            .by_identifier(Kind::from(KIND_ANNOUNCEMENT), identifier.as_str())
+            .await?;
+        let pending = self
+            .purgatory()
+            .for_identifier(identifier)
+            .into_iter()
+            .filter(|e| e.kind == Nip34Kind::Announcement)
+            .map(|e| (e.event.clone(), true));
+        for (event, is_pending) in stored.into_iter().map(|e| (e, false)).chain(pending) {
+            let Ok(announcement) = Announcement::parse(&event) else {
+                continue;
+            };
+            let newer = match group.by_owner.get(&event.pubkey) {
+                Some(known) => crate::purgatory::is_newer(&event, &known.event),
+                None => true,
+            };
+            if newer {
+                group.by_owner.insert(
+                    event.pubkey,
+                    KnownAnnouncement {
+                        announcement,
+                        event,
+                        pending: is_pending,
+                    },
+                );
+            }
+        }
+        Ok(group)
+    }
+
+    /// Whether this server hosts (owner, identifier): an announcement is stored or pending and
+    /// the repository exists on disk.
+    pub async fn is_hosted(&self, repo: &RepoId) -> Result<bool, StoreError> {
+        if !self.git().exists(repo) {
+            return Ok(false);
+        }
+        if self.purgatory().announcement(repo).is_some() {
+            return Ok(true);
+        }
+        Ok(self
+            .store()
+            .at_address(
+                Kind::from(KIND_ANNOUNCEMENT),
+                &repo.owner,
+                repo.identifier.as_str(),
+            )
+            .await?
+            .is_some())
+    }
+
+    /// The newest announcement of a repository, stored or pending.
+    pub async fn announcement(&self, repo: &RepoId) -> Result<Option<KnownAnnouncement>, StoreError> {
+        let group = self.repo_group(&repo.identifier).await?;
+        Ok(group.by_owner.get(&repo.owner).cloned())
+    }
+}

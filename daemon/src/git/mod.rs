@@ -1,0 +1,248 @@
+//! The bare repositories on disk: provisioning, inspection and ref alignment.
+//!
+//! Every repository lives at `<git-root>/<npub>/<identifier>.git`; the path is built only from a
+//! [`RepoId`], whose identifier was validated where it entered, so nothing here can be steered
+//! outside the git root. All git work is blocking (libgit2), so each public method runs it on
+//! tokio's blocking pool.
+
+mod types;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use types::{GitValueError, Oid, RefName};
+
+use crate::nip34::{RepoId, RepoState};
+
+/// Errors of the git layer.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+    #[error("i/o on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("blocking git task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The config GRASP-01 needs on every served repository ([56]: serve any available object, and
+/// partial clones; receive-pack over HTTP without authentication).
+const REPO_CONFIG: &[(&str, &str)] = &[
+    ("uploadpack.allowTipSHA1InWant", "true"),
+    ("uploadpack.allowReachableSHA1InWant", "true"),
+    ("uploadpack.allowFilter", "true"),
+    ("http.receivepack", "true"),
+    ("receive.denyNonFastForwards", "false"),
+    ("receive.denyDeletes", "false"),
+];
+
+/// What aligning a repository with a state changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RefChanges {
+    pub created: u32,
+    pub updated: u32,
+    pub deleted: u32,
+    pub head_changed: bool,
+}
+
+/// Handle to the git root. Cloning is shallow.
+#[derive(Debug, Clone)]
+pub struct GitRepos {
+    root: Arc<PathBuf>,
+}
+
+impl GitRepos {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root: Arc::new(root) }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, repo: &RepoId) -> PathBuf {
+        self.root
+            .join(repo.npub())
+            .join(format!("{}.git", repo.identifier))
+    }
+
+    /// Whether the bare repository exists on disk.
+    pub fn exists(&self, repo: &RepoId) -> bool {
+        self.path(repo).join("HEAD").is_file()
+    }
+
+    /// Creates the bare repository with GRASP's config, if it does not exist. Returns whether it
+    /// was created now.
+    pub async fn provision(&self, repo: &RepoId) -> Result<bool, GitError> {
+        let path = self.path(repo);
+        blocking(move || provision_at(&path)).await
+    }
+
+    /// Whether the repository has any ref (has received git data).
+    pub async fn has_refs(&self, repo: &RepoId) -> Result<bool, GitError> {
+        let path = self.path(repo);
+        blocking(move || {
+            if !path.join("HEAD").is_file() {
+                return Ok(false);
+            }
+            let repository = git2::Repository::open_bare(&path)?;
+            let mut refs = repository.references()?;
+            Ok(refs.next().is_some())
+        })
+        .await
+    }
+
+    /// Deletes the repository if it holds no refs. Returns whether it was deleted.
+    pub async fn remove_if_empty(&self, repo: &RepoId) -> Result<bool, GitError> {
+        if !self.exists(repo) || self.has_refs(repo).await? {
+            return Ok(false);
+        }
+        let path = self.path(repo);
+        blocking(move || {
+            std::fs::remove_dir_all(&path).map_err(|source| GitError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            // Drop the owner's directory too once it is empty; failure just means it is not.
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Whether every object in `oids` is in the repository's object store.
+    pub async fn has_objects(&self, repo: &RepoId, oids: Vec<Oid>) -> Result<bool, GitError> {
+        let path = self.path(repo);
+        blocking(move || {
+            if !path.join("HEAD").is_file() {
+                return Ok(false);
+            }
+            let repository = git2::Repository::open_bare(&path)?;
+            let odb = repository.odb()?;
+            for oid in &oids {
+                if !odb.exists(git2::Oid::from_str(oid.as_str())?) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Points `name` at `oid` (creating or moving it). Returns whether anything changed.
+    pub async fn set_ref(
+        &self,
+        repo: &RepoId,
+        name: RefName,
+        oid: Oid,
+        reason: String,
+    ) -> Result<bool, GitError> {
+        let path = self.path(repo);
+        blocking(move || {
+            let repository = git2::Repository::open_bare(&path)?;
+            let target = git2::Oid::from_str(oid.as_str())?;
+            let current = repository
+                .find_reference(name.as_str())
+                .ok()
+                .and_then(|r| r.target());
+            if current == Some(target) {
+                return Ok(false);
+            }
+            repository.reference(name.as_str(), target, true, &reason)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Makes the repository's branches and tags exactly the state's (create, move, delete) and
+    /// points HEAD where the state says. Refs outside `refs/heads/` and `refs/tags/` that the state
+    /// does not name (such as `refs/nostr/<event-id>`) are left alone. The caller has checked that
+    /// the objects exist.
+    pub async fn align(&self, repo: &RepoId, state: &RepoState) -> Result<RefChanges, GitError> {
+        let path = self.path(repo);
+        let state = state.clone();
+        blocking(move || align_at(&path, &state)).await
+    }
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, GitError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, GitError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
+}
+
+fn provision_at(path: &Path) -> Result<bool, GitError> {
+    if path.join("HEAD").is_file() {
+        return Ok(false);
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| GitError::Io {
+            path: parent.to_owned(),
+            source,
+        })?;
+    }
+    let mut options = git2::RepositoryInitOptions::new();
+    options
+        .bare(true)
+        .no_reinit(true)
+        .mkpath(true)
+        .initial_head("main");
+    let repository = git2::Repository::init_opts(path, &options)?;
+    let mut config = repository.config()?;
+    for (key, value) in REPO_CONFIG {
+        config.set_str(key, value)?;
+    }
+    Ok(true)
+}
+
+fn is_aligned_namespace(name: &str) -> bool {
+    name.starts_with("refs/heads/") || name.starts_with("refs/tags/")
+}
+
+fn align_at(path: &Path, state: &RepoState) -> Result<RefChanges, GitError> {
+    let repository = git2::Repository::open_bare(path)?;
+    let mut changes = RefChanges::default();
+    let reflog = format!("graspd: align with state {}", state.id);
+
+    let mut stale = Vec::new();
+    for reference in repository.references()? {
+        let reference = reference?;
+        let Ok(name) = reference.name() else { continue };
+        if is_aligned_namespace(name) && !state.refs.keys().any(|r| r.as_str() == name) {
+            stale.push(name.to_owned());
+        }
+    }
+    for name in stale {
+        repository.find_reference(&name)?.delete()?;
+        changes.deleted += 1;
+    }
+
+    for (name, oid) in &state.refs {
+        let target = git2::Oid::from_str(oid.as_str())?;
+        match repository.find_reference(name.as_str()) {
+            Ok(current) if current.target() == Some(target) => {}
+            Ok(_) => {
+                repository.reference(name.as_str(), target, true, &reflog)?;
+                changes.updated += 1;
+            }
+            Err(e) if e.code() == git2::ErrorCode::NotFound => {
+                repository.reference(name.as_str(), target, true, &reflog)?;
+                changes.created += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    if let Some(head) = &state.head {
+        let current = repository.find_reference("HEAD")?;
+        if current.symbolic_target()? != Some(head.0.as_str()) {
+            repository.reference_symbolic("HEAD", head.0.as_str(), true, &reflog)?;
+            changes.head_changed = true;
+        }
+    }
+    Ok(changes)
+}

@@ -1,0 +1,262 @@
+//! The HTTP front: one listener for the NIP-11 document, the websocket relay at `/`, repository
+//! pages and git smart-HTTP paths. Every response carries GRASP's CORS headers; `OPTIONS` anywhere
+//! is `204 No Content`.
+
+pub mod pages;
+pub mod ws;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use nostr::{FromBech32, PublicKey};
+use nostr_relay_builder::LocalRelay;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::nip34::{Identifier, RepoId};
+use crate::shutdown::Signal;
+
+/// Response bodies: small ones in full today; the git front will stream.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// What each connection needs. Cloning is shallow.
+#[derive(Debug, Clone)]
+pub struct Front {
+    app: App,
+    relay: LocalRelay,
+}
+
+impl Front {
+    pub fn new(app: App, relay: LocalRelay) -> Self {
+        Self { app, relay }
+    }
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(listener: TcpListener, front: Front, mut shutdown: Signal) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept connection");
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => return,
+        };
+        let front = front.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let front = front.clone();
+                async move { Ok::<_, Infallible>(handle(front, req, peer).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let mut response = route(front, req, peer).await;
+    add_cors(response.headers_mut());
+    response
+}
+
+/// GRASP-01 [64–67]: on every response, errors included.
+fn add_cors(headers: &mut HeaderMap) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+}
+
+async fn route(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    if req.method() == Method::OPTIONS {
+        return empty(StatusCode::NO_CONTENT);
+    }
+    let path = req.uri().path().to_owned();
+    if path == "/" {
+        return root(front, req, peer);
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if segments.first().is_some_and(|s| s.starts_with("npub1")) {
+        return repository_path(&front, &req, &segments).await;
+    }
+    not_found("There is nothing at this address.")
+}
+
+fn root(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    if is_websocket_upgrade(req.headers()) {
+        return upgrade(front, req, peer);
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET, or a websocket upgrade for the relay\n",
+        );
+    }
+    let wants_nip11 = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/nostr+json"));
+    if wants_nip11 {
+        let body = pages::nip11(front.app.config()).to_string();
+        return with_type(StatusCode::OK, "application/nostr+json", body);
+    }
+    html(StatusCode::OK, pages::landing(front.app.config()))
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+fn upgrade(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let version_ok = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    if !version_ok {
+        let mut response = text(StatusCode::UPGRADE_REQUIRED, "websocket version 13 required\n");
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return response;
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let limits = front.app.config().limits.clone();
+    let relay = front.relay.clone();
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => ws::bridge(relay, upgraded, peer, limits).await,
+            Err(error) => tracing::debug!(%peer, %error, "websocket upgrade failed"),
+        }
+    });
+    let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}
+
+/// `/<npub>/<identifier>[.git][/<git path>]`: the repository page, or its git smart-HTTP paths.
+async fn repository_path(front: &Front, req: &Request<Incoming>, segments: &[&str]) -> Response<Body> {
+    let Some(repo) = parse_repo(segments) else {
+        return not_found("This is not a repository address: expected /<npub>/<identifier>.git");
+    };
+    let known = match front.app.announcement(&repo).await {
+        Ok(known) => known,
+        Err(error) => {
+            tracing::error!(%error, "cannot look up repository");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+        }
+    };
+    let hosted = known.is_some() && front.app.git().exists(&repo);
+    let (Some(known), true) = (known, hosted) else {
+        return not_found(&format!("No repository {repo} is hosted on this server."));
+    };
+    let git_path = segments.len() > 2 && !(segments.len() == 3 && segments[2].is_empty());
+    if git_path {
+        // The git smart-HTTP front comes with the push path; until then refuse clearly.
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            "git smart HTTP is not served by this build yet\n",
+        );
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    html(
+        StatusCode::OK,
+        pages::repository(front.app.config(), &repo, &known),
+    )
+}
+
+/// Decodes the owner and identifier from path segments (percent-decoded once, then validated).
+fn parse_repo(segments: &[&str]) -> Option<RepoId> {
+    let owner = PublicKey::from_bech32(segments.first()?).ok()?;
+    let raw = percent_encoding::percent_decode_str(segments.get(1)?)
+        .decode_utf8()
+        .ok()?;
+    let name = raw.strip_suffix(".git").unwrap_or(&raw);
+    Some(RepoId::new(owner, Identifier::parse(name).ok()?))
+}
+
+pub fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).map_err(|never| match never {}).boxed()
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    with_type(status, "text/plain; charset=utf-8", body.to_owned())
+}
+
+fn html(status: StatusCode, body: String) -> Response<Body> {
+    with_type(status, "text/html; charset=utf-8", body)
+}
+
+fn not_found(what: &str) -> Response<Body> {
+    html(StatusCode::NOT_FOUND, pages::not_found(what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nostr::{Keys, ToBech32};
+
+    #[test]
+    fn repository_paths_decode_once_and_validate() {
+        let npub = Keys::generate().public_key().to_bech32().expect("npub");
+        let ok = parse_repo(&[&npub, "my%20repo.git"]).expect("repo");
+        assert_eq!(ok.identifier.as_str(), "my repo");
+        assert!(parse_repo(&[&npub, "repo"]).is_some());
+        assert!(parse_repo(&[&npub, "%2e%2e"]).is_none());
+        assert!(parse_repo(&[&npub, "a%2fb.git"]).is_none());
+        assert!(parse_repo(&["npub1notakey", "repo.git"]).is_none());
+    }
+}

@@ -1,0 +1,275 @@
+//! The websocket in front of the relay.
+//!
+//! nostr-relay-builder ends a connection silently when a message does not parse, and its rate
+//! limiter refills only in whole seconds. So each client websocket is bridged to the relay through
+//! an in-process pipe, and every client message is checked here first: size, JSON shape, known
+//! message type, a parseable event or filter, and a per-connection token bucket. Bad input gets
+//! the NIP-01 answer (`OK false "invalid: ..."`, `CLOSED`, or `NOTICE`) and the connection stays
+//! up; good input is forwarded unchanged.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use nostr::ClientMessage;
+use nostr_relay_builder::LocalRelay;
+use serde_json::Value;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::config::Limits;
+
+/// Size of the in-process pipe between the bridge and the relay.
+const PIPE_BYTES: usize = 256 * 1024;
+
+/// Serves one upgraded connection until either side closes.
+pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, limits: Limits) {
+    // Frames beyond 4x the message limit are dropped by the websocket layer itself (closing the
+    // connection); up to that, oversized messages get a polite NIP-01 answer.
+    let hard_cap = limits.max_message_bytes.saturating_mul(4).max(64 * 1024);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(hard_cap))
+        .max_frame_size(Some(hard_cap));
+    let client = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+
+    let (relay_end, our_end) = tokio::io::duplex(PIPE_BYTES);
+    let relay_task = tokio::spawn(async move {
+        if let Err(error) = relay.take_connection(relay_end, peer).await {
+            tracing::debug!(%peer, %error, "relay connection ended");
+        }
+    });
+    let upstream = WebSocketStream::from_raw_socket(our_end, Role::Client, None).await;
+
+    let (mut client_tx, mut client_rx) = client.split();
+    let (mut relay_tx, mut relay_rx) = upstream.split();
+    let mut bucket = TokenBucket::new(limits.event_burst, limits.events_per_minute);
+
+    loop {
+        tokio::select! {
+            incoming = client_rx.next() => {
+                let Some(Ok(message)) = incoming else { break };
+                match message {
+                    Message::Text(text) => {
+                        match check(text.as_str(), &limits, &mut bucket) {
+                            Checked::Forward => {
+                                if relay_tx.send(Message::Text(text)).await.is_err() { break; }
+                            }
+                            Checked::Answer(reply) => {
+                                if client_tx.send(Message::Text(reply.into())).await.is_err() { break; }
+                            }
+                        }
+                    }
+                    Message::Binary(_) => {
+                        let reply = notice("invalid: binary messages are not supported; send JSON text");
+                        if client_tx.send(Message::Text(reply.into())).await.is_err() { break; }
+                    }
+                    Message::Close(_) => break,
+                    // tungstenite answers pings itself.
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                }
+            }
+            outgoing = relay_rx.next() => {
+                let Some(Ok(message)) = outgoing else { break };
+                if let Message::Text(_) = message
+                    && client_tx.send(message).await.is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = client_tx.close().await;
+    let _ = relay_tx.close().await;
+    relay_task.abort();
+}
+
+/// What to do with one client message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    Forward,
+    Answer(String),
+}
+
+/// Checks one client text message. Pure apart from the token bucket, so it is unit-tested.
+pub fn check(text: &str, limits: &Limits, bucket: &mut TokenBucket) -> Checked {
+    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(text) else {
+        return Checked::Answer(notice("invalid: message is not a JSON array"));
+    };
+    let Some(Value::String(verb)) = items.first() else {
+        return Checked::Answer(notice(
+            "invalid: message must start with a string type such as \"EVENT\"",
+        ));
+    };
+    match verb.as_str() {
+        "EVENT" => check_event(text, &items, limits, bucket),
+        "REQ" | "COUNT" => {
+            let sub = items
+                .get(1)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if text.len() > limits.max_message_bytes {
+                return Checked::Answer(closed(
+                    &sub,
+                    &format!("invalid: message larger than {} bytes", limits.max_message_bytes),
+                ));
+            }
+            match ClientMessage::from_json(text) {
+                Ok(_) => Checked::Forward,
+                Err(e) if verb == "REQ" => {
+                    Checked::Answer(closed(&sub, &format!("invalid: bad filter: {e}")))
+                }
+                Err(e) => Checked::Answer(notice(&format!("invalid: bad COUNT: {e}"))),
+            }
+        }
+        "CLOSE" | "AUTH" | "NEG-OPEN" | "NEG-MSG" | "NEG-CLOSE" => {
+            if text.len() > limits.max_message_bytes {
+                return Checked::Answer(notice(&format!(
+                    "invalid: message larger than {} bytes",
+                    limits.max_message_bytes
+                )));
+            }
+            match ClientMessage::from_json(text) {
+                Ok(_) => Checked::Forward,
+                Err(e) => Checked::Answer(notice(&format!("invalid: bad {verb} message: {e}"))),
+            }
+        }
+        other => Checked::Answer(notice(&format!(
+            "invalid: unknown message type \"{}\"",
+            other.chars().take(32).collect::<String>()
+        ))),
+    }
+}
+
+fn check_event(text: &str, items: &[Value], limits: &Limits, bucket: &mut TokenBucket) -> Checked {
+    let id = items
+        .get(1)
+        .and_then(|e| e.get("id"))
+        .and_then(Value::as_str)
+        .filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let answer = |message: String| match id {
+        Some(id) => Checked::Answer(ok_false(id, &message)),
+        None => Checked::Answer(notice(&message)),
+    };
+    if text.len() > limits.max_event_bytes {
+        return answer(format!(
+            "invalid: event larger than {} bytes",
+            limits.max_event_bytes
+        ));
+    }
+    if let Err(e) = ClientMessage::from_json(text) {
+        return answer(format!("invalid: {e}"));
+    }
+    if !bucket.take() {
+        return answer("rate-limited: slow down; too many events on this connection".to_owned());
+    }
+    Checked::Forward
+}
+
+fn notice(message: &str) -> String {
+    Value::Array(vec!["NOTICE".into(), message.into()]).to_string()
+}
+
+fn closed(subscription: &str, message: &str) -> String {
+    Value::Array(vec!["CLOSED".into(), subscription.into(), message.into()]).to_string()
+}
+
+fn ok_false(id: &str, message: &str) -> String {
+    Value::Array(vec!["OK".into(), id.into(), false.into(), message.into()]).to_string()
+}
+
+/// Per-connection token bucket: `capacity` events at once, refilled continuously at
+/// `per_minute`.
+#[derive(Debug)]
+pub struct TokenBucket {
+    capacity: f64,
+    per_second: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(capacity: u32, per_minute: u32) -> Self {
+        Self {
+            capacity: f64::from(capacity),
+            per_second: f64::from(per_minute) / 60.0,
+            tokens: f64::from(capacity),
+            last: Instant::now(),
+        }
+    }
+
+    pub fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_message_bytes: 1000,
+            max_event_bytes: 600,
+            max_subscriptions: 10,
+            max_filter_limit: 100,
+            events_per_minute: 60,
+            event_burst: 2,
+            max_connections: 10,
+        }
+    }
+
+    fn answer(text: &str) -> String {
+        match check(text, &limits(), &mut TokenBucket::new(5, 60)) {
+            Checked::Answer(a) => a,
+            Checked::Forward => "forward".to_owned(),
+        }
+    }
+
+    #[test]
+    fn malformed_messages_get_a_notice() {
+        assert!(answer("not json").contains("NOTICE"));
+        assert!(answer("{}").contains("not a JSON array"));
+        assert!(answer("[1]").contains("must start with a string"));
+        assert!(answer(r#"["HELLO"]"#).contains("unknown message type"));
+        assert!(answer(r#"["CLOSE"]"#).contains("NOTICE"));
+    }
+
+    #[test]
+    fn bad_filters_close_the_subscription() {
+        let reply = answer(r#"["REQ","s1",{"kinds":"x"}]"#);
+        assert!(reply.starts_with(r#"["CLOSED","s1","invalid:"#), "{reply}");
+        assert_eq!(answer(r#"["REQ","s1",{"kinds":[1]}]"#), "forward");
+    }
+
+    #[test]
+    fn bad_or_oversized_events_get_ok_false_with_their_id() {
+        let id = "a".repeat(64);
+        let reply = answer(&format!(r#"["EVENT",{{"id":"{id}"}}]"#));
+        assert!(
+            reply.starts_with(&format!(r#"["OK","{id}",false,"invalid:"#)),
+            "{reply}"
+        );
+        let big = format!(r#"["EVENT",{{"id":"{id}","content":"{}"}}]"#, "x".repeat(700));
+        assert!(answer(&big).contains("larger than 600 bytes"));
+    }
+
+    #[test]
+    fn bucket_allows_the_burst_then_limits() {
+        let mut bucket = TokenBucket::new(3, 1);
+        assert!(bucket.take() && bucket.take() && bucket.take());
+        assert!(!bucket.take());
+    }
+}

@@ -1,0 +1,13 @@
+//! graspd: a GRASP server. See `docs/architecture.md` for the map of this crate.
+
+pub mod app;
+pub mod config;
+pub mod git;
+pub mod http;
+pub mod nip34;
+pub mod process;
+pub mod purgatory;
+pub mod relay;
+pub mod server;
+pub mod shutdown;
+pub mod store;

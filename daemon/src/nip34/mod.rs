@@ -1,0 +1,378 @@
+//! NIP-34 events as graspd sees them: repository announcements (30617), repository states
+//! (30618), pull requests (1618) and their updates (1619), and maintainer sets.
+//!
+//! Parsing happens once, where an event enters; the rest of the daemon works with these typed
+//! views and never looks at raw tags again.
+
+mod identifier;
+mod maintainers;
+
+use std::collections::BTreeMap;
+
+use nostr::{Event, EventId, Kind, PublicKey, Timestamp};
+
+use crate::git::{Oid, RefName};
+
+pub use identifier::{Identifier, IdentifierError, RepoId, npub};
+pub use maintainers::maintainer_set;
+
+pub const KIND_ANNOUNCEMENT: u16 = 30617;
+pub const KIND_STATE: u16 = 30618;
+pub const KIND_PATCH: u16 = 1617;
+pub const KIND_PULL_REQUEST: u16 = 1618;
+pub const KIND_PULL_REQUEST_UPDATE: u16 = 1619;
+
+/// Why an event cannot be read as the NIP-34 event its kind says it is. Shown to the client
+/// after `invalid:`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Nip34Error {
+    #[error("missing 'd' tag")]
+    MissingIdentifier,
+    #[error("bad repository identifier: {0}")]
+    BadIdentifier(#[from] IdentifierError),
+    #[error("bad 'maintainers' entry '{0}': not a public key")]
+    BadMaintainer(String),
+    #[error("bad ref tag: {0}")]
+    BadRef(String),
+    #[error("bad HEAD tag '{0}': expected 'ref: refs/...'")]
+    BadHead(String),
+    #[error("missing 'c' tag (the tip commit)")]
+    MissingTip,
+    #[error("bad 'c' tag: {0}")]
+    BadTip(String),
+    #[error("missing 'a' tag naming a repository (30617:<owner>:<identifier>)")]
+    MissingRepository,
+}
+
+/// What kind of NIP-34 event graspd treats specially.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nip34Kind {
+    Announcement,
+    State,
+    PullRequest,
+    PullRequestUpdate,
+}
+
+impl Nip34Kind {
+    pub fn of(kind: Kind) -> Option<Self> {
+        match kind.as_u16() {
+            KIND_ANNOUNCEMENT => Some(Self::Announcement),
+            KIND_STATE => Some(Self::State),
+            KIND_PULL_REQUEST => Some(Self::PullRequest),
+            KIND_PULL_REQUEST_UPDATE => Some(Self::PullRequestUpdate),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Announcement => "announcement",
+            Self::State => "state",
+            Self::PullRequest => "pull-request",
+            Self::PullRequestUpdate => "pull-request-update",
+        }
+    }
+
+    pub fn parse_str(s: &str) -> Option<Self> {
+        [
+            Self::Announcement,
+            Self::State,
+            Self::PullRequest,
+            Self::PullRequestUpdate,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// A repository announcement (kind 30617).
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    pub repo: RepoId,
+    pub created_at: Timestamp,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub web: Vec<String>,
+    pub clone: Vec<String>,
+    pub relays: Vec<String>,
+    /// Maintainers listed besides the owner (the owner is always a maintainer).
+    pub maintainers: Vec<PublicKey>,
+}
+
+impl Announcement {
+    pub fn parse(event: &Event) -> Result<Self, Nip34Error> {
+        let identifier = Identifier::parse(&identifier_of(event)?)?;
+        let mut ann = Self {
+            repo: RepoId::new(event.pubkey, identifier),
+            created_at: event.created_at,
+            name: None,
+            description: None,
+            web: Vec::new(),
+            clone: Vec::new(),
+            relays: Vec::new(),
+            maintainers: Vec::new(),
+        };
+        for tag in event.tags.iter() {
+            let values = tag.as_slice();
+            let (Some(name), rest) = (values.first(), values.get(1..).unwrap_or_default()) else {
+                continue;
+            };
+            match name.as_str() {
+                "name" => ann.name = rest.first().cloned(),
+                "description" => ann.description = rest.first().cloned(),
+                "web" => ann.web.extend(rest.iter().cloned()),
+                "clone" => ann.clone.extend(rest.iter().cloned()),
+                "relays" => ann.relays.extend(rest.iter().cloned()),
+                "maintainers" => {
+                    for hex in rest {
+                        let key = PublicKey::from_hex(hex)
+                            .map_err(|_| Nip34Error::BadMaintainer(hex.chars().take(80).collect()))?;
+                        if key != event.pubkey && !ann.maintainers.contains(&key) {
+                            ann.maintainers.push(key);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(ann)
+    }
+}
+
+/// What a repository's `HEAD` should point at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadTarget(pub RefName);
+
+/// A repository state (kind 30618): the refs a maintainer says the repository has.
+#[derive(Debug, Clone)]
+pub struct RepoState {
+    pub id: EventId,
+    pub author: PublicKey,
+    pub identifier: Identifier,
+    pub created_at: Timestamp,
+    /// Branches, tags and other refs with their targets. Peeled `^{}` entries are not refs and
+    /// are left out.
+    pub refs: BTreeMap<RefName, Oid>,
+    pub head: Option<HeadTarget>,
+}
+
+impl RepoState {
+    pub fn parse(event: &Event) -> Result<Self, Nip34Error> {
+        let identifier = Identifier::parse(&identifier_of(event)?)?;
+        let mut refs = BTreeMap::new();
+        let mut head = None;
+        for tag in event.tags.iter() {
+            let values = tag.as_slice();
+            let Some(name) = values.first() else { continue };
+            if name == "HEAD" {
+                let value = values.get(1).map(String::as_str).unwrap_or_default();
+                let target = value
+                    .strip_prefix("ref: ")
+                    .and_then(|r| RefName::parse(r).ok())
+                    .ok_or_else(|| Nip34Error::BadHead(value.chars().take(80).collect()))?;
+                head = Some(HeadTarget(target));
+            } else if name.starts_with("refs/") {
+                if name.ends_with("^{}") {
+                    continue;
+                }
+                let ref_name = RefName::parse(name).map_err(|e| Nip34Error::BadRef(e.to_string()))?;
+                let value = values.get(1).map(String::as_str).unwrap_or_default();
+                let oid = Oid::parse(value).map_err(|e| Nip34Error::BadRef(format!("{ref_name}: {e}")))?;
+                refs.insert(ref_name, oid);
+            }
+        }
+        Ok(Self {
+            id: event.id,
+            author: event.pubkey,
+            identifier,
+            created_at: event.created_at,
+            refs,
+            head,
+        })
+    }
+
+    /// Distinct objects the state needs on disk.
+    pub fn wanted_oids(&self) -> Vec<Oid> {
+        let mut oids: Vec<Oid> = self.refs.values().cloned().collect();
+        oids.sort();
+        oids.dedup();
+        oids
+    }
+}
+
+/// A pull request (1618) or pull request update (1619).
+#[derive(Debug, Clone)]
+pub struct PullRequest {
+    pub id: EventId,
+    pub author: PublicKey,
+    /// Repositories named by `a` tags (`30617:<owner>:<identifier>`), valid ones only.
+    pub repos: Vec<RepoId>,
+    pub tip: Oid,
+    pub clone: Vec<String>,
+}
+
+impl PullRequest {
+    pub fn parse(event: &Event) -> Result<Self, Nip34Error> {
+        let mut tip = None;
+        let mut clone = Vec::new();
+        for tag in event.tags.iter() {
+            let values = tag.as_slice();
+            match values.first().map(String::as_str) {
+                Some("c") => {
+                    let value = values.get(1).map(String::as_str).unwrap_or_default();
+                    tip = Some(Oid::parse(value).map_err(|e| Nip34Error::BadTip(e.to_string()))?);
+                }
+                Some("clone") => clone.extend(values.iter().skip(1).cloned()),
+                _ => {}
+            }
+        }
+        let repos = repo_coordinates(event);
+        if repos.is_empty() {
+            return Err(Nip34Error::MissingRepository);
+        }
+        Ok(Self {
+            id: event.id,
+            author: event.pubkey,
+            repos,
+            tip: tip.ok_or(Nip34Error::MissingTip)?,
+            clone,
+        })
+    }
+}
+
+/// The `d` tag of an addressable event.
+pub fn identifier_of(event: &Event) -> Result<String, Nip34Error> {
+    event.tags.identifier().ok_or(Nip34Error::MissingIdentifier)
+}
+
+/// Repositories an event names through `a`/`A` tags of the form `30617:<owner-hex>:<identifier>`.
+/// Malformed coordinates are skipped: they name nothing this server could host.
+pub fn repo_coordinates(event: &Event) -> Vec<RepoId> {
+    let mut repos = Vec::new();
+    for tag in event.tags.iter() {
+        let values = tag.as_slice();
+        if !matches!(values.first().map(String::as_str), Some("a" | "A")) {
+            continue;
+        }
+        if let Some(repo) = values.get(1).and_then(|v| parse_repo_coordinate(v))
+            && !repos.contains(&repo)
+        {
+            repos.push(repo);
+        }
+    }
+    repos
+}
+
+/// Parses `30617:<owner-hex>:<identifier>`.
+pub fn parse_repo_coordinate(value: &str) -> Option<RepoId> {
+    let mut parts = value.splitn(3, ':');
+    let kind = parts.next()?;
+    let owner = parts.next()?;
+    let identifier = parts.next()?;
+    if kind != "30617" {
+        return None;
+    }
+    let owner = PublicKey::from_hex(owner).ok()?;
+    Some(RepoId::new(owner, Identifier::parse(identifier).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nostr::event::FinalizeEvent;
+    use nostr::{EventBuilder, Keys, Tag};
+
+    fn event(keys: &Keys, kind: u16, tags: Vec<Vec<&str>>) -> Event {
+        let tags = tags.into_iter().map(|t| Tag::parse(t).expect("tag"));
+        EventBuilder::new(Kind::from(kind), "")
+            .tags(tags)
+            .finalize(keys)
+            .expect("sign")
+    }
+
+    #[test]
+    fn state_reads_refs_head_and_skips_peeled_entries() {
+        let keys = Keys::generate();
+        let a = "a".repeat(40);
+        let b = "b".repeat(40);
+        let ev = event(
+            &keys,
+            KIND_STATE,
+            vec![
+                vec!["d", "repo"],
+                vec!["refs/heads/main", &a],
+                vec!["refs/tags/v1", &b],
+                vec!["refs/tags/v1^{}", &a],
+                vec!["HEAD", "ref: refs/heads/main"],
+                vec!["nonce", "12", "0", "ngit-created-at-tiebreak"],
+            ],
+        );
+        let state = RepoState::parse(&ev).expect("state");
+        assert_eq!(state.identifier.as_str(), "repo");
+        assert_eq!(state.refs.len(), 2);
+        assert_eq!(
+            state.head,
+            Some(HeadTarget(RefName::parse("refs/heads/main").expect("ref")))
+        );
+        assert_eq!(state.wanted_oids().len(), 2);
+    }
+
+    #[test]
+    fn state_with_a_bad_oid_or_head_is_refused() {
+        let keys = Keys::generate();
+        let bad_oid = event(
+            &keys,
+            KIND_STATE,
+            vec![vec!["d", "r"], vec!["refs/heads/main", "xyz"]],
+        );
+        assert!(matches!(RepoState::parse(&bad_oid), Err(Nip34Error::BadRef(_))));
+        let bad_head = event(&keys, KIND_STATE, vec![vec!["d", "r"], vec!["HEAD", "main"]]);
+        assert!(matches!(RepoState::parse(&bad_head), Err(Nip34Error::BadHead(_))));
+        let traversal = event(&keys, KIND_STATE, vec![vec!["d", "../x"]]);
+        assert!(matches!(
+            RepoState::parse(&traversal),
+            Err(Nip34Error::BadIdentifier(_))
+        ));
+    }
+
+    #[test]
+    fn announcement_reads_urls_and_maintainers_without_the_owner() {
+        let keys = Keys::generate();
+        let other = Keys::generate().public_key().to_hex();
+        let own = keys.public_key().to_hex();
+        let ev = event(
+            &keys,
+            KIND_ANNOUNCEMENT,
+            vec![
+                vec!["d", "repo"],
+                vec!["name", "Repo"],
+                vec!["clone", "https://a/x.git", "https://b/x.git"],
+                vec!["relays", "wss://a", "wss://b"],
+                vec!["maintainers", &other, &own],
+            ],
+        );
+        let ann = Announcement::parse(&ev).expect("announcement");
+        assert_eq!(ann.clone.len(), 2);
+        assert_eq!(ann.relays.len(), 2);
+        assert_eq!(ann.maintainers.len(), 1);
+        assert_eq!(ann.name.as_deref(), Some("Repo"));
+    }
+
+    #[test]
+    fn pull_request_needs_a_tip_and_a_repository() {
+        let keys = Keys::generate();
+        let owner = Keys::generate().public_key().to_hex();
+        let coord = format!("30617:{owner}:repo");
+        let tip = "c".repeat(40);
+        let ok = event(&keys, KIND_PULL_REQUEST, vec![vec!["a", &coord], vec!["c", &tip]]);
+        let pr = PullRequest::parse(&ok).expect("pr");
+        assert_eq!(pr.repos.len(), 1);
+        let no_tip = event(&keys, KIND_PULL_REQUEST, vec![vec!["a", &coord]]);
+        assert_eq!(PullRequest::parse(&no_tip).err(), Some(Nip34Error::MissingTip));
+        let no_repo = event(&keys, KIND_PULL_REQUEST, vec![vec!["c", &tip]]);
+        assert_eq!(
+            PullRequest::parse(&no_repo).err(),
+            Some(Nip34Error::MissingRepository)
+        );
+    }
+}

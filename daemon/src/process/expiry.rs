@@ -1,0 +1,67 @@
+//! The purgatory expiry task: sleeps until the earliest deadline (or until purgatory changes),
+//! discards what expired, and deletes repositories whose announcement expired before any git data
+//! arrived.
+
+use std::time::Duration;
+
+use crate::app::App;
+use crate::nip34::{Nip34Kind, RepoId};
+use crate::purgatory::now_ms;
+use crate::shutdown::Signal;
+
+/// Longest nap between checks when nothing is due: a safety net against missed notifications.
+const MAX_NAP: Duration = Duration::from_secs(60);
+
+pub async fn run(app: App, mut shutdown: Signal) {
+    loop {
+        expire_due(&app).await;
+        let nap = match app.purgatory().next_deadline_ms() {
+            Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(MAX_NAP),
+            None => MAX_NAP,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(nap) => {}
+            _ = app.purgatory().changed() => {}
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
+/// Discards every expired entry. Errors are logged and retried on the next round.
+pub async fn expire_due(app: &App) {
+    for entry in app.purgatory().expired(now_ms()) {
+        match app.purgatory().remove(&entry.event.id).await {
+            Ok(Some(_)) => {
+                tracing::info!(event_id = %entry.event.id, kind = entry.kind.as_str(), identifier = %entry.identifier,
+                    "purgatory entry expired without its git data");
+            }
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(event_id = %entry.event.id, %error, "cannot expire purgatory entry");
+                continue;
+            }
+        }
+        if entry.kind == Nip34Kind::Announcement {
+            let repo = RepoId::new(entry.event.pubkey, entry.identifier.clone());
+            discard_unserved_repo(app, &repo).await;
+        }
+    }
+}
+
+/// Deletes a repository whose announcement is no longer pending, was never stored, and that
+/// received no git data.
+pub async fn discard_unserved_repo(app: &App, repo: &RepoId) {
+    match app.is_hosted(repo).await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(repo = %repo, %error, "cannot check repository before deleting it");
+            return;
+        }
+    }
+    match app.git().remove_if_empty(repo).await {
+        Ok(true) => tracing::info!(repo = %repo, "deleted empty repository of an expired announcement"),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(repo = %repo, %error, "cannot delete empty repository"),
+    }
+}

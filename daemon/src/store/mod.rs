@@ -1,0 +1,346 @@
+//! The event store and the durable half of purgatory, on sqlx.
+//!
+//! `Store` is a cheap-to-clone handle. Reads go straight to the connection pool (SQLite in WAL
+//! mode serves readers while a writer commits). Event writes go through one writer task that
+//! commits whatever has queued up as one transaction (group commit): under load, one fsync covers
+//! many events, and replaceable/deletion rules are applied in a single, serial order.
+//!
+//! The schema is in `daemon/migrations/` and is written in SQL that PostgreSQL accepts too; only
+//! SQLite is wired up today.
+
+mod filter;
+mod nostr_db;
+mod writer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use nostr::{Event, EventId, Filter, Kind, PublicKey, Timestamp};
+use nostr_database::SaveEventStatus;
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::sync::{mpsc, oneshot};
+
+pub use nostr_db::SqlDatabase;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL '{0}': use sqlite://PATH (PostgreSQL support is planned)")]
+    UnsupportedUrl(String),
+    #[error("stored event {id} does not parse: {reason}")]
+    Corrupt { id: String, reason: String },
+    #[error("the store's writer task has stopped")]
+    WriterGone,
+}
+
+/// Handle to the database. Cloning is shallow.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    writer: mpsc::Sender<writer::SaveRequest>,
+}
+
+/// A purgatory row as stored.
+#[derive(Debug, Clone)]
+pub struct PurgatoryRow {
+    pub event: Event,
+    pub identifier: String,
+    pub received_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub source: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and runs pending migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an event acknowledged with OK survives power loss, not only a crash. Group
+            // commit in the writer keeps the fsync cost per event low.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let writer = writer::spawn(pool.clone());
+        Ok(Self { pool, writer })
+    }
+
+    /// Saves an event with NIP-01 replaceable/addressable and NIP-09 deletion semantics.
+    pub async fn save_event(&self, event: &Event) -> Result<SaveEventStatus, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(writer::SaveRequest {
+                event: event.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Events matching a NIP-01 filter, newest first (ties: lowest id first), at most `limit`.
+    pub async fn query(&self, filter: &Filter) -> Result<Vec<Event>, StoreError> {
+        let Some(mut query) = filter::select(filter, filter::Select::Json) else {
+            return Ok(Vec::new());
+        };
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(|row| parse_json_column(row, 0)).collect()
+    }
+
+    pub async fn count(&self, filter: &Filter) -> Result<usize, StoreError> {
+        let Some(mut query) = filter::select(filter, filter::Select::Count) else {
+            return Ok(0);
+        };
+        let n: i64 = query.build().fetch_one(&self.pool).await?.try_get(0)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    pub async fn event_by_id(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
+        let row = sqlx::query("SELECT json FROM events WHERE id = ?")
+            .bind(id.to_hex())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| parse_json_column(&row, 0)).transpose()
+    }
+
+    pub async fn contains(&self, id: &EventId) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM events WHERE id = ?")
+            .bind(id.to_hex())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Whether a stored event references `id` through an `e`, `E` or `q` tag ("tagged by").
+    pub async fn is_referenced(&self, id: &EventId) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM event_tags WHERE name IN ('e', 'E', 'q') AND value = ? LIMIT 1")
+            .bind(id.to_hex())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Whether the author deleted this event (by id or by address) before it arrived.
+    pub async fn is_deleted(&self, event: &Event) -> Result<bool, StoreError> {
+        let by_id = sqlx::query("SELECT 1 FROM deleted_events WHERE event_id = ? AND pubkey = ?")
+            .bind(event.id.to_hex())
+            .bind(event.pubkey.to_hex())
+            .fetch_optional(&self.pool)
+            .await?;
+        if by_id.is_some() {
+            return Ok(true);
+        }
+        let Some(d_tag) = address_d_tag(event) else {
+            return Ok(false);
+        };
+        let by_address = sqlx::query(
+            "SELECT 1 FROM deleted_addresses WHERE kind = ? AND pubkey = ? AND d_tag = ? AND until >= ?",
+        )
+        .bind(i64::from(event.kind.as_u16()))
+        .bind(event.pubkey.to_hex())
+        .bind(d_tag)
+        .bind(timestamp_i64(event.created_at))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(by_address.is_some())
+    }
+
+    /// The stored event at an address (`kind`, `pubkey`, `d`), if any.
+    pub async fn at_address(
+        &self,
+        kind: Kind,
+        pubkey: &PublicKey,
+        d_tag: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        let row = sqlx::query("SELECT json FROM events WHERE kind = ? AND pubkey = ? AND d_tag = ?")
+            .bind(i64::from(kind.as_u16()))
+            .bind(pubkey.to_hex())
+            .bind(d_tag)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| parse_json_column(&row, 0)).transpose()
+    }
+
+    /// Every stored event of `kind` whose `d` tag is `identifier` (all authors).
+    pub async fn by_identifier(&self, kind: Kind, identifier: &str) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query("SELECT json FROM events WHERE kind = ? AND d_tag = ?")
+            .bind(i64::from(kind.as_u16()))
+            .bind(identifier)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| parse_json_column(row, 0)).collect()
+    }
+
+    /// Deletes matching events (operator action; not NIP-09).
+    pub async fn delete(&self, filter: &Filter) -> Result<(), StoreError> {
+        let Some(mut select) = filter::select(filter, filter::Select::Id) else {
+            return Ok(());
+        };
+        let ids: Vec<String> = select
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let mut tx = self.pool.begin().await?;
+        for id in ids {
+            writer::delete_event_rows(&mut tx, &id).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn wipe(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for table in [
+            "event_tags",
+            "events",
+            "deleted_events",
+            "deleted_addresses",
+            "purgatory",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- purgatory rows -------------------------------------------------------------------
+
+    /// Writes (or replaces) a purgatory row.
+    pub async fn purgatory_put(&self, row: &PurgatoryRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO purgatory (event_id, kind, pubkey, identifier, json, received_at_ms, expires_at_ms, source)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (event_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(row.event.id.to_hex())
+        .bind(i64::from(row.event.kind.as_u16()))
+        .bind(row.event.pubkey.to_hex())
+        .bind(&row.identifier)
+        .bind(row.event.as_json())
+        .bind(row.received_at_ms)
+        .bind(row.expires_at_ms)
+        .bind(&row.source)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes `row` and removes `replaced` in one transaction (a newer event takes an older
+    /// one's place in purgatory).
+    pub async fn purgatory_replace(&self, row: &PurgatoryRow, replaced: &EventId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM purgatory WHERE event_id = ?")
+            .bind(replaced.to_hex())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO purgatory (event_id, kind, pubkey, identifier, json, received_at_ms, expires_at_ms, source)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(row.event.id.to_hex())
+        .bind(i64::from(row.event.kind.as_u16()))
+        .bind(row.event.pubkey.to_hex())
+        .bind(&row.identifier)
+        .bind(row.event.as_json())
+        .bind(row.received_at_ms)
+        .bind(row.expires_at_ms)
+        .bind(&row.source)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn purgatory_remove(&self, id: &EventId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM purgatory WHERE event_id = ?")
+            .bind(id.to_hex())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every purgatory row, for the reload at start.
+    pub async fn purgatory_all(&self) -> Result<Vec<PurgatoryRow>, StoreError> {
+        let rows =
+            sqlx::query("SELECT json, identifier, received_at_ms, expires_at_ms, source FROM purgatory")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PurgatoryRow {
+                    event: parse_json_column(row, 0)?,
+                    identifier: row.try_get(1)?,
+                    received_at_ms: row.try_get(2)?,
+                    expires_at_ms: row.try_get(3)?,
+                    source: row.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores a released event and removes it from purgatory in one transaction, so a crash
+    /// between the two can neither lose nor duplicate it.
+    pub async fn release(&self, event: &Event) -> Result<SaveEventStatus, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let status = writer::save_in(&mut tx, event).await?;
+        sqlx::query("DELETE FROM purgatory WHERE event_id = ?")
+            .bind(event.id.to_hex())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(status)
+    }
+
+    /// Counts of stored events, for start-up logging and status.
+    pub async fn event_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+}
+
+/// The `d` value that makes an event's address: `Some("")` for replaceable kinds, the `d` tag
+/// for addressable kinds, `None` for everything else.
+pub fn address_d_tag(event: &Event) -> Option<String> {
+    if event.kind.is_replaceable() {
+        Some(String::new())
+    } else if event.kind.is_addressable() {
+        Some(event.tags.identifier().unwrap_or_default())
+    } else {
+        None
+    }
+}
+
+fn timestamp_i64(ts: Timestamp) -> i64 {
+    i64::try_from(ts.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn parse_json_column(row: &sqlx::sqlite::SqliteRow, index: usize) -> Result<Event, StoreError> {
+    let json: String = row.try_get(index)?;
+    Event::from_json(&json).map_err(|e| StoreError::Corrupt {
+        id: json.chars().skip(7).take(64).collect(),
+        reason: e.to_string(),
+    })
+}
