@@ -15,7 +15,8 @@ use nostr_relay_builder::builder::{WritePolicy, WritePolicyResult};
 
 use crate::app::{App, RepoGroup};
 use crate::nip34::{
-    Announcement, Nip34Kind, PullRequest, RepoId, RepoState, parse_repo_coordinate, repo_coordinates,
+    Announcement, Identifier, Nip34Kind, PullRequest, RepoId, RepoState, parse_repo_coordinate,
+    repo_coordinates,
 };
 use crate::process::{self, ProcessError};
 use crate::purgatory::{Inserted, Source};
@@ -353,7 +354,7 @@ impl GraspPolicy {
                     }
                 }
                 // An address of another accepted addressable event (not a repository).
-                "a" | "A" if self.stored_address(value).await? => {
+                "a" | "A" if self.known_address(value).await? => {
                     return self.accept_related(event).await;
                 }
                 _ => {}
@@ -368,7 +369,7 @@ impl GraspPolicy {
         }))
     }
 
-    async fn stored_address(&self, value: &str) -> Result<bool, PolicyError> {
+    async fn known_address(&self, value: &str) -> Result<bool, PolicyError> {
         let mut parts = value.splitn(3, ':');
         let (Some(kind), Some(author), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
             return Ok(false);
@@ -376,6 +377,16 @@ impl GraspPolicy {
         let (Ok(kind), Ok(author)) = (kind.parse::<u16>(), nostr::PublicKey::from_hex(author)) else {
             return Ok(false);
         };
+        // An announcement or state waiting in purgatory is accepted too.
+        if let (Some(nip34), Ok(identifier)) = (Nip34Kind::of(Kind::from(kind)), Identifier::parse(d))
+            && self
+                .app
+                .purgatory()
+                .at_address(nip34, &author, &identifier)
+                .is_some()
+        {
+            return Ok(true);
+        }
         Ok(self
             .app
             .store()

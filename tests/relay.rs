@@ -1,0 +1,697 @@
+//! End-to-end: the GRASP-01 relay, purgatory and the HTTP front, against the real binary.
+
+mod support;
+
+use nostr::{Keys, Timestamp};
+use serde_json::json;
+use support::*;
+
+const PURGATORY_OK: &str = "purgatory: won't be served until git data arrives";
+
+// ---- NIP-11, pages, CORS (GRASP-01 [26]-[30], [58], [64]-[67]) ---------------------------------
+
+#[test]
+fn nip11_document_advertises_grasp_01_and_limits() {
+    let server = Server::start();
+    let response = http(server.addr, "GET", "/", &[("Accept", "application/nostr+json")]);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/nostr+json"));
+    assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+    let doc: serde_json::Value = serde_json::from_str(&response.body).expect("json");
+    assert_eq!(doc["supported_grasps"], json!(["GRASP-01"]));
+    assert!(
+        doc["repo_acceptance_criteria"]
+            .as_str()
+            .is_some_and(|s| s.contains(&server.domain()))
+    );
+    assert!(doc.get("curation").is_none());
+    assert!(
+        doc["supported_nips"]
+            .as_array()
+            .is_some_and(|n| n.contains(&json!(34)))
+    );
+    assert!(doc["limitation"]["max_message_length"].as_u64().is_some());
+}
+
+#[test]
+fn plain_get_of_root_is_an_html_page() {
+    let server = Server::start();
+    let response = http(server.addr, "GET", "/", &[]);
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"))
+    );
+    assert!(response.body.contains("GRASP"));
+}
+
+#[test]
+fn options_anywhere_is_204_and_every_response_has_cors_headers() {
+    let server = Server::start();
+    for path in ["/", "/nothing", "/npub1xyz/repo.git/info/refs"] {
+        let response = http(server.addr, "OPTIONS", path, &[]);
+        assert_eq!(response.status, 204, "{path}");
+        assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+        assert_eq!(response.header("access-control-allow-methods"), Some("GET, POST"));
+        assert_eq!(
+            response.header("access-control-allow-headers"),
+            Some("Content-Type")
+        );
+    }
+    let missing = http(server.addr, "GET", "/no/such/thing", &[]);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("access-control-allow-origin"), Some("*"));
+}
+
+#[tokio::test]
+async fn repository_page_for_hosted_repo_and_404_for_unknown_or_traversal() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    let ok = client.publish(&announcement(&owner, &server, "pages")).await;
+    assert!(ok.accepted, "{ok:?}");
+
+    let page = http(server.addr, "GET", &format!("/{}/pages.git", npub(&owner)), &[]);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("pages") && page.body.contains("gitworkshop.dev"));
+    assert_eq!(
+        http(server.addr, "GET", &format!("/{}/pages", npub(&owner)), &[]).status,
+        200
+    );
+
+    let unknown = http(server.addr, "GET", &format!("/{}/nope.git", npub(&owner)), &[]);
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.body.contains("Not found"));
+    for path in [
+        format!("/{}/..%2f..%2fetc.git", npub(&owner)),
+        format!("/{}/%2e%2e.git/info/refs", npub(&owner)),
+        "/npub1notakey/pages.git".to_owned(),
+    ] {
+        assert_eq!(http(server.addr, "GET", &path, &[]).status, 404, "{path}");
+    }
+}
+
+// ---- announcements (GRASP-01 [9], [22]) ------------------------------------------------------
+
+#[tokio::test]
+async fn new_announcement_is_held_in_purgatory_and_provisions_the_repository() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    let ann = announcement(&owner, &server, "hello");
+    let ok = client.publish(&ann).await;
+    assert!(ok.accepted);
+    assert_eq!(ok.message, PURGATORY_OK);
+
+    let repo = server.repo_path(&owner, "hello");
+    assert!(
+        repo.join("HEAD").is_file(),
+        "bare repository created at {}",
+        repo.display()
+    );
+    for key in [
+        "uploadpack.allowTipSHA1InWant",
+        "uploadpack.allowReachableSHA1InWant",
+        "uploadpack.allowFilter",
+        "http.receivepack",
+    ] {
+        assert_eq!(git(&repo, &["config", "--get", key]), "true", "{key}");
+    }
+    assert_eq!(git(&repo, &["rev-parse", "--is-bare-repository"]), "true");
+    // Not served while in purgatory.
+    assert!(client.ids(json!({"kinds": [30617]})).await.is_empty());
+    assert!(client.ids(json!({"ids": [ann.id.to_hex()]})).await.is_empty());
+}
+
+#[tokio::test]
+async fn announcement_that_does_not_list_this_server_is_refused() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    let clone = format!("http://{}/{}/x.git", server.domain(), npub(&owner));
+    let ws = server.ws_url();
+    let elsewhere: [&[&str]; 3] = [
+        &["d", "x"],
+        &["clone", "https://elsewhere.example/x.git"],
+        &["relays", "wss://elsewhere.example"],
+    ];
+    let no_relay: [&[&str]; 2] = [&["d", "x"], &["clone", &clone]];
+    let no_clone: [&[&str]; 2] = [&["d", "x"], &["relays", &ws]];
+    let cases: [(&[&[&str]], &str); 3] = [
+        (&elsewhere, "both"),
+        (&no_relay, "'relays'"),
+        (&no_clone, "'clone'"),
+    ];
+    for (tags, mentions) in cases {
+        let ok = client.publish(&event(&owner, 30617, "", tags)).await;
+        assert!(!ok.accepted);
+        assert!(
+            ok.message.starts_with("blocked:") && ok.message.contains(mentions),
+            "{}",
+            ok.message
+        );
+    }
+    assert!(
+        !server.git_root().join(npub(&owner)).exists(),
+        "no repository created"
+    );
+}
+
+#[tokio::test]
+async fn trailing_slash_and_percent_encoding_in_urls_are_tolerated() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    let clone = format!("http://{}/{}/my%20repo.git/", server.domain(), npub(&owner));
+    let relay = format!("{}/", server.ws_url());
+    let ann = event(
+        &owner,
+        30617,
+        "",
+        &[&["d", "my repo"], &["clone", &clone], &["relays", &relay]],
+    );
+    let ok = client.publish(&ann).await;
+    assert!(ok.accepted, "{ok:?}");
+    assert!(server.repo_path(&owner, "my repo").join("HEAD").is_file());
+}
+
+#[tokio::test]
+async fn identifier_that_could_escape_the_git_root_is_refused_and_touches_no_file() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    for bad in ["../evil", "a/b", ".hidden", "..", "a\u{1}b", ""] {
+        let clone = format!("http://{}/{}/x.git", server.domain(), npub(&owner));
+        let ann = event(
+            &owner,
+            30617,
+            "",
+            &[&["d", bad], &["clone", &clone], &["relays", &server.ws_url()]],
+        );
+        let ok = client.publish(&ann).await;
+        assert!(!ok.accepted, "{bad:?}");
+        assert!(ok.message.starts_with("invalid:"), "{bad:?}: {}", ok.message);
+    }
+    let long = "x".repeat(300);
+    let ann = event(&owner, 30617, "", &[&["d", &long], &["relays", &server.ws_url()]]);
+    assert!(!client.publish(&ann).await.accepted);
+    assert!(!server.data.path().join("evil").exists());
+    assert!(!server.git_root().join(npub(&owner)).exists());
+}
+
+#[tokio::test]
+async fn older_announcement_after_a_newer_one_is_never_served() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    let now = Timestamp::now().as_secs();
+    let newer = announcement_with(&owner, &server, "ord", &[], Timestamp::from(now));
+    let older = announcement_with(&owner, &server, "ord", &[], Timestamp::from(now - 100));
+    assert!(client.publish(&newer).await.accepted);
+    let ok = client.publish(&older).await;
+    assert!(!ok.accepted, "{ok:?}");
+}
+
+// ---- states (GRASP-01 [22], [36], [39]) ------------------------------------------------------
+
+#[tokio::test]
+async fn state_for_an_unknown_repository_or_by_a_stranger_is_refused() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let stranger = Keys::generate();
+    let mut client = server.client().await;
+    let oid = "a".repeat(40);
+    let ok = client
+        .publish(&state(
+            &owner,
+            "nowhere",
+            &[("refs/heads/main", &oid)],
+            Some("main"),
+        ))
+        .await;
+    assert!(!ok.accepted && ok.message.starts_with("blocked:"), "{ok:?}");
+
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "mine"))
+            .await
+            .accepted
+    );
+    let ok = client
+        .publish(&state(
+            &stranger,
+            "mine",
+            &[("refs/heads/main", &oid)],
+            Some("main"),
+        ))
+        .await;
+    assert!(!ok.accepted && ok.message.contains("maintainer"), "{ok:?}");
+}
+
+#[tokio::test]
+async fn state_whose_commits_are_missing_waits_in_purgatory_unserved() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "wait"))
+            .await
+            .accepted
+    );
+    let st = state(
+        &owner,
+        "wait",
+        &[("refs/heads/main", &"b".repeat(40))],
+        Some("main"),
+    );
+    let ok = client.publish(&st).await;
+    assert!(ok.accepted);
+    assert_eq!(ok.message, PURGATORY_OK);
+    assert!(client.ids(json!({"kinds": [30618]})).await.is_empty());
+    // Publishing it again says it is already held.
+    let again = client.publish(&st).await;
+    assert!(
+        again.accepted && again.message.starts_with("duplicate:"),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn maintainer_listed_by_the_owner_may_publish_a_state() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let maintainer = Keys::generate();
+    let mut client = server.client().await;
+    let ann = announcement_with(&owner, &server, "team", &[&maintainer], Timestamp::now());
+    assert!(client.publish(&ann).await.accepted);
+    let ok = client
+        .publish(&state(
+            &maintainer,
+            "team",
+            &[("refs/heads/main", &"c".repeat(40))],
+            None,
+        ))
+        .await;
+    assert!(ok.accepted, "{ok:?}");
+    assert_eq!(ok.message, PURGATORY_OK);
+}
+
+#[tokio::test]
+async fn state_whose_commits_are_on_disk_is_applied_at_once_and_releases_the_announcement() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    let ann = announcement(&owner, &server, "present");
+    assert!(client.publish(&ann).await.accepted);
+
+    // Git data arrives by a channel graspd does not watch (a local push straight into the bare
+    // repository), then a state names it.
+    let (work, oid) = work_tree_with_commit("first");
+    let repo = server.repo_path(&owner, "present");
+    git(
+        work.path(),
+        &[
+            "push",
+            "-q",
+            repo.to_str().expect("path"),
+            "main:refs/heads/main",
+            "main:refs/heads/old",
+        ],
+    );
+
+    let st = state(
+        &owner,
+        "present",
+        &[("refs/heads/main", &oid), ("refs/heads/dev", &oid)],
+        Some("dev"),
+    );
+    let ok = client.publish(&st).await;
+    assert!(ok.accepted && ok.message.is_empty(), "{ok:?}");
+
+    assert_eq!(client.ids(json!({"kinds": [30618]})).await, vec![st.id.to_hex()]);
+    assert_eq!(client.ids(json!({"kinds": [30617]})).await, vec![ann.id.to_hex()]);
+    assert_eq!(git(&repo, &["rev-parse", "refs/heads/dev"]), oid);
+    assert_eq!(git(&repo, &["symbolic-ref", "HEAD"]), "refs/heads/dev");
+    let refs = git(&repo, &["for-each-ref", "--format=%(refname)"]);
+    assert!(
+        !refs.contains("refs/heads/old"),
+        "ref not in the state is deleted: {refs}"
+    );
+}
+
+#[tokio::test]
+async fn empty_state_is_applied_at_once() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "empty"))
+            .await
+            .accepted
+    );
+    let st = state(&owner, "empty", &[], None);
+    let ok = client.publish(&st).await;
+    assert!(ok.accepted && ok.message.is_empty(), "{ok:?}");
+    assert_eq!(client.ids(json!({"kinds": [30618]})).await, vec![st.id.to_hex()]);
+}
+
+#[tokio::test]
+async fn newer_state_replaces_an_older_one_waiting_in_purgatory() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "repl"))
+            .await
+            .accepted
+    );
+    let now = Timestamp::now().as_secs();
+    let old = state_at(
+        &owner,
+        "repl",
+        &[("refs/heads/main", &"1".repeat(40))],
+        None,
+        Timestamp::from(now - 10),
+    );
+    let new = state_at(
+        &owner,
+        "repl",
+        &[("refs/heads/main", &"2".repeat(40))],
+        None,
+        Timestamp::from(now),
+    );
+    assert_eq!(client.publish(&old).await.message, PURGATORY_OK);
+    assert_eq!(client.publish(&new).await.message, PURGATORY_OK);
+    // The older one no longer waits: publishing it again is refused as superseded.
+    let again = client.publish(&old).await;
+    assert!(!again.accepted, "{again:?}");
+}
+
+// ---- related events (GRASP-01 [13]) ----------------------------------------------------------
+
+#[tokio::test]
+async fn issues_comments_and_chains_on_accepted_repositories_are_accepted() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let user = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "issues"))
+            .await
+            .accepted
+    );
+    let coord = coordinate(&owner, "issues");
+
+    let note = event(&user, 1, "quoted before it arrived", &[]);
+    let issue = event(
+        &user,
+        1621,
+        "it breaks",
+        &[&["a", &coord], &["subject", "bug"], &["q", &note.id.to_hex()]],
+    );
+    let ok = client.publish(&issue).await;
+    assert!(ok.accepted, "{ok:?}");
+    let comment = event(
+        &owner,
+        1111,
+        "thanks",
+        &[&["E", &issue.id.to_hex()], &["K", "1621"]],
+    );
+    assert!(client.publish(&comment).await.accepted);
+    let reply = event(&user, 1111, "welcome", &[&["e", &comment.id.to_hex()]]);
+    assert!(client.publish(&reply).await.accepted, "comment on a comment");
+    // Tagged by an accepted event: the quoted note is accepted when it arrives.
+    assert!(client.publish(&note).await.accepted, "tagged-by rule");
+
+    let served = client.ids(json!({"kinds": [1, 1111, 1621]})).await;
+    assert_eq!(served.len(), 4);
+}
+
+#[tokio::test]
+async fn unrelated_and_foreign_events_are_refused_with_a_reason() {
+    let server = Server::start();
+    let user = Keys::generate();
+    let mut client = server.client().await;
+    let orphan = event(&user, 1, "hello", &[]);
+    let ok = client.publish(&orphan).await;
+    assert!(!ok.accepted && ok.message.starts_with("blocked:"), "{ok:?}");
+
+    let foreign = coordinate(&Keys::generate(), "elsewhere");
+    let ok = client
+        .publish(&event(&user, 1621, "bug", &[&["a", &foreign]]))
+        .await;
+    assert!(!ok.accepted && ok.message.contains("not hosted"), "{ok:?}");
+    let ok = client
+        .publish(&event(&user, 1, "look", &[&["q", &foreign]]))
+        .await;
+    assert!(!ok.accepted, "quoting only another server's repository: {ok:?}");
+}
+
+// ---- NIP-09 ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn deletion_removes_a_pending_state_and_a_stored_issue_and_they_stay_deleted() {
+    let mut server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "del"))
+            .await
+            .accepted
+    );
+    let st = state(&owner, "del", &[("refs/heads/main", &"d".repeat(40))], None);
+    assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
+    let issue = event(&owner, 1621, "x", &[&["a", &coordinate(&owner, "del")]]);
+    assert!(client.publish(&issue).await.accepted);
+
+    let deletion = event(
+        &owner,
+        5,
+        "",
+        &[&["e", &st.id.to_hex()], &["e", &issue.id.to_hex()]],
+    );
+    assert!(client.publish(&deletion).await.accepted);
+    assert!(client.ids(json!({"kinds": [1621]})).await.is_empty());
+
+    // The deleted state no longer waits: it is not a duplicate but refused as deleted...
+    let again = client.publish(&st).await;
+    assert!(!again.accepted, "{again:?}");
+    // ...and that survives a restart.
+    server.restart();
+    let mut client = server.client().await;
+    assert!(!client.publish(&st).await.accepted);
+    assert!(!client.publish(&issue).await.accepted);
+}
+
+#[tokio::test]
+async fn deletion_by_coordinate_removes_the_pending_state() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "coord"))
+            .await
+            .accepted
+    );
+    let st = state(&owner, "coord", &[("refs/heads/main", &"e".repeat(40))], None);
+    assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
+    let a = format!("30618:{}:coord", owner.public_key().to_hex());
+    let deletion = event(&owner, 5, "", &[&["a", &a]]);
+    assert!(client.publish(&deletion).await.accepted);
+    assert!(!client.publish(&st).await.accepted, "deleted by address");
+}
+
+// ---- durability and expiry -------------------------------------------------------------------
+
+#[tokio::test]
+async fn purgatory_survives_kill_9_and_stays_hidden() {
+    let mut server = Server::start();
+    let owner = Keys::generate();
+    let ann = announcement(&owner, &server, "durable");
+    let st = state(&owner, "durable", &[("refs/heads/main", &"f".repeat(40))], None);
+    {
+        let mut client = server.client().await;
+        assert_eq!(client.publish(&ann).await.message, PURGATORY_OK);
+        assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
+    }
+    server.kill9();
+    server.restart();
+    let mut client = server.client().await;
+    for ev in [&ann, &st] {
+        let again = client.publish(ev).await;
+        assert!(
+            again.accepted && again.message.starts_with("duplicate:"),
+            "still held: {again:?}"
+        );
+    }
+    assert!(client.ids(json!({"kinds": [30617, 30618]})).await.is_empty());
+    assert!(server.repo_path(&owner, "durable").join("HEAD").is_file());
+}
+
+#[tokio::test]
+async fn expired_announcement_deletes_its_empty_repository() {
+    let server = Server::start_with(&["--purgatory-expiry-secs", "1"]);
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert_eq!(
+        client
+            .publish(&announcement(&owner, &server, "gone"))
+            .await
+            .message,
+        PURGATORY_OK
+    );
+    let repo = server.repo_path(&owner, "gone");
+    assert!(repo.exists());
+    eventually("the empty repository is deleted", || {
+        let repo = repo.clone();
+        async move { !repo.exists() }
+    })
+    .await;
+    let page = http(server.addr, "GET", &format!("/{}/gone.git", npub(&owner)), &[]);
+    assert_eq!(page.status, 404);
+}
+
+#[tokio::test]
+async fn deadlines_survive_a_restart() {
+    let mut server = Server::start_with(&["--purgatory-expiry-secs", "2"]);
+    let owner = Keys::generate();
+    {
+        let mut client = server.client().await;
+        assert_eq!(
+            client
+                .publish(&announcement(&owner, &server, "later"))
+                .await
+                .message,
+            PURGATORY_OK
+        );
+    }
+    server.kill9();
+    server.restart();
+    let repo = server.repo_path(&owner, "later");
+    eventually("expiry after restart deletes the repository", || {
+        let repo = repo.clone();
+        async move { !repo.exists() }
+    })
+    .await;
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let mut server = Server::start();
+    assert!(server.terminate(), "clean exit on SIGTERM: {}", server.log());
+}
+
+// ---- bad input and limits --------------------------------------------------------------------
+
+#[tokio::test]
+async fn garbage_gets_a_notice_and_the_connection_stays_up() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    for garbage in ["not json", "{}", "[]", "[42]", r#"["NOPE"]"#] {
+        client.send_raw(garbage).await;
+        let reply = client.next().await;
+        assert_eq!(reply[0], "NOTICE", "{garbage}: {reply}");
+        assert!(reply[1].as_str().is_some_and(|m| m.starts_with("invalid:")));
+    }
+    client.send_raw(r#"["REQ","bad",{"kinds":"nope"}]"#).await;
+    let reply = client.next().await;
+    assert_eq!(reply[0], "CLOSED");
+    assert_eq!(reply[1], "bad");
+    // Still connected and working.
+    assert!(client.query(json!({"kinds": [1]})).await.is_empty());
+}
+
+#[tokio::test]
+async fn bad_signature_bad_id_and_oversized_events_are_invalid() {
+    let server = Server::start_with(&["--max-event-bytes", "2000"]);
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    let good = announcement(&owner, &server, "sig");
+
+    let mut tampered = serde_json::to_value(&good).expect("json");
+    tampered["content"] = json!("changed after signing");
+    client.send_raw(&json!(["EVENT", tampered]).to_string()).await;
+    let reply = client.next().await;
+    assert_eq!(reply[0], "OK");
+    assert_eq!(reply[2], false);
+    assert!(
+        reply[3].as_str().is_some_and(|m| m.starts_with("invalid:")),
+        "{reply}"
+    );
+
+    let other = Keys::generate();
+    let mut forged = serde_json::to_value(&good).expect("json");
+    forged["sig"] = serde_json::to_value(&event(&other, 1, "x", &[])).expect("json")["sig"].clone();
+    client.send_raw(&json!(["EVENT", forged]).to_string()).await;
+    let reply = client.next().await;
+    assert_eq!(reply[2], false);
+    assert!(
+        reply[3].as_str().is_some_and(|m| m.starts_with("invalid:")),
+        "{reply}"
+    );
+
+    let big = event(
+        &owner,
+        1621,
+        &"x".repeat(5000),
+        &[&["a", &coordinate(&owner, "sig")]],
+    );
+    let ok = client.publish(&big).await;
+    assert!(!ok.accepted && ok.message.contains("larger than"), "{ok:?}");
+    assert!(!server.git_root().join(npub(&owner)).exists(), "nothing changed");
+}
+
+#[tokio::test]
+async fn a_burst_beyond_the_token_bucket_is_rate_limited() {
+    let server = Server::start_with(&["--event-burst", "3", "--events-per-minute", "1"]);
+    let user = Keys::generate();
+    let mut client = server.client().await;
+    let mut answers = Vec::new();
+    for i in 0..5 {
+        answers.push(
+            client
+                .publish(&event(&user, 1, &format!("n{i}"), &[]))
+                .await
+                .message,
+        );
+    }
+    assert!(
+        answers[..3].iter().all(|m| m.starts_with("blocked:")),
+        "{answers:?}"
+    );
+    assert!(
+        answers[3..].iter().all(|m| m.starts_with("rate-limited:")),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn default_limits_let_a_client_publish_a_burst_of_100_events() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "burst"))
+            .await
+            .accepted
+    );
+    let coord = coordinate(&owner, "burst");
+    for i in 0..100 {
+        let ok = client
+            .publish(&event(&owner, 1621, &format!("issue {i}"), &[&["a", &coord]]))
+            .await;
+        assert!(ok.accepted, "event {i}: {ok:?}");
+    }
+    assert_eq!(
+        client.query(json!({"kinds": [1621], "limit": 500})).await.len(),
+        100
+    );
+}

@@ -1,0 +1,424 @@
+//! Shared helpers for end-to-end tests: start the real `graspd` binary on a loopback port with a
+//! temp data dir, talk to it with a real websocket client and real signed events, and make real
+//! HTTP requests.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use nostr::event::FinalizeEvent;
+use nostr::nips::nip19::ToBech32;
+use nostr::{Event, EventBuilder, Keys, Kind, Tag, Timestamp};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running graspd process.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data: tempfile::TempDir,
+    extra_args: Vec<String>,
+}
+
+impl Server {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        let addr = free_addr();
+        let mut server = Self {
+            child: None,
+            addr,
+            data,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("graspd.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_graspd"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .arg("--log")
+            .arg("graspd=debug,info")
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start graspd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("graspd exited early with {status}: {}", self.log());
+            }
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("graspd did not start listening: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("graspd.log")).unwrap_or_default()
+    }
+
+    /// `ws://127.0.0.1:port`
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    pub fn domain(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn git_root(&self) -> PathBuf {
+        self.data.path().join("repos")
+    }
+
+    pub fn repo_path(&self, keys: &Keys, identifier: &str) -> PathBuf {
+        self.git_root().join(npub(keys)).join(format!("{identifier}.git"))
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        false
+    }
+
+    /// Starts the binary again on the same address and data dir.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+pub fn npub(keys: &Keys) -> String {
+    keys.public_key().to_bech32().expect("npub")
+}
+
+/// A websocket Nostr client.
+pub struct Client {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+/// The relay's answer to an EVENT.
+#[derive(Debug, Clone)]
+pub struct OkReply {
+    pub accepted: bool,
+    pub message: String,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connect");
+        Self { ws }
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.expect("send");
+    }
+
+    /// Next JSON message from the relay, within the deadline.
+    pub async fn next(&mut self) -> Value {
+        let message = tokio::time::timeout(DEADLINE, self.ws.next())
+            .await
+            .expect("relay answered in time")
+            .expect("connection open")
+            .expect("websocket message");
+        match message {
+            Message::Text(text) => serde_json::from_str(text.as_str()).expect("relay sends JSON"),
+            other => panic!("unexpected websocket message {other:?}"),
+        }
+    }
+
+    /// Publishes an event and waits for its OK.
+    pub async fn publish(&mut self, event: &Event) -> OkReply {
+        let message = serde_json::json!(["EVENT", serde_json::to_value(event).expect("event json")]);
+        self.send_raw(&message.to_string()).await;
+        loop {
+            let reply = self.next().await;
+            if reply[0] == "OK" && reply[1] == event.id.to_hex() {
+                return OkReply {
+                    accepted: reply[2].as_bool().expect("OK status"),
+                    message: reply[3].as_str().unwrap_or_default().to_owned(),
+                };
+            }
+        }
+    }
+
+    /// Runs a REQ and collects stored events until EOSE (or CLOSED).
+    pub async fn query(&mut self, filter: Value) -> Vec<Value> {
+        let sub = format!("q{}", rand_suffix());
+        self.send_raw(&serde_json::json!(["REQ", sub, filter]).to_string())
+            .await;
+        let mut events = Vec::new();
+        loop {
+            let reply = self.next().await;
+            if reply[1] != sub.as_str() {
+                continue;
+            }
+            match reply[0].as_str() {
+                Some("EVENT") => events.push(reply[2].clone()),
+                Some("EOSE") | Some("CLOSED") => break,
+                _ => {}
+            }
+        }
+        self.send_raw(&serde_json::json!(["CLOSE", sub]).to_string())
+            .await;
+        events
+    }
+
+    /// Ids of the events a filter returns.
+    pub async fn ids(&mut self, filter: Value) -> Vec<String> {
+        self.query(filter)
+            .await
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Signs an event of `kind` with tags given as string lists.
+pub fn event(keys: &Keys, kind: u16, content: &str, tags: &[&[&str]]) -> Event {
+    event_at(keys, kind, content, tags, Timestamp::now())
+}
+
+pub fn event_at(keys: &Keys, kind: u16, content: &str, tags: &[&[&str]], created_at: Timestamp) -> Event {
+    let tags = tags.iter().map(|t| Tag::parse(t.iter().copied()).expect("tag"));
+    EventBuilder::new(Kind::from(kind), content)
+        .tags(tags)
+        .custom_created_at(created_at)
+        .finalize(keys)
+        .expect("sign")
+}
+
+/// A repository announcement listing `server` in `clone` and `relays`.
+pub fn announcement(keys: &Keys, server: &Server, identifier: &str) -> Event {
+    announcement_with(keys, server, identifier, &[], Timestamp::now())
+}
+
+pub fn announcement_with(
+    keys: &Keys,
+    server: &Server,
+    identifier: &str,
+    maintainers: &[&Keys],
+    created_at: Timestamp,
+) -> Event {
+    let clone = format!("http://{}/{}/{identifier}.git", server.domain(), npub(keys));
+    let relay = server.ws_url();
+    let mut tags: Vec<Vec<String>> = vec![
+        vec!["d".into(), identifier.into()],
+        vec!["name".into(), identifier.into()],
+        vec!["description".into(), "a test repository".into()],
+        vec!["clone".into(), clone],
+        vec!["relays".into(), relay],
+    ];
+    if !maintainers.is_empty() {
+        let mut tag = vec!["maintainers".to_owned()];
+        tag.extend(maintainers.iter().map(|k| k.public_key().to_hex()));
+        tags.push(tag);
+    }
+    let tags: Vec<Vec<&str>> = tags
+        .iter()
+        .map(|t| t.iter().map(String::as_str).collect())
+        .collect();
+    let tags: Vec<&[&str]> = tags.iter().map(Vec::as_slice).collect();
+    event_at(keys, 30617, "", &tags, created_at)
+}
+
+/// A repository state with `refs` as (name, oid) and an optional HEAD branch.
+pub fn state(keys: &Keys, identifier: &str, refs: &[(&str, &str)], head: Option<&str>) -> Event {
+    state_at(keys, identifier, refs, head, Timestamp::now())
+}
+
+pub fn state_at(
+    keys: &Keys,
+    identifier: &str,
+    refs: &[(&str, &str)],
+    head: Option<&str>,
+    created_at: Timestamp,
+) -> Event {
+    let head_value = head.map(|h| format!("ref: refs/heads/{h}"));
+    let mut tags: Vec<Vec<&str>> = vec![vec!["d", identifier]];
+    for (name, oid) in refs {
+        tags.push(vec![name, oid]);
+    }
+    if let Some(h) = &head_value {
+        tags.push(vec!["HEAD", h]);
+    }
+    let tags: Vec<&[&str]> = tags.iter().map(Vec::as_slice).collect();
+    event_at(keys, 30618, "", &tags, created_at)
+}
+
+/// The coordinate `30617:<owner-hex>:<identifier>`.
+pub fn coordinate(owner: &Keys, identifier: &str) -> String {
+    format!("30617:{}:{identifier}", owner.public_key().to_hex())
+}
+
+/// A minimal HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one HTTP request (Connection: close) and reads the whole response.
+pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Runs git with a clean environment; panics with its output on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("run git");
+    assert!(
+        output.status.success(),
+        "git {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A work tree with one commit on `main`; returns (tempdir, commit id).
+pub fn work_tree_with_commit(message: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.path().join("README"), message).expect("write");
+    git(dir.path(), &["add", "README"]);
+    git(dir.path(), &["commit", "-q", "-m", message]);
+    let oid = git(dir.path(), &["rev-parse", "HEAD"]);
+    (dir, oid)
+}
+
+/// Polls `check` until it is true or the deadline passes.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
