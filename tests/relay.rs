@@ -628,7 +628,7 @@ async fn bad_signature_bad_id_and_oversized_events_are_invalid() {
 
     let other = Keys::generate();
     let mut forged = serde_json::to_value(&good).expect("json");
-    forged["sig"] = serde_json::to_value(&event(&other, 1, "x", &[])).expect("json")["sig"].clone();
+    forged["sig"] = serde_json::to_value(event(&other, 1, "x", &[])).expect("json")["sig"].clone();
     client.send_raw(&json!(["EVENT", forged]).to_string()).await;
     let reply = client.next().await;
     assert_eq!(reply[2], false);

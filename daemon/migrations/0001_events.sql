@@ -8,26 +8,32 @@ CREATE TABLE events (
     d_tag TEXT,
     json TEXT NOT NULL                     -- the event as received
 );
+-- Every index ends in (created_at DESC, id): the order REQ results are served in, so a `limit`
+-- stops the scan early instead of sorting every match.
 CREATE INDEX events_by_time ON events (created_at DESC, id);
-CREATE INDEX events_by_author ON events (pubkey, created_at DESC);
-CREATE INDEX events_by_kind ON events (kind, created_at DESC);
+CREATE INDEX events_by_author ON events (pubkey, created_at DESC, id);
+CREATE INDEX events_by_kind ON events (kind, created_at DESC, id);
 -- Only the newest event per address is kept.
 CREATE UNIQUE INDEX events_by_address ON events (kind, pubkey, d_tag) WHERE d_tag IS NOT NULL;
 
--- Single-letter tags (NIP-01 '#x' filters): first value of each.
+-- Single-letter tags (NIP-01 '#x' filters): first value of each. Clustered by event, so an
+-- event's tags are deleted with it by key; filters use the (name, value) index. Rows are removed
+-- together with their event by the store (no foreign key: one lookup less per insert).
 CREATE TABLE event_tags (
-    event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    event_id TEXT NOT NULL,
     name TEXT NOT NULL,
     value TEXT NOT NULL,
     created_at BIGINT NOT NULL,
-    PRIMARY KEY (name, value, event_id)
-);
-CREATE INDEX event_tags_by_event ON event_tags (event_id);
+    PRIMARY KEY (event_id, name, value)
+) WITHOUT ROWID;
+CREATE INDEX event_tags_by_value ON event_tags (name, value, created_at DESC, event_id);
 
 -- NIP-09: ids deleted by their author; the event is refused if it (re)arrives.
+-- Keyed by (event_id, pubkey): a stranger's deletion of an id must not shadow the author's.
 CREATE TABLE deleted_events (
-    event_id TEXT PRIMARY KEY NOT NULL,
-    pubkey TEXT NOT NULL
+    event_id TEXT NOT NULL,
+    pubkey TEXT NOT NULL,
+    PRIMARY KEY (event_id, pubkey)
 );
 
 -- NIP-09 'a' deletions: events at this address up to 'until' are deleted.

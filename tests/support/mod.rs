@@ -57,8 +57,11 @@ impl Server {
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(self.data.path())
-            .arg("--log")
-            .arg("graspd=debug,info")
+            .args(if self.extra_args.iter().any(|a| a == "--log") {
+                &[][..]
+            } else {
+                &["--log", "graspd=debug,info"][..]
+            })
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
@@ -173,7 +176,8 @@ pub struct OkReply {
 
 impl Client {
     pub async fn connect(url: &str) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        // No Nagle: a CLOSE followed by a REQ must not wait for a delayed ACK.
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .expect("websocket connect");
         Self { ws }

@@ -52,6 +52,10 @@ pub async fn serve(listener: TcpListener, front: Front, mut shutdown: Signal) {
             },
             _ = shutdown.wait() => return,
         };
+        // Relay traffic is many small messages: do not let Nagle hold them back.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+        }
         let front = front.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {

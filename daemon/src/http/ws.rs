@@ -22,6 +22,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::config::Limits;
 
+/// Initial read buffer of each websocket the bridge owns.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// Size of the in-process pipe between the bridge and the relay.
 const PIPE_BYTES: usize = 256 * 1024;
 
@@ -30,7 +33,10 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, lim
     // Frames beyond 4x the message limit are dropped by the websocket layer itself (closing the
     // connection); up to that, oversized messages get a polite NIP-01 answer.
     let hard_cap = limits.max_message_bytes.saturating_mul(4).max(64 * 1024);
+    // Small read buffers: tungstenite zero-fills the whole free buffer before every read, and
+    // relay messages are small (the buffer still grows for a large one).
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(hard_cap))
         .max_frame_size(Some(hard_cap));
     let client = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
@@ -41,7 +47,8 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, lim
             tracing::debug!(%peer, %error, "relay connection ended");
         }
     });
-    let upstream = WebSocketStream::from_raw_socket(our_end, Role::Client, None).await;
+    let upstream_config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+    let upstream = WebSocketStream::from_raw_socket(our_end, Role::Client, Some(upstream_config)).await;
 
     let (mut client_tx, mut client_rx) = client.split();
     let (mut relay_tx, mut relay_rx) = upstream.split();

@@ -387,3 +387,6 @@ impl Purgatory {
 pub fn is_newer(a: &Event, b: &Event) -> bool {
     (a.created_at, std::cmp::Reverse(a.id)) > (b.created_at, std::cmp::Reverse(b.id))
 }
+
+#[cfg(test)]
+mod tests;

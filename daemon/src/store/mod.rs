@@ -13,14 +13,15 @@ mod nostr_db;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nostr::{Event, EventId, Filter, Kind, PublicKey, Timestamp};
 use nostr_database::SaveEventStatus;
-use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 pub use nostr_db::SqlDatabase;
@@ -45,6 +46,7 @@ pub enum StoreError {
 pub struct Store {
     pool: SqlitePool,
     writer: mpsc::Sender<writer::SaveRequest>,
+    tombstones: Arc<writer::Tombstones>,
 }
 
 /// A purgatory row as stored.
@@ -70,15 +72,34 @@ impl Store {
             // commit in the writer keeps the fsync cost per event low.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
+            // Read pages through a memory map instead of a read() per page.
+            .pragma("mmap_size", "268435456")
+            .pragma("cache_size", "-65536")
             .foreign_keys(true);
+        // No ping before each acquire: these are local files, and the ping is one more round trip
+        // to the connection's worker thread on every query.
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .connect_with(options)
+            .test_before_acquire(false)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let writer = writer::spawn(pool.clone());
-        Ok(Self { pool, writer })
+        // The writer has a connection of its own, so event saves never queue behind readers
+        // for a pooled connection.
+        let writer_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        let tombstones = Arc::new(writer::Tombstones::load(&pool).await?);
+        let writer = writer::spawn(writer_pool, Arc::clone(&tombstones));
+        Ok(Self {
+            pool,
+            writer,
+            tombstones,
+        })
     }
 
     /// Saves an event with NIP-01 replaceable/addressable and NIP-09 deletion semantics.
@@ -138,6 +159,14 @@ impl Store {
 
     /// Whether the author deleted this event (by id or by address) before it arrived.
     pub async fn is_deleted(&self, event: &Event) -> Result<bool, StoreError> {
+        let d_tag = address_d_tag(event);
+        let maybe_by_address = d_tag.as_ref().is_some_and(|d| {
+            let address = (i64::from(event.kind.as_u16()), event.pubkey.to_hex(), d.clone());
+            self.tombstones.addresses.contains(&address)
+        });
+        if !maybe_by_address && !self.tombstones.ids.contains(&event.id.to_hex()) {
+            return Ok(false);
+        }
         let by_id = sqlx::query("SELECT 1 FROM deleted_events WHERE event_id = ? AND pubkey = ?")
             .bind(event.id.to_hex())
             .bind(event.pubkey.to_hex())
@@ -146,7 +175,7 @@ impl Store {
         if by_id.is_some() {
             return Ok(true);
         }
-        let Some(d_tag) = address_d_tag(event) else {
+        let Some(d_tag) = d_tag else {
             return Ok(false);
         };
         let by_address = sqlx::query(
@@ -199,7 +228,7 @@ impl Store {
             .iter()
             .map(|row| row.try_get(0))
             .collect::<Result<_, _>>()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         for id in ids {
             writer::delete_event_rows(&mut tx, &id).await?;
         }
@@ -208,7 +237,7 @@ impl Store {
     }
 
     pub async fn wipe(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         for table in [
             "event_tags",
             "events",
@@ -249,7 +278,7 @@ impl Store {
     /// Writes `row` and removes `replaced` in one transaction (a newer event takes an older
     /// one's place in purgatory).
     pub async fn purgatory_replace(&self, row: &PurgatoryRow, replaced: &EventId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         sqlx::query("DELETE FROM purgatory WHERE event_id = ?")
             .bind(replaced.to_hex())
             .execute(&mut *tx)
@@ -302,8 +331,8 @@ impl Store {
     /// Stores a released event and removes it from purgatory in one transaction, so a crash
     /// between the two can neither lose nor duplicate it.
     pub async fn release(&self, event: &Event) -> Result<SaveEventStatus, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let status = writer::save_in(&mut tx, event).await?;
+        let mut tx = begin_write(&self.pool).await?;
+        let status = writer::save_in(&mut tx, &self.tombstones, event).await?;
         sqlx::query("DELETE FROM purgatory WHERE event_id = ?")
             .bind(event.id.to_hex())
             .execute(&mut *tx)
@@ -333,6 +362,14 @@ pub fn address_d_tag(event: &Event) -> Option<String> {
     }
 }
 
+/// Starts a write transaction with `BEGIN IMMEDIATE`, taking the write lock up front (waiting
+/// out the busy timeout if needed). A deferred transaction that reads and then writes fails with
+/// SQLITE_BUSY at once, busy timeout or not, when another connection committed in between, and
+/// the writer task, `release` and the purgatory writes do commit side by side.
+async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
 fn timestamp_i64(ts: Timestamp) -> i64 {
     i64::try_from(ts.as_secs()).unwrap_or(i64::MAX)
 }
@@ -344,3 +381,6 @@ fn parse_json_column(row: &sqlx::sqlite::SqliteRow, index: usize) -> Result<Even
         reason: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests;

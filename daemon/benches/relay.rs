@@ -1,0 +1,172 @@
+//! Relay benchmark (not a test): `cargo bench -p graspd --bench relay`.
+//!
+//! Starts the real release `graspd` on loopback with a temp data dir, then measures
+//! 1. ingest: events/s from EVENT to OK over 40 concurrent websocket connections, each event an
+//!    issue on a hosted repository (so it passes the full GRASP write policy and is stored);
+//! 2. REQ latency: p50/p95 of `{"kinds":[1621],"limit":100}` (REQ sent → EOSE received) over the
+//!    stored events.
+//!
+//! Targets (2-core machine): ≥ 10,000 events/s; REQ p50 ≤ 2 ms. Figures and ratios are printed.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use nostr::Keys;
+use serde_json::json;
+use support::{Server, announcement, coordinate, event};
+use tokio_tungstenite::tungstenite::Message;
+
+const CONNECTIONS: usize = 40;
+const EVENTS_PER_CONNECTION: usize = 500;
+const REQS: usize = 500;
+const TOTAL: usize = CONNECTIONS * EVENTS_PER_CONNECTION;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let server = Server::start_with(&[
+        "--event-burst",
+        "100000000",
+        "--events-per-minute",
+        "100000000",
+        "--log",
+        "warn",
+    ]);
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "bench"))
+            .await
+            .accepted
+    );
+    let coord = coordinate(&owner, "bench");
+
+    // Accepted: issues on the hosted repository (write policy, store, OK).
+    let issues = signed_batches(|keys, c, i| {
+        event(
+            keys,
+            1621,
+            &format!("issue {c}-{i}"),
+            &[&["a", &coord], &["subject", "bench"]],
+        )
+    });
+    let (rate, accepted) = ingest(&server, issues).await;
+    println!(
+        "ingest (accepted): {TOTAL} events over {CONNECTIONS} connections = {rate:.0} events/s; \
+         target >= 10000 events/s, ratio {:.2}",
+        rate / 10_000.0
+    );
+    assert_eq!(accepted, TOTAL, "every issue accepted");
+
+    // Refused: notes that relate to nothing here (the same path without the write).
+    let notes = signed_batches(|keys, c, i| event(keys, 1, &format!("note {c}-{i}"), &[]));
+    let (rate, accepted) = ingest(&server, notes).await;
+    println!("ingest (refused by policy): {TOTAL} events = {rate:.0} events/s");
+    assert_eq!(accepted, 0, "unrelated notes refused");
+
+    let mut client = server.client().await;
+    let mut latencies = Vec::with_capacity(REQS);
+    println!("{}", server.data.path().display());
+    for i in 0..REQS {
+        let sub = format!("s{i}");
+        let t = Instant::now();
+        client
+            .send_raw(&json!(["REQ", sub, {"kinds": [1621], "limit": 100}]).to_string())
+            .await;
+        let mut events = 0;
+        loop {
+            let reply = client.next().await;
+            if events == 0 && i < 3 {
+                println!("first message after {:?}", t.elapsed());
+            }
+            if reply[0] == "EVENT" {
+                events += 1;
+            } else if reply[0] == "EOSE" {
+                break;
+            }
+        }
+        latencies.push(t.elapsed());
+        assert_eq!(events, 100);
+        client.send_raw(&json!(["CLOSE", sub]).to_string()).await;
+    }
+    latencies.sort();
+    let p50 = ms(latencies[REQS / 2]);
+    let p95 = ms(latencies[REQS * 95 / 100]);
+    println!(
+        "REQ limit:100 over {TOTAL} stored events: p50 {p50:.2} ms, p95 {p95:.2} ms; target p50 <= 2 ms, ratio {:.2}",
+        p50 / 2.0
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Signs `EVENTS_PER_CONNECTION` events per connection (before any clock starts), as EVENT
+/// messages.
+fn signed_batches(make: impl Fn(&Keys, usize, usize) -> nostr::Event) -> Vec<Vec<String>> {
+    (0..CONNECTIONS)
+        .map(|c| {
+            let keys = Keys::generate();
+            (0..EVENTS_PER_CONNECTION)
+                .map(|i| json!(["EVENT", make(&keys, c, i)]).to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Sends every batch over its own connection, pipelined, and waits for every OK. Returns
+/// (events/s, accepted count).
+async fn ingest(server: &Server, batches: Vec<Vec<String>>) -> (f64, usize) {
+    let mut sockets = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(server.ws_url(), None, true)
+            .await
+            .expect("connect");
+        sockets.push(ws);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (ws, batch) in sockets.into_iter().zip(batches) {
+        tasks.push(tokio::spawn(async move {
+            let (mut tx, mut rx) = ws.split();
+            let sender = tokio::spawn(async move {
+                for message in batch {
+                    tx.send(Message::Text(message.into())).await.expect("send");
+                }
+                tx
+            });
+            let mut accepted = 0usize;
+            let mut answered = 0usize;
+            while answered < EVENTS_PER_CONNECTION {
+                let Some(Ok(Message::Text(text))) = rx.next().await else {
+                    break;
+                };
+                let reply: serde_json::Value = serde_json::from_str(text.as_str()).expect("json");
+                if reply[0] == "OK" {
+                    answered += 1;
+                    if reply[2] == true {
+                        accepted += 1;
+                    }
+                }
+            }
+            let _ = sender.await;
+            accepted
+        }));
+    }
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += task.await.expect("task");
+    }
+    (TOTAL as f64 / start.elapsed().as_secs_f64(), accepted)
+}
