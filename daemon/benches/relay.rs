@@ -60,18 +60,24 @@ async fn run() {
             &[&["a", &coord], &["subject", "bench"]],
         )
     });
+    let cpu = server.cpu_seconds();
     let (rate, accepted) = ingest(&server, issues).await;
     println!(
         "ingest (accepted): {TOTAL} events over {CONNECTIONS} connections = {rate:.0} events/s; \
-         target >= 10000 events/s, ratio {:.2}",
-        rate / 10_000.0
+         target >= 10000 events/s, ratio {:.2}; daemon CPU {}",
+        rate / 10_000.0,
+        cpu_per_event(&server, cpu, rate)
     );
     assert_eq!(accepted, TOTAL, "every issue accepted");
 
     // Refused: notes that relate to nothing here (the same path without the write).
     let notes = signed_batches(|keys, c, i| event(keys, 1, &format!("note {c}-{i}"), &[]));
+    let cpu = server.cpu_seconds();
     let (rate, accepted) = ingest(&server, notes).await;
-    println!("ingest (refused by policy): {TOTAL} events = {rate:.0} events/s");
+    println!(
+        "ingest (refused by policy): {TOTAL} events = {rate:.0} events/s; daemon CPU {}",
+        cpu_per_event(&server, cpu, rate)
+    );
     assert_eq!(accepted, 0, "unrelated notes refused");
 
     let mut client = server.client().await;
@@ -102,10 +108,28 @@ async fn run() {
     latencies.sort();
     let p50 = ms(latencies[REQS / 2]);
     let p95 = ms(latencies[REQS * 95 / 100]);
+    if let Some(rss) = server.peak_rss_mib() {
+        println!("daemon peak RSS: {rss:.1} MiB");
+    }
     println!(
         "REQ limit:100 over {TOTAL} stored events: p50 {p50:.2} ms, p95 {p95:.2} ms; target p50 <= 2 ms, ratio {:.2}",
         p50 / 2.0
     );
+}
+
+/// "N µs per event (U cores busy)" since `before`.
+fn cpu_per_event(server: &Server, before: Option<f64>, rate: f64) -> String {
+    match (before, server.cpu_seconds()) {
+        (Some(before), Some(after)) => {
+            let per_event = (after - before) / TOTAL as f64;
+            format!(
+                "{:.0} µs per event ({:.2} cores busy)",
+                per_event * 1e6,
+                per_event * rate
+            )
+        }
+        _ => "n/a".to_owned(),
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -16,17 +16,16 @@ CREATE INDEX events_by_kind ON events (kind, created_at DESC, id);
 -- Only the newest event per address is kept.
 CREATE UNIQUE INDEX events_by_address ON events (kind, pubkey, d_tag) WHERE d_tag IS NOT NULL;
 
--- Single-letter tags (NIP-01 '#x' filters): first value of each. Clustered by event, so an
--- event's tags are deleted with it by key; filters use the (name, value) index. Rows are removed
+-- Single-letter tags (NIP-01 '#x' filters): first value of each. Rows are appended in arrival
+-- order; the one index serves filters and, with the event's own tags, deletion. Rows are removed
 -- together with their event by the store (no foreign key: one lookup less per insert).
 CREATE TABLE event_tags (
     event_id TEXT NOT NULL,
     name TEXT NOT NULL,
     value TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    PRIMARY KEY (event_id, name, value)
-) WITHOUT ROWID;
-CREATE INDEX event_tags_by_value ON event_tags (name, value, created_at DESC, event_id);
+    created_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX event_tags_by_value ON event_tags (name, value, created_at DESC, event_id);
 
 -- NIP-09: ids deleted by their author; the event is refused if it (re)arrives.
 -- Keyed by (event_id, pubkey): a stranger's deletion of an id must not shadow the author's.

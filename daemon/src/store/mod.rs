@@ -74,7 +74,6 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             // Read pages through a memory map instead of a read() per page.
             .pragma("mmap_size", "268435456")
-            .pragma("cache_size", "-65536")
             .foreign_keys(true);
         // No ping before each acquire: these are local files, and the ping is one more round trip
         // to the connection's worker thread on every query.

@@ -362,10 +362,30 @@ pub(super) async fn delete_event_rows(
     tx: &mut Transaction<'static, Sqlite>,
     id: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM event_tags WHERE event_id = ?")
+    let Some(row) = sqlx::query("SELECT json FROM events WHERE id = ?")
         .bind(id)
-        .execute(&mut **tx)
-        .await?;
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(());
+    };
+    // Tag rows are found through their (name, value, created_at, event_id) key: the event's own
+    // tags say which.
+    let json: String = row.try_get(0)?;
+    if let Ok(event) = Event::from_json(&json) {
+        let created_at = timestamp_i64(event.created_at);
+        for (name, value) in indexed_tags(&event) {
+            sqlx::query(
+                "DELETE FROM event_tags WHERE name = ? AND value = ? AND created_at = ? AND event_id = ?",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(created_at)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
     sqlx::query("DELETE FROM events WHERE id = ?")
         .bind(id)
         .execute(&mut **tx)
@@ -415,25 +435,19 @@ async fn apply_deletion(tx: &mut Transaction<'static, Sqlite>, deletion: &Event)
                 if pubkey != deletion.pubkey {
                     continue;
                 }
-                sqlx::query(
-                    "DELETE FROM event_tags WHERE event_id IN
-                       (SELECT id FROM events WHERE kind = ? AND pubkey = ? AND d_tag = ? AND created_at <= ?)",
+                // At most one event lives at an address.
+                let doomed = sqlx::query(
+                    "SELECT id FROM events WHERE kind = ? AND pubkey = ? AND d_tag = ? AND created_at <= ?",
                 )
                 .bind(kind)
                 .bind(&author)
                 .bind(d_tag)
                 .bind(until)
-                .execute(&mut **tx)
+                .fetch_optional(&mut **tx)
                 .await?;
-                sqlx::query(
-                    "DELETE FROM events WHERE kind = ? AND pubkey = ? AND d_tag = ? AND created_at <= ?",
-                )
-                .bind(kind)
-                .bind(&author)
-                .bind(d_tag)
-                .bind(until)
-                .execute(&mut **tx)
-                .await?;
+                if let Some(row) = doomed {
+                    delete_event_rows(tx, &row.try_get::<String, _>(0)?).await?;
+                }
                 sqlx::query(
                     "INSERT INTO deleted_addresses (kind, pubkey, d_tag, until) VALUES (?, ?, ?, ?)
                      ON CONFLICT (kind, pubkey, d_tag) DO UPDATE SET until = MAX(until, excluded.until)",
