@@ -310,15 +310,10 @@ async fn state_whose_commits_are_on_disk_is_applied_at_once_and_releases_the_ann
     // repository), then a state names it.
     let (work, oid) = work_tree_with_commit("first");
     let repo = server.repo_path(&owner, "present");
-    git(
+    push_without_hooks(
         work.path(),
-        &[
-            "push",
-            "-q",
-            repo.to_str().expect("path"),
-            "main:refs/heads/main",
-            "main:refs/heads/old",
-        ],
+        &repo,
+        &["main:refs/heads/main", "main:refs/heads/old"],
     );
 
     let st = state(

@@ -44,7 +44,7 @@ CREATE TABLE deleted_addresses (
     PRIMARY KEY (kind, pubkey, d_tag)
 );
 
--- Accepted events that wait for their git data (see docs/purgatory.md).
+-- Accepted events that wait for their git data (see docs/explanation/purgatory.md).
 CREATE TABLE purgatory (
     event_id TEXT PRIMARY KEY NOT NULL,
     kind BIGINT NOT NULL,

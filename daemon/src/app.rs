@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use dashmap::DashMap;
 use nostr::{Event, Kind, PublicKey};
 use tokio::sync::broadcast;
 
@@ -39,6 +40,9 @@ struct Inner {
     /// Events that became served outside the relay's own EVENT path (released from purgatory);
     /// the relay wiring forwards them to live subscribers.
     served: broadcast::Sender<Event>,
+    /// One lock per identifier: git data for one identifier is processed by one task at a time,
+    /// so two pushes cannot interleave their ref alignments.
+    identifier_locks: DashMap<Identifier, Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// One owner's newest announcement for an identifier, from the store or from purgatory.
@@ -93,7 +97,11 @@ impl App {
         let purgatory = Purgatory::load(store.clone(), config.purgatory_expiry)
             .await
             .map_err(store_error)?;
-        let git = GitRepos::new(config.git_root.clone());
+        let git = GitRepos::new(
+            config.git_root.clone(),
+            config.hooks.clone(),
+            config.git_program.clone(),
+        );
         let (served, _) = broadcast::channel(1024);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -102,6 +110,7 @@ impl App {
                 purgatory,
                 git,
                 served,
+                identifier_locks: DashMap::new(),
             }),
         })
     }
@@ -120,6 +129,18 @@ impl App {
 
     pub fn git(&self) -> &GitRepos {
         &self.inner.git
+    }
+
+    /// Serializes work on one identifier's repositories (see `identifier_locks`).
+    pub async fn lock_identifier(&self, identifier: &Identifier) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = Arc::clone(
+            self.inner
+                .identifier_locks
+                .entry(identifier.clone())
+                .or_default()
+                .value(),
+        );
+        lock.lock_owned().await
     }
 
     /// Subscribes to events that became served outside the relay's EVENT path.

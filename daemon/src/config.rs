@@ -21,7 +21,41 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: relay at `/`, repositories at `/<npub>/<identifier>.git`.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Bring existing bare repositories under graspd: point their hooks at grasp-hook and write
+    /// the git config the hook and GRASP-01 need. Idempotent; reports what it changed.
+    InstallHooks(InstallHooksArgs),
+}
+
+/// Where the hook and the daemon meet: shared by `serve` and `install-hooks`.
+#[derive(Debug, Clone, Args)]
+pub struct HookArgs {
+    /// Unix socket of the gRPC API (hooks and operators). Default: `<data-dir>/graspd.sock`.
+    #[arg(long, env = "GRASPD_GRPC_SOCKET")]
+    pub grpc_socket: Option<PathBuf>,
+
+    /// The grasp-hook binary installed as each repository's pre-receive and post-receive hook.
+    /// Default: `grasp-hook` next to the graspd executable.
+    #[arg(long, env = "GRASPD_HOOK_BINARY")]
+    pub hook_binary: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InstallHooksArgs {
+    /// Directory for the database and other state (hooks directory, spool).
+    #[arg(long, env = "GRASPD_DATA_DIR", default_value = "./graspd-data")]
+    pub data_dir: PathBuf,
+
+    /// Where the bare repositories live. Default: `<data-dir>/repos`.
+    #[arg(long, env = "GRASPD_GIT_ROOT")]
+    pub git_root: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub hooks: HookArgs,
+
+    /// Show what would change without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -53,6 +87,22 @@ pub struct ServeArgs {
     /// Where bare repositories live (`<git-root>/<npub>/<identifier>.git`). Default: `<data-dir>/repos`.
     #[arg(long, env = "GRASPD_GIT_ROOT")]
     pub git_root: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub hooks: HookArgs,
+
+    /// Permissions of the gRPC socket (octal). 0600: only graspd's user; 0660: also its group
+    /// (e.g. when nginx/fcgiwrap run the hooks as another user in graspd's group).
+    #[arg(long, env = "GRASPD_GRPC_SOCKET_MODE", default_value = "0600", value_parser = parse_mode)]
+    pub grpc_socket_mode: u32,
+
+    /// Also serve the gRPC API on this TCP address (e.g. 127.0.0.1:50051).
+    #[arg(long, env = "GRASPD_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+
+    /// The git executable used for `git http-backend` and object copies.
+    #[arg(long, env = "GRASPD_GIT", default_value = "git")]
+    pub git_program: PathBuf,
 
     /// Seconds an event waits in purgatory for its git data before it is discarded.
     #[arg(long, env = "GRASPD_PURGATORY_EXPIRY_SECS", default_value_t = 1800)]
@@ -105,6 +155,54 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "GRASPD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("'{s}' is not an octal file mode such as 0600"))
+}
+
+/// Where the hook and the daemon meet, resolved.
+#[derive(Debug, Clone)]
+pub struct HookSetup {
+    /// The gRPC Unix socket the hooks call.
+    pub socket: PathBuf,
+    /// Directory with `pre-receive` and `post-receive` links to grasp-hook (`core.hooksPath`).
+    pub hooks_dir: PathBuf,
+    /// Where hooks spool reports the daemon could not take.
+    pub spool_dir: PathBuf,
+    /// The grasp-hook binary.
+    pub hook_binary: PathBuf,
+}
+
+impl HookSetup {
+    pub fn resolve(data_dir: &std::path::Path, args: &HookArgs) -> Self {
+        let data_dir = absolute(data_dir);
+        let hook_binary = args.hook_binary.clone().map(|p| absolute(&p)).unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|dir| dir.join("grasp-hook")))
+                .unwrap_or_else(|| PathBuf::from("grasp-hook"))
+        });
+        Self {
+            socket: args
+                .grpc_socket
+                .clone()
+                .map(|p| absolute(&p))
+                .unwrap_or_else(|| data_dir.join("graspd.sock")),
+            hooks_dir: data_dir.join("hooks"),
+            spool_dir: data_dir.join("spool"),
+            hook_binary,
+        }
+    }
+}
+
+/// `path` made absolute against the current directory (without resolving links), so paths
+/// written into git config work from any working directory.
+pub fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
 /// Why the configuration cannot be used.
@@ -185,6 +283,10 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub hooks: HookSetup,
+    pub grpc_socket_mode: u32,
+    pub grpc_listen: Option<SocketAddr>,
+    pub git_program: PathBuf,
     pub domain: Domain,
     pub data_dir: PathBuf,
     pub database_url: String,
@@ -208,8 +310,13 @@ impl Config {
             .database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("graspd.db").display()));
+        let data_dir = absolute(&args.data_dir);
         Ok(Self {
             listen: args.listen,
+            hooks: HookSetup::resolve(&data_dir, &args.hooks),
+            grpc_socket_mode: args.grpc_socket_mode,
+            grpc_listen: args.grpc_listen,
+            git_program: args.git_program.clone(),
             domain,
             data_dir: args.data_dir.clone(),
             database_url,

@@ -1,6 +1,7 @@
 //! graspd: a GRASP server. See `docs/architecture.md` for the map of this crate.
 
 pub mod app;
+pub mod authorize;
 pub mod config;
 pub mod git;
 pub mod http;
@@ -8,6 +9,7 @@ pub mod nip34;
 pub mod process;
 pub mod purgatory;
 pub mod relay;
+pub mod rpc;
 pub mod server;
 pub mod shutdown;
 pub mod store;

@@ -1,7 +1,8 @@
 //! The `graspd` binary.
 
 use clap::Parser;
-use graspd::config::{Cli, Command, Config, LogFormat};
+use graspd::config::{Cli, Command, Config, HookSetup, InstallHooksArgs, LogFormat, absolute};
+use graspd::git::GitRepos;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -9,11 +10,48 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
+            let args = *args;
             init_logging(&args.log, args.log_format)?;
             let config = Config::from_args(&args)?;
             graspd::server::run(config, stop_signal()).await?;
         }
+        Command::InstallHooks(args) => install_hooks(args).await?,
     }
+    Ok(())
+}
+
+/// `graspd install-hooks`: hooks directory, then every repository under the git root.
+async fn install_hooks(args: InstallHooksArgs) -> anyhow::Result<()> {
+    let data_dir = absolute(&args.data_dir);
+    let hooks = HookSetup::resolve(&data_dir, &args.hooks);
+    let git_root = args
+        .git_root
+        .as_deref()
+        .map(absolute)
+        .unwrap_or_else(|| data_dir.join("repos"));
+    let git = GitRepos::new(git_root.clone(), hooks, "git".into());
+    let verb = if args.dry_run { "would" } else { "did" };
+    let mut changes = git.prepare_hooks_dir(args.dry_run).await?;
+    let repos = git.list_repo_dirs();
+    for repo in &repos {
+        changes.extend(git.install_hooks_at(repo.clone(), args.dry_run).await?);
+    }
+    for change in &changes {
+        println!("{verb}: {change}");
+    }
+    println!(
+        "{} repositor{} under {}; {} change{}{}",
+        repos.len(),
+        if repos.len() == 1 { "y" } else { "ies" },
+        git_root.display(),
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" },
+        if args.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 

@@ -5,8 +5,9 @@ use tokio::net::TcpListener;
 use crate::app::{App, StartError};
 use crate::config::Config;
 use crate::http::{self, Front};
-use crate::process::expiry;
+use crate::process::{self, expiry};
 use crate::relay;
+use crate::rpc;
 use crate::shutdown::{Shutdown, Signal};
 
 /// Why the server stopped with an error.
@@ -19,6 +20,10 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot prepare the hooks directory: {0}")]
+    Hooks(#[from] crate::git::GitError),
+    #[error(transparent)]
+    Rpc(#[from] crate::rpc::RpcError),
 }
 
 /// Runs the server until `stop` resolves.
@@ -30,12 +35,30 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             addr: config.listen,
             source,
         })?;
+    for change in app.git().prepare_hooks_dir(false).await? {
+        tracing::info!("hooks: {change}");
+    }
+    if !config.hooks.hook_binary.is_file() {
+        tracing::warn!(path = %config.hooks.hook_binary.display(),
+            "grasp-hook not found: pushes will fail until it is installed there (see --hook-binary)");
+    }
+    let rpc_listeners = rpc::bind(&config.hooks.socket, config.grpc_socket_mode, config.grpc_listen).await?;
     let relay = relay::build(&app);
     let (shutdown, signal): (Shutdown, Signal) = Shutdown::new();
 
-    // Expire whatever fell due while we were down before taking new work.
+    // Catch up before taking new work: expire what fell due while we were down, process reports
+    // hooks spooled, and reconcile waiting events with git data already on disk.
     expiry::expire_due(&app).await;
+    rpc::spool::drain(&app).await;
+    let reconciled = process::reconcile(&app).await;
+    if !reconciled.is_empty() {
+        for line in reconciled.summary() {
+            tracing::info!("reconcile: {line}");
+        }
+    }
     let tasks = [
+        tokio::spawn(rpc::serve(app.clone(), rpc_listeners, signal.clone())),
+        tokio::spawn(rpc::spool::run(app.clone(), signal.clone())),
         tokio::spawn(expiry::run(app.clone(), signal.clone())),
         tokio::spawn(relay::forward_served(app.clone(), relay.clone(), signal.clone())),
         tokio::spawn(http::serve(
@@ -49,6 +72,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         domain = %config.domain,
         data_dir = %config.data_dir.display(),
         git_root = %config.git_root.display(),
+        grpc_socket = %config.hooks.socket.display(),
         database = %config.database_url,
         purgatory = app.purgatory().len(),
         "graspd listening on http://{} (relay ws://{}), data in {}",

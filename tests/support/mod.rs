@@ -46,6 +46,7 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        ensure_hook_built();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -120,6 +121,15 @@ impl Server {
         self.addr.to_string()
     }
 
+    pub fn socket(&self) -> PathBuf {
+        self.data.path().join("graspd.sock")
+    }
+
+    /// `http://127.0.0.1:port/<npub>/<identifier>.git`
+    pub fn clone_url(&self, owner: &Keys, identifier: &str) -> String {
+        format!("http://{}/{}/{identifier}.git", self.addr, npub(owner))
+    }
+
     pub fn git_root(&self) -> PathBuf {
         self.data.path().join("repos")
     }
@@ -171,6 +181,39 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// graspd looks for grasp-hook next to its own executable; `cargo test -p graspd` does not build
+/// other packages' binaries, so build it once here (a no-op when it is up to date).
+pub fn ensure_hook_built() {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let profile_dir = Path::new(env!("CARGO_BIN_EXE_graspd"))
+            .parent()
+            .expect("bin dir")
+            .to_owned();
+        let release = profile_dir.ends_with("release");
+        let mut command = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        command.args(["build", "--quiet", "-p", "grasp-hook"]);
+        if release {
+            command.arg("--release");
+        }
+        let status = command.status().expect("run cargo build -p grasp-hook");
+        assert!(status.success(), "cargo build -p grasp-hook failed");
+        assert!(
+            profile_dir.join("grasp-hook").is_file(),
+            "grasp-hook next to graspd"
+        );
+    });
+}
+
+/// Path of the grasp-hook binary the daemon uses.
+pub fn hook_binary() -> PathBuf {
+    ensure_hook_built();
+    Path::new(env!("CARGO_BIN_EXE_graspd"))
+        .parent()
+        .expect("bin dir")
+        .join("grasp-hook")
 }
 
 fn free_addr() -> SocketAddr {
@@ -400,7 +443,19 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
 
 /// Runs git with a clean environment; panics with its output on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
+    let output = git_output(dir, args);
+    assert!(
+        output.status.success(),
+        "git {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Runs git and returns whatever happened (for commands expected to fail).
+pub fn git_output(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("git")
         .args(args)
         .current_dir(dir)
         .env("GIT_AUTHOR_NAME", "Test")
@@ -409,15 +464,22 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "test@example.com")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("HOME", dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
         .output()
-        .expect("run git");
-    assert!(
-        output.status.success(),
-        "git {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        .expect("run git")
+}
+
+/// Pushes straight into a bare repository on disk without running its hooks: git data arriving
+/// by a path graspd does not watch (or while it is down).
+pub fn push_without_hooks(work: &Path, repo: &Path, refspecs: &[&str]) {
+    let mut args = vec![
+        "push",
+        "-q",
+        "--receive-pack=git -c core.hooksPath=/nonexistent receive-pack",
+        repo.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(refspecs);
+    git(work, &args);
 }
 
 /// A work tree with one commit on `main`; returns (tempdir, commit id).

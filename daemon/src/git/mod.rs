@@ -5,6 +5,7 @@
 //! outside the git root. All git work is blocking (libgit2), so each public method runs it on
 //! tokio's blocking pool.
 
+mod hooks;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 pub use types::{GitValueError, Oid, RefName};
 
+use crate::config::HookSetup;
 use crate::nip34::{RepoId, RepoState};
 
 /// Errors of the git layer.
@@ -23,11 +25,13 @@ pub enum GitError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("blocking git task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("git could not {what}: {stderr}")]
+    Command { what: String, stderr: String },
 }
 
 /// The config GRASP-01 needs on every served repository ([56]: serve any available object, and
 /// partial clones; receive-pack over HTTP without authentication).
-const REPO_CONFIG: &[(&str, &str)] = &[
+pub(crate) const REPO_CONFIG: &[(&str, &str)] = &[
     ("uploadpack.allowTipSHA1InWant", "true"),
     ("uploadpack.allowReachableSHA1InWant", "true"),
     ("uploadpack.allowFilter", "true"),
@@ -48,20 +52,131 @@ pub struct RefChanges {
 /// Handle to the git root. Cloning is shallow.
 #[derive(Debug, Clone)]
 pub struct GitRepos {
-    root: Arc<PathBuf>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    hooks: HookSetup,
+    git_program: PathBuf,
 }
 
 impl GitRepos {
-    pub fn new(root: PathBuf) -> Self {
-        Self { root: Arc::new(root) }
+    pub fn new(root: PathBuf, hooks: HookSetup, git_program: PathBuf) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                root,
+                hooks,
+                git_program,
+            }),
+        }
+    }
+
+    pub fn hooks(&self) -> &HookSetup {
+        &self.inner.hooks
+    }
+
+    pub fn git_program(&self) -> &Path {
+        &self.inner.git_program
+    }
+
+    /// Creates the shared hooks directory: `pre-receive` and `post-receive` links to grasp-hook
+    /// (git runs `<core.hooksPath>/<hook name>`; grasp-hook picks its mode from that name).
+    pub async fn prepare_hooks_dir(&self, dry_run: bool) -> Result<Vec<String>, GitError> {
+        let hooks = self.inner.hooks.clone();
+        blocking(move || hooks::prepare_hooks_dir(&hooks, dry_run)).await
+    }
+
+    /// Every `<git-root>/<npub>/<name>.git` directory that holds a repository.
+    pub fn list_repo_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        let Ok(owners) = std::fs::read_dir(self.root()) else {
+            return dirs;
+        };
+        for owner in owners.filter_map(Result::ok).filter(|e| e.path().is_dir()) {
+            let Ok(repos) = std::fs::read_dir(owner.path()) else {
+                continue;
+            };
+            for repo in repos.filter_map(Result::ok).map(|e| e.path()) {
+                if repo.extension().is_some_and(|x| x == "git") && repo.join("HEAD").is_file() {
+                    dirs.push(repo);
+                }
+            }
+        }
+        dirs.sort();
+        dirs
+    }
+
+    /// Brings an existing bare repository under graspd (config and hooks). Returns what changed
+    /// (or would change, with `dry_run`).
+    pub async fn install_hooks_at(&self, path: PathBuf, dry_run: bool) -> Result<Vec<String>, GitError> {
+        let hooks = self.inner.hooks.clone();
+        blocking(move || hooks::configure_repo(&path, &hooks, dry_run)).await
+    }
+
+    /// The repository a path names, if it is `<git-root>/<npub>/<identifier>.git`.
+    pub fn repo_at(&self, path: &Path) -> Option<RepoId> {
+        let root = std::fs::canonicalize(&self.inner.root).ok()?;
+        let path = std::fs::canonicalize(path).ok()?;
+        let relative = path.strip_prefix(&root).ok()?;
+        let mut parts = relative.components();
+        let npub = parts.next()?.as_os_str().to_str()?;
+        let dir = parts.next()?.as_os_str().to_str()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        let owner = nostr::PublicKey::parse(npub).ok()?;
+        let identifier = crate::nip34::Identifier::parse(dir.strip_suffix(".git")?).ok()?;
+        let repo = RepoId::new(owner, identifier);
+        (repo.npub() == npub).then_some(repo)
+    }
+
+    /// Copies `oids` (and what they reference) from `from` into `to` with a local `git fetch`,
+    /// which verifies every object it writes. No ref changes; objects already present are not
+    /// sent again.
+    pub async fn copy_objects(&self, from: &RepoId, to: &RepoId, oids: Vec<Oid>) -> Result<(), GitError> {
+        if oids.is_empty() {
+            return Ok(());
+        }
+        let mut command = tokio::process::Command::new(self.git_program());
+        command
+            .arg("-C")
+            .arg(self.path(to))
+            .args([
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--no-auto-gc",
+            ])
+            // Any object the source has may be wanted, referenced or not.
+            .arg("--upload-pack=git -c uploadpack.allowAnySHA1InWant=true upload-pack")
+            .arg(self.path(from))
+            .args(oids.iter().map(Oid::as_str))
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .kill_on_drop(true);
+        let output = command.output().await.map_err(|source| GitError::Io {
+            path: self.path(to),
+            source,
+        })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(GitError::Command {
+                what: format!("fetch objects from {from} into {to}"),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            })
+        }
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.inner.root
     }
 
     pub fn path(&self, repo: &RepoId) -> PathBuf {
-        self.root
+        self.inner
+            .root
             .join(repo.npub())
             .join(format!("{}.git", repo.identifier))
     }
@@ -75,7 +190,8 @@ impl GitRepos {
     /// was created now.
     pub async fn provision(&self, repo: &RepoId) -> Result<bool, GitError> {
         let path = self.path(repo);
-        blocking(move || provision_at(&path)).await
+        let hooks = self.inner.hooks.clone();
+        blocking(move || provision_at(&path, &hooks)).await
     }
 
     /// Whether the repository has any ref (has received git data).
@@ -175,7 +291,7 @@ where
     tokio::task::spawn_blocking(f).await?
 }
 
-fn provision_at(path: &Path) -> Result<bool, GitError> {
+fn provision_at(path: &Path, hooks: &HookSetup) -> Result<bool, GitError> {
     if path.join("HEAD").is_file() {
         return Ok(false);
     }
@@ -191,11 +307,8 @@ fn provision_at(path: &Path) -> Result<bool, GitError> {
         .no_reinit(true)
         .mkpath(true)
         .initial_head("main");
-    let repository = git2::Repository::init_opts(path, &options)?;
-    let mut config = repository.config()?;
-    for (key, value) in REPO_CONFIG {
-        config.set_str(key, value)?;
-    }
+    git2::Repository::init_opts(path, &options)?;
+    hooks::configure_repo(path, hooks, false)?;
     Ok(true)
 }
 

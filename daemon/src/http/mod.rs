@@ -2,6 +2,7 @@
 //! pages and git smart-HTTP paths. Every response carries GRASP's CORS headers; `OPTIONS` anywhere
 //! is `204 No Content`.
 
+pub mod cgi;
 pub mod pages;
 pub mod ws;
 
@@ -31,11 +32,23 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 pub struct Front {
     app: App,
     relay: LocalRelay,
+    git: std::sync::Arc<cgi::GitBackend>,
 }
 
 impl Front {
     pub fn new(app: App, relay: LocalRelay) -> Self {
-        Self { app, relay }
+        let git = cgi::GitBackend {
+            git_root: app.config().git_root.clone(),
+            git_program: app.config().git_program.clone(),
+            // Hooks find the daemon through the repository's git config (graspd.socket), the
+            // same way they do behind nginx.
+            extra_env: Vec::new(),
+        };
+        Self {
+            app,
+            relay,
+            git: std::sync::Arc::new(git),
+        }
     }
 }
 
@@ -101,7 +114,8 @@ async fn route(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Respon
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if segments.first().is_some_and(|s| s.starts_with("npub1")) {
-        return repository_path(&front, &req, &segments).await;
+        let segments: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
+        return repository_path(&front, req, peer, &segments).await;
     }
     not_found("There is nothing at this address.")
 }
@@ -174,9 +188,16 @@ fn upgrade(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<B
     response
 }
 
-/// `/<npub>/<identifier>[.git][/<git path>]`: the repository page, or its git smart-HTTP paths.
-async fn repository_path(front: &Front, req: &Request<Incoming>, segments: &[&str]) -> Response<Body> {
-    let Some(repo) = parse_repo(segments) else {
+/// `/<npub>/<identifier>[.git][/<git path>]`: the repository page, or its git smart-HTTP paths
+/// served by `git http-backend` (GRASP-01 [34]: repositories in purgatory are served too).
+async fn repository_path(
+    front: &Front,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    segments: &[String],
+) -> Response<Body> {
+    let names: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let Some(repo) = parse_repo(&names) else {
         return not_found("This is not a repository address: expected /<npub>/<identifier>.git");
     };
     let known = match front.app.announcement(&repo).await {
@@ -190,13 +211,13 @@ async fn repository_path(front: &Front, req: &Request<Incoming>, segments: &[&st
     let (Some(known), true) = (known, hosted) else {
         return not_found(&format!("No repository {repo} is hosted on this server."));
     };
-    let git_path = segments.len() > 2 && !(segments.len() == 3 && segments[2].is_empty());
-    if git_path {
-        // The git smart-HTTP front comes with the push path; until then refuse clearly.
-        return text(
-            StatusCode::NOT_IMPLEMENTED,
-            "git smart HTTP is not served by this build yet\n",
-        );
+    let rest = names.get(2..).map(|r| r.join("/")).unwrap_or_default();
+    if !rest.is_empty() {
+        if !segments[1].ends_with(".git") || !cgi::is_git_path(&rest) {
+            return not_found("Not a git smart-HTTP path.");
+        }
+        let path_info = format!("/{}/{}.git/{rest}", repo.npub(), repo.identifier);
+        return cgi::serve(&front.git, req, peer, &path_info).await;
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");

@@ -1,20 +1,29 @@
-//! Reacting to git data that is on disk: applying states, placing pull request refs, releasing
-//! events from purgatory and promoting waiting announcements.
+//! The one place that reacts to git data being on disk.
 //!
-//! Today this runs when an event arrives whose git data is already present. The push path and
-//! the sync loop will call the same steps when git data arrives after its event.
+//! [`process_newly_available_git_data`] runs after every push (post-receive → `ReportPush`), for
+//! every spooled report, at start-up reconciliation, and (later) after each sync fetch. It reads
+//! as its steps: discover what waiting events the data satisfies → authorize them again (the
+//! maintainer sets may have changed since they arrived) → sync every owner repository the event
+//! is authoritative for (copy objects, align refs and HEAD) → store and release (one
+//! transaction) → notify live subscribers. It is idempotent, and each event stands alone: one
+//! failure is reported and does not block the others.
+//!
+//! When an event arrives whose git data is already on disk, the relay policy uses the same
+//! sync steps ([`apply_state_now`], [`apply_pull_request_now`]) and lets the relay store it.
 
 pub mod expiry;
+
+use std::collections::HashSet;
 
 use nostr::{Event, Kind};
 
 use crate::app::{App, RepoGroup};
-use crate::git::{GitError, RefChanges, RefName};
-use crate::nip34::{KIND_STATE, PullRequest, RepoId, RepoState};
+use crate::git::{GitError, Oid, RefChanges, RefName};
+use crate::nip34::{KIND_STATE, Nip34Kind, PullRequest, RepoId, RepoState};
 use crate::purgatory::is_newer;
 use crate::store::StoreError;
 
-/// Errors while applying git data.
+/// Errors while syncing one event.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error(transparent)]
@@ -23,11 +32,205 @@ pub enum ProcessError {
     Git(#[from] GitError),
 }
 
-/// What applying a state did.
+/// What one run of the procedure did (the `ProcessResult` of the gRPC API).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub repos: Vec<RepoId>,
-    pub changes: RefChanges,
+pub struct ProcessResult {
+    pub states_released: u32,
+    pub pull_requests_released: u32,
+    pub announcements_released: u32,
+    pub repos_synced: u32,
+    pub refs_created: u32,
+    pub refs_updated: u32,
+    pub refs_deleted: u32,
+    /// Non-fatal errors, one line each (the event concerned stays in purgatory).
+    pub errors: Vec<String>,
+}
+
+impl ProcessResult {
+    fn add(&mut self, changes: &RefChanges) {
+        self.refs_created += changes.created;
+        self.refs_updated += changes.updated;
+        self.refs_deleted += changes.deleted;
+    }
+
+    /// Whether anything happened worth telling the pusher.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Lines for the pusher (`remote: ...`) and the log.
+    pub fn summary(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.states_released + self.pull_requests_released + self.announcements_released > 0 {
+            lines.push(format!(
+                "graspd: released {} state(s), {} pull request(s), {} announcement(s) from purgatory",
+                self.states_released, self.pull_requests_released, self.announcements_released
+            ));
+        }
+        if self.repos_synced > 0 {
+            lines.push(format!(
+                "graspd: synced {} repositor{} ({} refs created, {} updated, {} deleted)",
+                self.repos_synced,
+                if self.repos_synced == 1 { "y" } else { "ies" },
+                self.refs_created,
+                self.refs_updated,
+                self.refs_deleted
+            ));
+        }
+        lines.extend(self.errors.iter().map(|e| format!("graspd: error: {e}")));
+        lines
+    }
+}
+
+/// Git data is now available in `source` (pushed, fetched, or found at start). `new_oids` are
+/// the objects that just arrived; empty means "consider every waiting event".
+pub async fn process_newly_available_git_data(
+    app: &App,
+    source: &RepoId,
+    new_oids: &HashSet<Oid>,
+) -> ProcessResult {
+    let _serial = app.lock_identifier(&source.identifier).await;
+    let mut result = ProcessResult::default();
+    let group = match app.repo_group(&source.identifier).await {
+        Ok(group) => group,
+        Err(error) => {
+            result
+                .errors
+                .push(format!("cannot load repository data: {error}"));
+            return result;
+        }
+    };
+
+    let (states, pull_requests) = discover(app, source, new_oids).await;
+    for state in states {
+        match release_state(app, &group, source, &state, &mut result).await {
+            Ok(true) => result.states_released += 1,
+            Ok(false) => {}
+            Err(error) => result.errors.push(format!("state {}: {error}", state.id)),
+        }
+    }
+    for (event, pr) in pull_requests {
+        match release_pull_request(app, &group, source, &event, &pr).await {
+            Ok(true) => result.pull_requests_released += 1,
+            Ok(false) => {}
+            Err(error) => result.errors.push(format!("pull request {}: {error}", pr.id)),
+        }
+    }
+    // The source repository holds data now, whatever the events: its announcement is served.
+    match promote_announcement(app, source).await {
+        Ok(true) => result.announcements_released += 1,
+        Ok(false) => {}
+        Err(error) => result.errors.push(format!("announcement of {source}: {error}")),
+    }
+    if !result.is_empty() {
+        tracing::info!(repo = %source, states = result.states_released, prs = result.pull_requests_released,
+            repos = result.repos_synced, errors = result.errors.len(), "processed new git data");
+    }
+    result
+}
+
+/// Waiting states and PRs for the identifier whose objects are all in `source`, oldest state
+/// first (so the newest is aligned last).
+async fn discover(
+    app: &App,
+    source: &RepoId,
+    new_oids: &HashSet<Oid>,
+) -> (Vec<RepoState>, Vec<(Event, PullRequest)>) {
+    let mut states = Vec::new();
+    let mut pull_requests = Vec::new();
+    for entry in app.purgatory().for_identifier(&source.identifier) {
+        match entry.kind {
+            Nip34Kind::State => {
+                let Ok(state) = RepoState::parse(&entry.event) else {
+                    continue;
+                };
+                let wanted = state.wanted_oids();
+                // Quick skip: nothing this state needs just arrived.
+                if !new_oids.is_empty() && !wanted.is_empty() && !wanted.iter().any(|o| new_oids.contains(o))
+                {
+                    continue;
+                }
+                if app.git().has_objects(source, wanted).await.unwrap_or(false) {
+                    states.push((entry.event.clone(), state));
+                }
+            }
+            Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate => {
+                let Ok(pr) = PullRequest::parse(&entry.event) else {
+                    continue;
+                };
+                if !new_oids.is_empty() && !new_oids.contains(&pr.tip) {
+                    continue;
+                }
+                if app
+                    .git()
+                    .has_objects(source, vec![pr.tip.clone()])
+                    .await
+                    .unwrap_or(false)
+                {
+                    pull_requests.push((entry.event.clone(), pr));
+                }
+            }
+            Nip34Kind::Announcement => {}
+        }
+    }
+    states.sort_by(|(a, _), (b, _)| {
+        if is_newer(a, b) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Less
+        }
+    });
+    (states.into_iter().map(|(_, s)| s).collect(), pull_requests)
+}
+
+/// Syncs a satisfiable waiting state to every repository it is authoritative for and releases
+/// it. Returns false (and changes nothing) when no hosted owner authorizes its author any more.
+async fn release_state(
+    app: &App,
+    group: &RepoGroup,
+    source: &RepoId,
+    state: &RepoState,
+    result: &mut ProcessResult,
+) -> Result<bool, ProcessError> {
+    if group.owners_authorizing(&state.author).is_empty() {
+        return Ok(false);
+    }
+    let repos = authoritative_repos(app, group, state).await?;
+    let changes = sync_state(app, source, &repos, state).await?;
+    for (repo, change) in repos.iter().zip(&changes) {
+        result.add(change);
+        result.repos_synced += 1;
+        if promote_announcement(app, repo).await? && repo != source {
+            result.announcements_released += 1;
+        }
+    }
+    let Some(entry) = app.purgatory().get(&state.id) else {
+        return Ok(false);
+    };
+    release(app, &entry.event).await?;
+    tracing::info!(state = %state.id, identifier = %state.identifier, repos = repos.len(), "state released from purgatory");
+    Ok(true)
+}
+
+/// Copies the state's objects from `source` into each repository and aligns its refs and HEAD.
+async fn sync_state(
+    app: &App,
+    source: &RepoId,
+    repos: &[RepoId],
+    state: &RepoState,
+) -> Result<Vec<RefChanges>, ProcessError> {
+    let wanted = state.wanted_oids();
+    let mut changes = Vec::with_capacity(repos.len());
+    for repo in repos {
+        if repo != source && !app.git().has_objects(repo, wanted.clone()).await? {
+            app.git().copy_objects(source, repo, wanted.clone()).await?;
+        }
+        let change = app.git().align(repo, state).await?;
+        tracing::info!(repo = %repo, state = %state.id, created = change.created, updated = change.updated,
+            deleted = change.deleted, "aligned repository with state");
+        changes.push(change);
+    }
+    Ok(changes)
 }
 
 /// Hosted repositories for which `state` is authoritative: the author is in the owner's recursive
@@ -50,7 +253,10 @@ pub async fn authoritative_repos(
         }
         let maintainers = group.maintainers(&owner);
         let superseded = stored_states.iter().any(|stored| {
-            maintainers.contains(&stored.pubkey) && stored.id != state.id && is_state_newer(stored, state)
+            maintainers.contains(&stored.pubkey)
+                && stored.id != state.id
+                && (stored.created_at, std::cmp::Reverse(stored.id))
+                    > (state.created_at, std::cmp::Reverse(state.id))
         });
         if !superseded {
             repos.push(repo);
@@ -59,56 +265,62 @@ pub async fn authoritative_repos(
     Ok(repos)
 }
 
-fn is_state_newer(stored: &Event, state: &RepoState) -> bool {
-    (stored.created_at, std::cmp::Reverse(stored.id)) > (state.created_at, std::cmp::Reverse(state.id))
-}
-
-/// Applies `state` to every repository in `repos` if all of them already hold every object it
-/// names: refs aligned, HEAD set, waiting announcements promoted. Returns `None` (and changes
-/// nothing) when some object is missing somewhere.
-pub async fn apply_state_if_present(
+/// For a state arriving with its objects already on disk in one of `repos`: syncs every
+/// repository and returns the changes; `None` (nothing changed) when no repository holds every
+/// object yet.
+pub async fn apply_state_now(
     app: &App,
     repos: &[RepoId],
     state: &RepoState,
-) -> Result<Option<Applied>, ProcessError> {
+) -> Result<Option<RefChanges>, ProcessError> {
+    let _serial = app.lock_identifier(&state.identifier).await;
     let wanted = state.wanted_oids();
+    let mut source = None;
     for repo in repos {
-        if !app.git().has_objects(repo, wanted.clone()).await? {
-            return Ok(None);
+        if app.git().has_objects(repo, wanted.clone()).await? {
+            source = Some(repo.clone());
+            break;
         }
     }
-    let mut applied = Applied::default();
+    let Some(source) = source else { return Ok(None) };
+    let mut total = RefChanges::default();
+    for change in sync_state(app, &source, repos, state).await? {
+        total.created += change.created;
+        total.updated += change.updated;
+        total.deleted += change.deleted;
+        total.head_changed |= change.head_changed;
+    }
     for repo in repos {
-        let changes = app.git().align(repo, state).await?;
-        tracing::info!(repo = %repo, state = %state.id, created = changes.created, updated = changes.updated,
-            deleted = changes.deleted, "aligned repository with state");
-        applied.changes.created += changes.created;
-        applied.changes.updated += changes.updated;
-        applied.changes.deleted += changes.deleted;
-        applied.changes.head_changed |= changes.head_changed;
-        applied.repos.push(repo.clone());
         promote_announcement(app, repo).await?;
     }
-    Ok(Some(applied))
+    Ok(Some(total))
 }
 
-/// Places `refs/nostr/<event-id>` at the pull request's tip in every hosted repository it names,
-/// if each of them already has the commit. Returns whether it did.
-pub async fn apply_pull_request_if_present(
-    app: &App,
-    repos: &[RepoId],
-    pr: &PullRequest,
-) -> Result<bool, ProcessError> {
-    for repo in repos {
-        if !app.git().has_objects(repo, vec![pr.tip.clone()]).await? {
-            return Ok(false);
+/// Repositories a pull request goes to: the hosted repositories it names.
+async fn pull_request_targets(app: &App, pr: &PullRequest) -> Result<Vec<RepoId>, StoreError> {
+    let mut targets = Vec::new();
+    for repo in &pr.repos {
+        if app.is_hosted(repo).await? {
+            targets.push(repo.clone());
         }
     }
-    let name = match RefName::parse(&format!("refs/nostr/{}", pr.id.to_hex())) {
-        Ok(name) => name,
-        Err(_) => return Ok(false),
+    Ok(targets)
+}
+
+/// Places `refs/nostr/<event-id>` at the tip in every target, copying the commit from `source`.
+async fn sync_pull_request(
+    app: &App,
+    source: &RepoId,
+    targets: &[RepoId],
+    pr: &PullRequest,
+) -> Result<(), ProcessError> {
+    let Ok(name) = RefName::parse(&format!("refs/nostr/{}", pr.id.to_hex())) else {
+        return Ok(());
     };
-    for repo in repos {
+    for repo in targets {
+        if repo != source && !app.git().has_objects(repo, vec![pr.tip.clone()]).await? {
+            app.git().copy_objects(source, repo, vec![pr.tip.clone()]).await?;
+        }
         app.git()
             .set_ref(
                 repo,
@@ -119,11 +331,50 @@ pub async fn apply_pull_request_if_present(
             .await?;
         promote_announcement(app, repo).await?;
     }
+    Ok(())
+}
+
+async fn release_pull_request(
+    app: &App,
+    _group: &RepoGroup,
+    source: &RepoId,
+    event: &Event,
+    pr: &PullRequest,
+) -> Result<bool, ProcessError> {
+    let targets = pull_request_targets(app, pr).await?;
+    if targets.is_empty() {
+        return Ok(false);
+    }
+    sync_pull_request(app, source, &targets, pr).await?;
+    release(app, event).await?;
+    tracing::info!(event_id = %pr.id, "pull request released from purgatory");
     Ok(true)
 }
 
-/// Serves a repository's waiting announcement once the repository holds git data: stored and
-/// removed from purgatory in one transaction, then pushed to live subscribers.
+/// For a pull request arriving with its commit already in one of the hosted repositories it
+/// names: places its ref everywhere. Returns whether it did.
+pub async fn apply_pull_request_now(
+    app: &App,
+    targets: &[RepoId],
+    pr: &PullRequest,
+) -> Result<bool, ProcessError> {
+    let Some(first) = targets.first() else {
+        return Ok(false);
+    };
+    let _serial = app.lock_identifier(&first.identifier).await;
+    let mut source = None;
+    for repo in targets {
+        if app.git().has_objects(repo, vec![pr.tip.clone()]).await? {
+            source = Some(repo.clone());
+            break;
+        }
+    }
+    let Some(source) = source else { return Ok(false) };
+    sync_pull_request(app, &source, targets, pr).await?;
+    Ok(true)
+}
+
+/// Serves a repository's waiting announcement once the repository holds git data.
 pub async fn promote_announcement(app: &App, repo: &RepoId) -> Result<bool, ProcessError> {
     let Some(entry) = app.purgatory().announcement(repo) else {
         return Ok(false);
@@ -149,4 +400,35 @@ pub async fn release(app: &App, event: &Event) -> Result<(), ProcessError> {
 /// Whether `a` should replace `b` at one address.
 pub fn newer(a: &Event, b: &Event) -> bool {
     is_newer(a, b)
+}
+
+/// Processes every identifier with waiting events against the data already on disk: a push that
+/// landed while the daemon was down (or whose report was lost) is not left behind.
+pub async fn reconcile(app: &App) -> ProcessResult {
+    let mut total = ProcessResult::default();
+    for identifier in app.purgatory().identifiers() {
+        let group = match app.repo_group(&identifier).await {
+            Ok(group) => group,
+            Err(error) => {
+                total.errors.push(format!("{identifier}: {error}"));
+                continue;
+            }
+        };
+        for owner in group.by_owner.keys() {
+            let repo = RepoId::new(*owner, identifier.clone());
+            if !app.git().has_refs(&repo).await.unwrap_or(false) {
+                continue;
+            }
+            let result = process_newly_available_git_data(app, &repo, &HashSet::new()).await;
+            total.states_released += result.states_released;
+            total.pull_requests_released += result.pull_requests_released;
+            total.announcements_released += result.announcements_released;
+            total.repos_synced += result.repos_synced;
+            total.refs_created += result.refs_created;
+            total.refs_updated += result.refs_updated;
+            total.refs_deleted += result.refs_deleted;
+            total.errors.extend(result.errors);
+        }
+    }
+    total
 }

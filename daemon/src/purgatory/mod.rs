@@ -107,7 +107,9 @@ pub fn now_ms() -> i64 {
 }
 
 impl Purgatory {
-    /// Loads every persisted entry. Rows that no longer parse are dropped with a warning.
+    /// Loads every persisted entry. Rows of a kind or identifier that is no longer accepted are
+    /// dropped with a warning; a row whose event JSON does not parse stops the start (the store is
+    /// damaged and needs an operator).
     pub async fn load(store: Store, expiry: Duration) -> Result<Self, StoreError> {
         let purgatory = Self {
             inner: Arc::new(Inner {

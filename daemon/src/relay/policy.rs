@@ -235,7 +235,7 @@ impl GraspPolicy {
         }
         let repos = process::authoritative_repos(&self.app, &group, &state).await?;
         if !repos.is_empty()
-            && process::apply_state_if_present(&self.app, &repos, &state)
+            && process::apply_state_now(&self.app, &repos, &state)
                 .await?
                 .is_some()
         {
@@ -293,7 +293,7 @@ impl GraspPolicy {
                 "pull request names no repository hosted on this server",
             ));
         };
-        if process::apply_pull_request_if_present(&self.app, &hosted, &pr).await? {
+        if process::apply_pull_request_now(&self.app, &hosted, &pr).await? {
             return Ok(Verdict::Accept);
         }
         let kind = Nip34Kind::of(event.kind).unwrap_or(Nip34Kind::PullRequest);

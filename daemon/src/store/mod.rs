@@ -5,8 +5,10 @@
 //! commits whatever has queued up as one transaction (group commit): under load, one fsync covers
 //! many events, and replaceable/deletion rules are applied in a single, serial order.
 //!
-//! The schema is in `daemon/migrations/` and is written in SQL that PostgreSQL accepts too; only
-//! SQLite is wired up today.
+//! Only SQLite is wired up today. The schema in `daemon/migrations/` keeps to types and
+//! constraints PostgreSQL shares; the queries still use SQLite's `?` placeholders, `BEGIN
+//! IMMEDIATE` and `MAX(a, b)`, which a PostgreSQL backend would replace (`$n`, plain `BEGIN`,
+//! `GREATEST`).
 
 mod filter;
 mod nostr_db;

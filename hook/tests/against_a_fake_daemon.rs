@@ -1,0 +1,466 @@
+//! `grasp-hook` run as git runs it, against a fake graspd serving `HookService` on a Unix socket:
+//! the exit statuses and `remote:` lines a pusher sees, fail-closed pre-receive and the
+//! post-receive spool (ARCHITECTURE.md §2, "Push").
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use grasp_proto::v1::hook_service_server::{HookService, HookServiceServer};
+use grasp_proto::v1::{
+    AuthorizePushRequest, AuthorizePushResponse, CheckRequest, CheckResponse, ProcessResult, RefVerdict,
+    ReportPushRequest, ReportPushResponse,
+};
+use prost::Message;
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response, Status};
+
+const OLD: &str = "1111111111111111111111111111111111111111";
+const NEW: &str = "2222222222222222222222222222222222222222";
+
+/// Answers like graspd would, by ref name: `denied` refs are refused, `slow` refs take a minute.
+#[derive(Default, Clone)]
+struct FakeDaemon {
+    authorized: Arc<Mutex<Vec<AuthorizePushRequest>>>,
+    reported: Arc<Mutex<Vec<ReportPushRequest>>>,
+    /// ReportPush answers an error status (the daemon is up but cannot process).
+    fail_reports: bool,
+}
+
+#[tonic::async_trait]
+impl HookService for FakeDaemon {
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        let repo = request.into_inner().repo_path;
+        let repo_known = repo.ends_with("repo.git");
+        Ok(Response::new(CheckResponse {
+            version: "0.0.0-test".to_owned(),
+            repo_known,
+            message: if repo.is_empty() {
+                "no repository given".to_owned()
+            } else {
+                format!("checked {repo}")
+            },
+        }))
+    }
+
+    async fn authorize_push(
+        &self,
+        request: Request<AuthorizePushRequest>,
+    ) -> Result<Response<AuthorizePushResponse>, Status> {
+        let request = request.into_inner();
+        if request.updates.iter().any(|u| u.ref_name.contains("slow")) {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        self.authorized.lock().expect("lock").push(request.clone());
+        let verdicts: Vec<RefVerdict> = request
+            .updates
+            .iter()
+            .map(|u| {
+                let allowed = !u.ref_name.contains("denied");
+                let message = if allowed {
+                    format!("{} matches the state event.", u.ref_name)
+                } else {
+                    format!("{} is not in the maintainers' state event.", u.ref_name)
+                };
+                RefVerdict {
+                    ref_name: u.ref_name.clone(),
+                    allowed,
+                    message,
+                }
+            })
+            .collect();
+        Ok(Response::new(AuthorizePushResponse {
+            allowed: verdicts.iter().all(|v| v.allowed),
+            verdicts,
+        }))
+    }
+
+    async fn report_push(
+        &self,
+        request: Request<ReportPushRequest>,
+    ) -> Result<Response<ReportPushResponse>, Status> {
+        if self.fail_reports {
+            return Err(Status::unavailable("store is shutting down"));
+        }
+        self.reported.lock().expect("lock").push(request.into_inner());
+        Ok(Response::new(ReportPushResponse {
+            result: Some(ProcessResult {
+                states_released: 1,
+                ..Default::default()
+            }),
+            messages: vec![
+                "Released 1 state event.".to_owned(),
+                "Synced 0 repositories.".to_owned(),
+            ],
+        }))
+    }
+}
+
+/// A scratch world: a bare-looking repository whose git config points at the fake daemon's
+/// socket, a spool directory and a hooks directory of links to the binary, as graspd sets up.
+struct World {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    repo: PathBuf,
+    socket: PathBuf,
+    spool: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().canonicalize().expect("canonical");
+        let repo = root.join("repo.git");
+        std::fs::create_dir_all(repo.join("objects")).expect("objects");
+        std::fs::write(repo.join("HEAD"), "ref: refs/heads/main\n").expect("HEAD");
+        let socket = root.join("graspd.sock");
+        let spool = root.join("spool");
+        std::fs::write(
+            repo.join("config"),
+            format!(
+                "[core]\n\tbare = true\n[graspd]\n\tsocket = {}\n\tspool = {}\n",
+                socket.display(),
+                spool.display()
+            ),
+        )
+        .expect("config");
+        let hooks = root.join("hooks");
+        std::fs::create_dir(&hooks).expect("hooks");
+        for hook in ["pre-receive", "post-receive"] {
+            symlink(env!("CARGO_BIN_EXE_grasp-hook"), hooks.join(hook)).expect("link");
+        }
+        World {
+            _dir: dir,
+            root,
+            repo,
+            socket,
+            spool,
+        }
+    }
+
+    fn hook(&self, name: &str) -> PathBuf {
+        self.root.join("hooks").join(name)
+    }
+
+    /// Starts `daemon` on the world's socket; it runs until the test's runtime ends.
+    fn serve(&self, daemon: FakeDaemon) {
+        let listener = tokio::net::UnixListener::bind(&self.socket).expect("bind");
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(HookServiceServer::new(daemon))
+                .serve_with_incoming(incoming),
+        );
+    }
+
+    /// Runs `program args` the way git runs a hook: in the repository, `GIT_DIR=.`.
+    async fn run(&self, program: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+        run_in(
+            &self.repo,
+            program,
+            args,
+            &[&[("GIT_DIR", ".")], env].concat(),
+            stdin,
+        )
+        .await
+    }
+
+    fn spooled(&self) -> Vec<ReportPushRequest> {
+        let Ok(entries) = std::fs::read_dir(&self.spool) else {
+            return Vec::new();
+        };
+        entries
+            .map(|e| e.expect("entry").path())
+            .inspect(|p| assert!(p.to_string_lossy().ends_with(".report"), "stray file {p:?}"))
+            .map(|p| ReportPushRequest::decode(&std::fs::read(p).expect("read")[..]).expect("decodes"))
+            .collect()
+    }
+}
+
+async fn run_in(cwd: &Path, program: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("GIT_DIR")
+        .env_remove("GRASPD_SOCKET")
+        .env_remove("GRASPD_SPOOL")
+        .env_remove("GRASP_HOOK_TIMEOUT_SECS")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn grasp-hook");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).await.expect("write stdin");
+    drop(input);
+    child.wait_with_output().await.expect("wait")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn update(ref_name: &str) -> String {
+    format!("{OLD} {NEW} {ref_name}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_receive_relays_each_verdict_and_allows_an_allowed_push() {
+    let world = World::new();
+    let daemon = FakeDaemon::default();
+    world.serve(daemon.clone());
+
+    let input = update("refs/heads/main") + &update("refs/tags/v1");
+    let output = world.run(&world.hook("pre-receive"), &[], &[], &input).await;
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        "refs/heads/main matches the state event.\nrefs/tags/v1 matches the state event.\n"
+    );
+    let calls = daemon.authorized.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].repo_path, world.repo.to_string_lossy());
+    assert_eq!(calls[0].updates[1].ref_name, "refs/tags/v1");
+    assert_eq!(calls[0].updates[0].new_oid, NEW);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_receive_refuses_when_graspd_refuses_one_ref() {
+    let world = World::new();
+    world.serve(FakeDaemon::default());
+
+    let input = update("refs/heads/main") + &update("refs/heads/denied");
+    let output = world.run(&world.hook("pre-receive"), &[], &[], &input).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("refs/heads/denied is not in the maintainers' state event.\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_receive_fails_closed_when_graspd_is_down() {
+    let world = World::new();
+    let output = world
+        .run(&world.hook("pre-receive"), &[], &[], &update("refs/heads/main"))
+        .await;
+
+    assert_eq!(output.status.code(), Some(1));
+    let said = stderr(&output);
+    assert!(
+        said.starts_with(&format!(
+            "grasp-hook: cannot reach graspd at {}: ",
+            world.socket.display()
+        )),
+        "{said}"
+    );
+    assert!(said.trim_end().ends_with("; push refused"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_receive_fails_closed_when_graspd_does_not_answer_in_time() {
+    let world = World::new();
+    world.serve(FakeDaemon::default());
+    let output = world
+        .run(
+            &world.hook("pre-receive"),
+            &[],
+            &[("GRASP_HOOK_TIMEOUT_SECS", "1")],
+            &update("refs/heads/slow"),
+        )
+        .await;
+
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("no answer within 1 s; push refused"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_receive_refuses_malformed_input_without_asking_graspd() {
+    let world = World::new();
+    let daemon = FakeDaemon::default();
+    world.serve(daemon.clone());
+    let input = update("refs/heads/main") + &format!("{OLD} {NEW} main\n");
+    let output = world.run(&world.hook("pre-receive"), &[], &[], &input).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        "grasp-hook: line 2: ref name \"main\" does not start with refs/\n"
+    );
+    assert!(daemon.authorized.lock().expect("lock").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_receive_refuses_when_no_socket_is_configured() {
+    let world = World::new();
+    std::fs::write(world.repo.join("config"), "[core]\n\tbare = true\n").expect("config");
+    let output = world
+        .run(&world.hook("pre-receive"), &[], &[], &update("refs/heads/main"))
+        .await;
+
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        "grasp-hook: no graspd socket configured (GRASPD_SOCKET or git config graspd.socket); push refused\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_socket_wins_over_git_config() {
+    let world = World::new();
+    world.serve(FakeDaemon::default());
+    std::fs::write(
+        world.repo.join("config"),
+        "[graspd]\n\tsocket = /nonexistent/graspd.sock\n",
+    )
+    .expect("config");
+    let socket = world.socket.to_string_lossy().into_owned();
+    let output = world
+        .run(
+            &world.hook("pre-receive"),
+            &[],
+            &[("GRASPD_SOCKET", &socket)],
+            &update("refs/heads/main"),
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_receive_relays_graspds_messages() {
+    let world = World::new();
+    let daemon = FakeDaemon::default();
+    world.serve(daemon.clone());
+    let output = world
+        .run(&world.hook("post-receive"), &[], &[], &update("refs/heads/main"))
+        .await;
+
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        stderr(&output),
+        "Released 1 state event.\nSynced 0 repositories.\n"
+    );
+    assert_eq!(
+        daemon.reported.lock().expect("lock")[0].repo_path,
+        world.repo.to_string_lossy()
+    );
+    assert!(world.spooled().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_receive_spools_the_report_when_graspd_is_down() {
+    let world = World::new();
+    let output = world
+        .run(&world.hook("post-receive"), &[], &[], &update("refs/heads/main"))
+        .await;
+
+    assert_eq!(output.status.code(), Some(0));
+    let said = stderr(&output);
+    assert!(said.starts_with("grasp-hook: graspd unreachable ("), "{said}");
+    assert!(
+        said.ends_with(&format!(
+            "); push recorded in {} and will be processed when graspd is back\n",
+            world.spool.display()
+        )),
+        "{said}"
+    );
+    let spooled = world.spooled();
+    assert_eq!(spooled.len(), 1);
+    assert_eq!(spooled[0].repo_path, world.repo.to_string_lossy());
+    assert_eq!(spooled[0].updates[0].ref_name, "refs/heads/main");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_receive_spools_the_report_when_graspd_answers_an_error() {
+    let world = World::new();
+    world.serve(FakeDaemon {
+        fail_reports: true,
+        ..FakeDaemon::default()
+    });
+    let output = world
+        .run(&world.hook("post-receive"), &[], &[], &update("refs/heads/main"))
+        .await;
+
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        stderr(&output).contains("store is shutting down"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(world.spooled().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_receive_never_fails_the_push() {
+    let world = World::new();
+    std::fs::write(world.repo.join("config"), "").expect("config");
+    let output = world
+        .run(&world.hook("post-receive"), &[], &[], &update("refs/heads/main"))
+        .await;
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        stderr(&output).contains("no spool directory configured"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = world
+        .run(&world.hook("post-receive"), &[], &[], "garbage\n")
+        .await;
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        stderr(&output).starts_with("grasp-hook: line 1: "),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_the_daemon_and_whether_it_knows_the_repository() {
+    let world = World::new();
+    world.serve(FakeDaemon::default());
+    let binary = Path::new(env!("CARGO_BIN_EXE_grasp-hook"));
+
+    // In the repository, found without GIT_DIR.
+    let output = run_in(&world.repo, binary, &["check"], &[], "").await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!(
+            "ok: graspd 0.0.0-test at {}; checked {}\n",
+            world.socket.display(),
+            world.repo.display()
+        )
+    );
+
+    // Outside any repository: the socket must come from the environment.
+    let socket = world.socket.to_string_lossy().into_owned();
+    let output = run_in(&world.root, binary, &["check"], &[("GRASPD_SOCKET", &socket)], "").await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).ends_with("; no repository given\n"));
+
+    // A repository the daemon does not serve.
+    let other = world.root.join("other.git");
+    std::fs::create_dir_all(other.join("objects")).expect("objects");
+    std::fs::write(other.join("HEAD"), "ref: refs/heads/main\n").expect("HEAD");
+    let output = run_in(&other, binary, &["check"], &[("GRASPD_SOCKET", &socket)], "").await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("does not serve"), "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_and_unknown_modes_print_usage_and_exit_2() {
+    let world = World::new();
+    let binary = Path::new(env!("CARGO_BIN_EXE_grasp-hook"));
+    for args in [&["--help"][..], &["update"], &[]] {
+        let output = run_in(&world.root, binary, args, &[], "").await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&output).starts_with("usage: grasp-hook"), "{args:?}");
+    }
+}

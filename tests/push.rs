@@ -1,0 +1,433 @@
+//! End-to-end: pushes over real git smart HTTP through the embedded front, `git http-backend`,
+//! grasp-hook and the daemon's HookService (GRASP-01 [36], [39], [45]).
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use nostr::{Keys, Timestamp};
+use serde_json::json;
+use support::*;
+
+const PURGATORY_OK: &str = "purgatory: won't be served until git data arrives";
+
+/// An announced repository with a state in purgatory naming `main` and `dev` at the work tree's
+/// commit, HEAD on `dev`.
+struct Fixture {
+    server: Server,
+    owner: Keys,
+    work: tempfile::TempDir,
+    oid: String,
+    state_id: String,
+    announcement_id: String,
+}
+
+async fn announced_with_pending_state(identifier: &str) -> Fixture {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let (work, oid) = work_tree_with_commit("first");
+    let mut client = server.client().await;
+    let ann = announcement(&owner, &server, identifier);
+    assert_eq!(client.publish(&ann).await.message, PURGATORY_OK);
+    let st = state(
+        &owner,
+        identifier,
+        &[("refs/heads/main", &oid), ("refs/heads/dev", &oid)],
+        Some("dev"),
+    );
+    assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
+    Fixture {
+        server,
+        owner,
+        work,
+        oid,
+        state_id: st.id.to_hex(),
+        announcement_id: ann.id.to_hex(),
+    }
+}
+
+fn push(fixture: &Fixture, identifier: &str, refspecs: &[&str]) -> std::process::Output {
+    let url = fixture.server.clone_url(&fixture.owner, identifier);
+    let mut args = vec!["push", url.as_str()];
+    args.extend_from_slice(refspecs);
+    git_output(fixture.work.path(), &args)
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn push_matching_the_pending_state_is_accepted_and_releases_state_and_announcement() {
+    let f = announced_with_pending_state("flow").await;
+    let output = push(&f, "flow", &["main:refs/heads/main", "main:refs/heads/dev"]);
+    assert!(output.status.success(), "push accepted: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("released 1 state"),
+        "pusher sees the release: {}",
+        stderr(&output)
+    );
+
+    let mut client = f.server.client().await;
+    assert_eq!(
+        client.ids(json!({"kinds": [30618]})).await,
+        vec![f.state_id.clone()]
+    );
+    assert_eq!(
+        client.ids(json!({"kinds": [30617]})).await,
+        vec![f.announcement_id.clone()]
+    );
+
+    // A clone over HTTP equals the state, HEAD follows the state's HEAD tag.
+    let clone_dir = tempfile::tempdir().expect("tempdir");
+    let url = f.server.clone_url(&f.owner, "flow");
+    git(clone_dir.path(), &["clone", "-q", &url, "c"]);
+    let checkout = clone_dir.path().join("c");
+    assert_eq!(git(&checkout, &["rev-parse", "HEAD"]), f.oid);
+    assert_eq!(git(&checkout, &["symbolic-ref", "HEAD"]), "refs/heads/dev");
+    let repo = f.server.repo_path(&f.owner, "flow");
+    assert_eq!(git(&repo, &["symbolic-ref", "HEAD"]), "refs/heads/dev");
+}
+
+#[tokio::test]
+async fn state_delivered_to_a_live_subscriber_when_the_push_lands() {
+    let f = announced_with_pending_state("live").await;
+    let mut watcher = f.server.client().await;
+    watcher
+        .send_raw(&json!(["REQ", "live", {"kinds": [30618]}]).to_string())
+        .await;
+    assert_eq!(watcher.next().await[0], "EOSE");
+    let output = push(&f, "live", &["main:refs/heads/main", "main:refs/heads/dev"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let delivered = watcher.next().await;
+    assert_eq!(delivered[0], "EVENT");
+    assert_eq!(delivered[2]["id"], f.state_id.as_str());
+}
+
+#[tokio::test]
+async fn push_that_does_not_match_the_state_is_refused_and_changes_nothing() {
+    let f = announced_with_pending_state("wrong").await;
+    std::fs::write(f.work.path().join("other"), "x").expect("write");
+    git(f.work.path(), &["add", "other"]);
+    git(f.work.path(), &["commit", "-q", "-m", "second"]);
+    let other = git(f.work.path(), &["rev-parse", "HEAD"]);
+    let output = push(&f, "wrong", &["HEAD:refs/heads/main"]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("ref refs/heads/main: state") && err.contains("wants"),
+        "{err}"
+    );
+    assert!(err.contains(&other[..7]), "names what the push has: {err}");
+
+    let repo = f.server.repo_path(&f.owner, "wrong");
+    assert!(git(&repo, &["for-each-ref"]).is_empty(), "no ref created");
+    let probe = git_output(&repo, &["cat-file", "-e", &other]);
+    assert!(
+        !probe.status.success(),
+        "quarantined objects of a refused push never enter the repository"
+    );
+    let mut client = f.server.client().await;
+    assert!(
+        client.ids(json!({"kinds": [30618]})).await.is_empty(),
+        "state still waits"
+    );
+}
+
+#[tokio::test]
+async fn ref_outside_the_state_may_not_be_created_but_may_be_deleted() {
+    let f = announced_with_pending_state("refs").await;
+    let output = push(
+        &f,
+        "refs",
+        &[
+            "main:refs/heads/main",
+            "main:refs/heads/dev",
+            "main:refs/heads/extra",
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("ref refs/heads/extra: not in the state"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Land the state, then put a stray ref in by hand and delete it over HTTP.
+    let output = push(&f, "refs", &["main:refs/heads/main", "main:refs/heads/dev"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let repo = f.server.repo_path(&f.owner, "refs");
+    git(&repo, &["update-ref", "refs/heads/stray", &f.oid]);
+    let output = push(&f, "refs", &[":refs/heads/stray"]);
+    assert!(
+        output.status.success(),
+        "deleting a ref the state does not list: {}",
+        stderr(&output)
+    );
+    let output = push(&f, "refs", &[":refs/heads/main"]);
+    assert!(
+        !output.status.success(),
+        "deleting a ref the state lists is refused"
+    );
+    assert!(
+        stderr(&output).contains("cannot be deleted"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
+async fn push_without_any_state_is_refused_with_a_hint() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let (work, _) = work_tree_with_commit("x");
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "nostate"))
+            .await
+            .accepted
+    );
+    let output = git_output(
+        work.path(),
+        &["push", &server.clone_url(&owner, "nostate"), "main"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("publish the state event before pushing"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
+async fn a_state_by_a_listed_maintainer_authorizes_the_owners_repository() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let maintainer = Keys::generate();
+    let stranger = Keys::generate();
+    let (work, oid) = work_tree_with_commit("m");
+    let mut client = server.client().await;
+    let ann = announcement_with(&owner, &server, "team", &[&maintainer], Timestamp::now());
+    assert!(client.publish(&ann).await.accepted);
+    // The stranger's state is refused outright, so it can never authorize a push.
+    let ok = client
+        .publish(&state(&stranger, "team", &[("refs/heads/main", &oid)], None))
+        .await;
+    assert!(!ok.accepted);
+    let output = git_output(work.path(), &["push", &server.clone_url(&owner, "team"), "main"]);
+    assert!(!output.status.success(), "no maintainer state yet");
+
+    let st = state(&maintainer, "team", &[("refs/heads/main", &oid)], Some("main"));
+    assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
+    let output = git_output(work.path(), &["push", &server.clone_url(&owner, "team"), "main"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(client.ids(json!({"kinds": [30618]})).await, vec![st.id.to_hex()]);
+}
+
+#[tokio::test]
+async fn malformed_pull_request_ref_is_refused_and_unknown_event_is_a_placeholder() {
+    let f = announced_with_pending_state("prs").await;
+    let output = push(&f, "prs", &["main:refs/nostr/not-an-event-id"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("64 lowercase hex"),
+        "{}",
+        stderr(&output)
+    );
+    let placeholder = "a".repeat(64);
+    let output = push(&f, "prs", &[&format!("main:refs/nostr/{placeholder}")]);
+    assert!(
+        output.status.success(),
+        "unknown event: placeholder accepted: {}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
+async fn daemon_unreachable_means_the_push_is_refused() {
+    let f = announced_with_pending_state("closed").await;
+    let repo = f.server.repo_path(&f.owner, "closed");
+    git(&repo, &["config", "graspd.socket", "/nonexistent/graspd.sock"]);
+    let output = push(&f, "closed", &["main:refs/heads/main", "main:refs/heads/dev"]);
+    assert!(!output.status.success(), "fail closed");
+    assert!(
+        stderr(&output).contains("/nonexistent/graspd.sock"),
+        "names the socket: {}",
+        stderr(&output)
+    );
+    assert!(git(&repo, &["for-each-ref"]).is_empty());
+}
+
+#[tokio::test]
+async fn push_that_landed_while_the_daemon_was_down_is_processed_at_start() {
+    let mut f = announced_with_pending_state("down").await;
+    f.server.kill9();
+    // The data lands with nobody to report it (hooks bypassed, as if post-receive never ran).
+    let repo = f.server.repo_path(&f.owner, "down");
+    push_without_hooks(
+        f.work.path(),
+        &repo,
+        &["main:refs/heads/main", "main:refs/heads/dev"],
+    );
+    f.server.restart();
+    let mut client = f.server.client().await;
+    assert_eq!(
+        client.ids(json!({"kinds": [30618]})).await,
+        vec![f.state_id.clone()]
+    );
+    assert_eq!(git(&repo, &["symbolic-ref", "HEAD"]), "refs/heads/dev");
+}
+
+#[tokio::test]
+async fn post_receive_report_spooled_while_unreachable_is_processed_after_restart() {
+    let mut f = announced_with_pending_state("spool").await;
+    let repo = f.server.repo_path(&f.owner, "spool");
+    // pre-receive reaches the daemon; post-receive does not (a daemon that died in between).
+    let hooks = tempfile::tempdir().expect("tempdir");
+    let hook = hook_binary();
+    std::os::unix::fs::symlink(&hook, hooks.path().join("pre-receive")).expect("link");
+    let script = format!(
+        "#!/bin/sh\nGRASPD_SOCKET=/nonexistent/graspd.sock exec {} post-receive\n",
+        hook.display()
+    );
+    let post = hooks.path().join("post-receive");
+    std::fs::write(&post, script).expect("write hook");
+    Command::new("chmod")
+        .arg("755")
+        .arg(&post)
+        .status()
+        .expect("chmod");
+    git(
+        &repo,
+        &["config", "core.hooksPath", hooks.path().to_str().expect("utf-8")],
+    );
+
+    let output = push(&f, "spool", &["main:refs/heads/main", "main:refs/heads/dev"]);
+    assert!(
+        output.status.success(),
+        "post-receive never fails a push: {}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("recorded"),
+        "pusher told it was spooled: {}",
+        stderr(&output)
+    );
+    let spooled = std::fs::read_dir(f.server.data.path().join("spool"))
+        .expect("spool dir")
+        .count();
+    assert_eq!(spooled, 1);
+    let mut client = f.server.client().await;
+    assert!(
+        client.ids(json!({"kinds": [30618]})).await.is_empty(),
+        "not processed yet"
+    );
+
+    f.server.restart();
+    let mut client = f.server.client().await;
+    assert_eq!(
+        client.ids(json!({"kinds": [30618]})).await,
+        vec![f.state_id.clone()]
+    );
+    let left = std::fs::read_dir(f.server.data.path().join("spool"))
+        .expect("spool dir")
+        .count();
+    assert_eq!(left, 0, "spool drained");
+}
+
+#[test]
+fn install_hooks_brings_a_hand_made_repository_under_graspd_idempotently() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let owner = Keys::generate();
+    let repo = data.path().join("repos").join(npub(&owner)).join("byhand.git");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q", "--bare"]);
+    let run = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_graspd"))
+            .arg("install-hooks")
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(extra)
+            .output()
+            .expect("run install-hooks");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let dry = run(&["--dry-run"]);
+    assert!(dry.contains("would:") && dry.contains("dry run"), "{dry}");
+    assert!(
+        git_output(&repo, &["config", "--get", "core.hooksPath"])
+            .stdout
+            .is_empty(),
+        "dry run writes nothing"
+    );
+
+    let first = run(&[]);
+    assert!(
+        first.contains("1 repository") && first.contains("core.hooksPath"),
+        "{first}"
+    );
+    let hooks_dir = data.path().join("hooks");
+    assert_eq!(
+        git(&repo, &["config", "--get", "core.hooksPath"]),
+        hooks_dir.display().to_string()
+    );
+    assert_eq!(
+        git(&repo, &["config", "--get", "uploadpack.allowTipSHA1InWant"]),
+        "true"
+    );
+    assert!(git(&repo, &["config", "--get", "graspd.socket"]).ends_with("graspd.sock"));
+    assert!(hooks_dir.join("pre-receive").exists() && hooks_dir.join("post-receive").exists());
+
+    let second = run(&[]);
+    assert!(second.contains("; 0 changes"), "idempotent: {second}");
+}
+
+#[tokio::test]
+async fn garbage_on_the_grpc_socket_is_refused_and_the_daemon_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = announced_with_pending_state("garbage").await;
+    let mut stream = tokio::net::UnixStream::connect(f.server.socket())
+        .await
+        .expect("connect socket");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\x01\x02 garbage")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut buf)).await;
+    // Still serving hooks: a real push goes through.
+    let output = push(&f, "garbage", &["main:refs/heads/main", "main:refs/heads/dev"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn hook_with_malformed_stdin_refuses_with_a_clear_message() {
+    let mut child = Command::new(hook_binary())
+        .arg("pre-receive")
+        .env("GRASPD_SOCKET", "/nonexistent/graspd.sock")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run grasp-hook");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"not a ref update line\n")
+        .expect("write");
+    let output = child.wait_with_output().expect("wait");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("line 1"), "{err}");
+}
