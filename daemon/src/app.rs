@@ -214,3 +214,53 @@ impl App {
         Ok(group.by_owner.get(&repo.owner).cloned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use nostr::event::FinalizeEvent;
+    use nostr::{EventBuilder, Keys, Tag, Timestamp};
+
+    use super::*;
+
+    fn announcement(owner: &Keys, maintainers: &[&Keys], at: u64) -> KnownAnnouncement {
+        let mut tags = vec![Tag::parse(["d", "repo"]).expect("tag")];
+        if !maintainers.is_empty() {
+            let mut list = vec!["maintainers".to_owned()];
+            list.extend(maintainers.iter().map(|k| k.public_key().to_hex()));
+            tags.push(Tag::parse(list).expect("tag"));
+        }
+        let event = EventBuilder::new(Kind::from(KIND_ANNOUNCEMENT), "")
+            .tags(tags)
+            .custom_created_at(Timestamp::from(at))
+            .finalize(owner)
+            .expect("sign");
+        KnownAnnouncement {
+            announcement: Announcement::parse(&event).expect("parse"),
+            event,
+            pending: false,
+        }
+    }
+
+    #[test]
+    fn owners_authorizing_follows_chains_and_a_newer_announcement_removes_a_maintainer() {
+        let (o, m, n, stranger) = (
+            Keys::generate(),
+            Keys::generate(),
+            Keys::generate(),
+            Keys::generate(),
+        );
+        let mut group = RepoGroup::default();
+        group.by_owner.insert(o.public_key(), announcement(&o, &[&m], 10));
+        group.by_owner.insert(m.public_key(), announcement(&m, &[&n], 10));
+        assert_eq!(
+            group.owners_authorizing(&n.public_key()).len(),
+            2,
+            "n maintains o's (via m) and m's"
+        );
+        assert!(group.owners_authorizing(&stranger.public_key()).is_empty());
+        // The owner's newer announcement lists nobody: only the owner speaks for its repository.
+        group.by_owner.insert(o.public_key(), announcement(&o, &[], 20));
+        assert_eq!(group.owners_authorizing(&n.public_key()), vec![m.public_key()]);
+        assert_eq!(group.maintainers(&o.public_key()).len(), 1);
+    }
+}

@@ -272,6 +272,40 @@ impl GitRepos {
         .await
     }
 
+    /// Where `name` points, if it exists.
+    pub async fn ref_target(&self, repo: &RepoId, name: RefName) -> Result<Option<Oid>, GitError> {
+        let path = self.path(repo);
+        blocking(move || {
+            let repository = git2::Repository::open_bare(&path)?;
+            let target = match repository.find_reference(name.as_str()) {
+                Ok(reference) => reference.target(),
+                Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+                Err(e) => return Err(e.into()),
+            };
+            Ok(target.and_then(|oid| Oid::parse(&oid.to_string()).ok()))
+        })
+        .await
+    }
+
+    /// Deletes `name` if it points at `expected`. Returns whether it did.
+    pub async fn delete_ref_if(&self, repo: &RepoId, name: RefName, expected: Oid) -> Result<bool, GitError> {
+        let path = self.path(repo);
+        blocking(move || {
+            let repository = git2::Repository::open_bare(&path)?;
+            let mut reference = match repository.find_reference(name.as_str()) {
+                Ok(reference) => reference,
+                Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+            if reference.target().map(|o| o.to_string()).as_deref() != Some(expected.as_str()) {
+                return Ok(false);
+            }
+            reference.delete()?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// Makes the repository's branches and tags exactly the state's (create, move, delete) and
     /// points HEAD where the state says. Refs outside `refs/heads/` and `refs/tags/` that the state
     /// does not name (such as `refs/nostr/<event-id>`) are left alone. The caller has checked that

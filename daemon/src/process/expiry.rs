@@ -27,8 +27,10 @@ pub async fn run(app: App, mut shutdown: Signal) {
     }
 }
 
-/// Discards every expired entry. Errors are logged and retried on the next round.
+/// Discards every expired entry and placeholder. Errors are logged and retried on the next
+/// round.
 pub async fn expire_due(app: &App) {
+    expire_placeholders(app).await;
     for entry in app.purgatory().expired(now_ms()) {
         match app.purgatory().remove(&entry.event.id).await {
             Ok(Some(_)) => {
@@ -63,5 +65,36 @@ pub async fn discard_unserved_repo(app: &App, repo: &RepoId) {
         Ok(true) => tracing::info!(repo = %repo, "deleted empty repository of an expired announcement"),
         Ok(false) => {}
         Err(error) => tracing::warn!(repo = %repo, %error, "cannot delete empty repository"),
+    }
+}
+
+/// A pull request ref whose event never came is removed (if it still points where it was
+/// pushed).
+async fn expire_placeholders(app: &App) {
+    for placeholder in app.purgatory().expired_placeholders(now_ms()) {
+        let known = app.purgatory().contains(&placeholder.event_id)
+            || app.store().contains(&placeholder.event_id).await.unwrap_or(true);
+        if !known && let Some(name) = crate::process::pull_request_ref(&placeholder.event_id) {
+            match app
+                .git()
+                .delete_ref_if(&placeholder.repo, name, placeholder.tip.clone())
+                .await
+            {
+                Ok(true) => tracing::info!(repo = %placeholder.repo, event_id = %placeholder.event_id,
+                    "pull request ref expired without its event; removed"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(repo = %placeholder.repo, %error, "cannot remove expired pull request ref");
+                    continue;
+                }
+            }
+        }
+        if let Err(error) = app
+            .purgatory()
+            .remove_placeholder(&placeholder.event_id, &placeholder.repo)
+            .await
+        {
+            tracing::warn!(%error, "cannot forget expired placeholder");
+        }
     }
 }

@@ -296,15 +296,60 @@ pub async fn apply_state_now(
     Ok(Some(total))
 }
 
-/// Repositories a pull request goes to: the hosted repositories it names.
-async fn pull_request_targets(app: &App, pr: &PullRequest) -> Result<Vec<RepoId>, StoreError> {
+/// Repositories a pull request goes to: every hosted repository of an owner it names (`a` tags)
+/// or of an owner who lists a named owner as a (recursive) maintainer.
+pub async fn pull_request_targets(app: &App, pr: &PullRequest) -> Result<Vec<RepoId>, StoreError> {
     let mut targets = Vec::new();
-    for repo in &pr.repos {
-        if app.is_hosted(repo).await? {
-            targets.push(repo.clone());
+    for named in &pr.repos {
+        let group = app.repo_group(&named.identifier).await?;
+        for owner in group.by_owner.keys() {
+            let repo = RepoId::new(*owner, named.identifier.clone());
+            let related = *owner == named.owner || group.maintainers(owner).contains(&named.owner);
+            if related && !targets.contains(&repo) && app.is_hosted(&repo).await? {
+                targets.push(repo);
+            }
         }
     }
     Ok(targets)
+}
+
+/// The ref a pull request (or update) lives at.
+pub fn pull_request_ref(event_id: &nostr::EventId) -> Option<RefName> {
+    RefName::parse(&format!("refs/nostr/{}", event_id.to_hex())).ok()
+}
+
+/// After a push: pull request refs whose event is not known yet become placeholders that wait,
+/// with purgatory's expiry, for their event (GRASP-01 [45]).
+pub async fn record_placeholders(app: &App, repo: &RepoId, pushed: &[(RefName, Oid)]) {
+    for (name, tip) in pushed {
+        let Some(id) = name.as_str().strip_prefix("refs/nostr/") else {
+            continue;
+        };
+        let Ok(event_id) = nostr::EventId::from_hex(id) else {
+            continue;
+        };
+        if tip.is_zero() || app.purgatory().contains(&event_id) {
+            continue;
+        }
+        match app.store().contains(&event_id).await {
+            Ok(false) => {}
+            Ok(true) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "cannot check pull request event");
+                continue;
+            }
+        }
+        match app
+            .purgatory()
+            .add_placeholder(event_id, repo.clone(), tip.clone())
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(repo = %repo, event_id = %event_id, "pull request ref waits for its event")
+            }
+            Err(error) => tracing::warn!(repo = %repo, %error, "cannot record pull request placeholder"),
+        }
+    }
 }
 
 /// Places `refs/nostr/<event-id>` at the tip in every target, copying the commit from `source`.
@@ -314,7 +359,7 @@ async fn sync_pull_request(
     targets: &[RepoId],
     pr: &PullRequest,
 ) -> Result<(), ProcessError> {
-    let Ok(name) = RefName::parse(&format!("refs/nostr/{}", pr.id.to_hex())) else {
+    let Some(name) = pull_request_ref(&pr.id) else {
         return Ok(());
     };
     for repo in targets {
@@ -329,6 +374,8 @@ async fn sync_pull_request(
                 format!("graspd: pull request {}", pr.id),
             )
             .await?;
+        // The event is here: the ref is no longer a placeholder.
+        app.purgatory().remove_placeholder(&pr.id, repo).await?;
         promote_announcement(app, repo).await?;
     }
     Ok(())

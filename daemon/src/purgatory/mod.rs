@@ -17,8 +17,9 @@ use dashmap::DashMap;
 use nostr::{Event, EventId, Kind, PublicKey};
 use tokio::sync::Notify;
 
+use crate::git::Oid;
 use crate::nip34::{Identifier, Nip34Kind, RepoId};
-use crate::store::{PurgatoryRow, Store, StoreError};
+use crate::store::{PlaceholderRow, PurgatoryRow, Store, StoreError};
 
 /// How an event reached us. Sync-sourced events are retried sooner by the sync loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,15 @@ impl Entry {
 
 type Address = (u16, PublicKey, Identifier);
 
+/// A pull request ref pushed before its event: `refs/nostr/<event_id>` at `tip` in `repo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placeholder {
+    pub event_id: EventId,
+    pub repo: RepoId,
+    pub tip: Oid,
+    pub expires_at_ms: i64,
+}
+
 /// What [`Purgatory::insert`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {
@@ -93,6 +103,8 @@ struct Inner {
     by_identifier: DashMap<Identifier, HashSet<EventId>>,
     by_address: DashMap<Address, EventId>,
     deadlines: Mutex<BTreeSet<(i64, EventId)>>,
+    placeholders: DashMap<(EventId, RepoId), Placeholder>,
+    placeholder_deadlines: Mutex<BTreeSet<(i64, EventId, RepoId)>>,
     /// Serializes changes so the database and memory change in the same order.
     write: tokio::sync::Mutex<()>,
     changed: Notify,
@@ -119,6 +131,8 @@ impl Purgatory {
                 by_identifier: DashMap::new(),
                 by_address: DashMap::new(),
                 deadlines: Mutex::new(BTreeSet::new()),
+                placeholders: DashMap::new(),
+                placeholder_deadlines: Mutex::new(BTreeSet::new()),
                 write: tokio::sync::Mutex::new(()),
                 changed: Notify::new(),
             }),
@@ -140,7 +154,124 @@ impl Purgatory {
                 source: Source::parse(&row.source),
             }));
         }
+        for row in store.placeholders_all().await? {
+            let parsed = (
+                EventId::from_hex(&row.event_id),
+                PublicKey::from_hex(&row.owner),
+                Identifier::parse(&row.identifier),
+                Oid::parse(&row.tip),
+            );
+            let (Ok(event_id), Ok(owner), Ok(identifier), Ok(tip)) = parsed else {
+                tracing::warn!(event_id = %row.event_id, "dropping unreadable placeholder row");
+                store
+                    .placeholder_remove(&row.event_id, &row.owner, &row.identifier)
+                    .await?;
+                continue;
+            };
+            let repo = RepoId::new(owner, identifier);
+            purgatory.index_placeholder(Placeholder {
+                event_id,
+                repo,
+                tip,
+                expires_at_ms: row.expires_at_ms,
+            });
+        }
         Ok(purgatory)
+    }
+
+    // ---- pull request placeholders --------------------------------------------------------
+
+    /// Records (or moves) a placeholder, written through first, expiring like purgatory entries.
+    pub async fn add_placeholder(&self, event_id: EventId, repo: RepoId, tip: Oid) -> Result<(), StoreError> {
+        let _guard = self.inner.write.lock().await;
+        let expiry_ms = i64::try_from(self.inner.expiry.as_millis()).unwrap_or(i64::MAX);
+        let placeholder = Placeholder {
+            event_id,
+            repo,
+            tip,
+            expires_at_ms: now_ms().saturating_add(expiry_ms),
+        };
+        self.inner
+            .store
+            .placeholder_put(&PlaceholderRow {
+                event_id: event_id.to_hex(),
+                owner: placeholder.repo.owner.to_hex(),
+                identifier: placeholder.repo.identifier.to_string(),
+                tip: placeholder.tip.to_string(),
+                expires_at_ms: placeholder.expires_at_ms,
+            })
+            .await?;
+        self.unindex_placeholder(&event_id, &placeholder.repo);
+        self.index_placeholder(placeholder);
+        self.inner.changed.notify_one();
+        Ok(())
+    }
+
+    /// Every placeholder for an event id (one per repository).
+    pub fn placeholders_for(&self, event_id: &EventId) -> Vec<Placeholder> {
+        self.inner
+            .placeholders
+            .iter()
+            .filter(|p| p.key().0 == *event_id)
+            .map(|p| p.value().clone())
+            .collect()
+    }
+
+    pub async fn remove_placeholder(&self, event_id: &EventId, repo: &RepoId) -> Result<(), StoreError> {
+        let _guard = self.inner.write.lock().await;
+        self.inner
+            .store
+            .placeholder_remove(&event_id.to_hex(), &repo.owner.to_hex(), repo.identifier.as_str())
+            .await?;
+        self.unindex_placeholder(event_id, repo);
+        Ok(())
+    }
+
+    /// Placeholders whose deadline is at or before `now_ms` (not removed).
+    pub fn expired_placeholders(&self, now_ms: i64) -> Vec<Placeholder> {
+        let deadlines = self
+            .inner
+            .placeholder_deadlines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        deadlines
+            .iter()
+            .take_while(|(at, _, _)| *at <= now_ms)
+            .filter_map(|(_, id, repo)| {
+                self.inner
+                    .placeholders
+                    .get(&(*id, repo.clone()))
+                    .map(|p| p.clone())
+            })
+            .collect()
+    }
+
+    pub fn placeholder_count(&self) -> usize {
+        self.inner.placeholders.len()
+    }
+
+    fn index_placeholder(&self, placeholder: Placeholder) {
+        let key = (placeholder.event_id, placeholder.repo.clone());
+        self.inner
+            .placeholder_deadlines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((
+                placeholder.expires_at_ms,
+                placeholder.event_id,
+                placeholder.repo.clone(),
+            ));
+        self.inner.placeholders.insert(key, placeholder);
+    }
+
+    fn unindex_placeholder(&self, event_id: &EventId, repo: &RepoId) {
+        if let Some((_, old)) = self.inner.placeholders.remove(&(*event_id, repo.clone())) {
+            self.inner
+                .placeholder_deadlines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(old.expires_at_ms, old.event_id, old.repo));
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -320,9 +451,20 @@ impl Purgatory {
         Ok(removed)
     }
 
-    /// The earliest deadline, in Unix milliseconds.
+    /// The earliest deadline (entries and placeholders), in Unix milliseconds.
     pub fn next_deadline_ms(&self) -> Option<i64> {
-        self.deadlines().first().map(|(at, _)| *at)
+        let entries = self.deadlines().first().map(|(at, _)| *at);
+        let placeholders = self
+            .inner
+            .placeholder_deadlines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .map(|(at, _, _)| *at);
+        match (entries, placeholders) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Entries whose deadline is at or before `now_ms`, earliest first (not removed).

@@ -282,17 +282,28 @@ impl GraspPolicy {
             Ok(pr) => pr,
             Err(e) => return Ok(Verdict::invalid(format!("pull request: {e}"))),
         };
-        let mut hosted = Vec::new();
-        for repo in &pr.repos {
-            if self.app.is_hosted(repo).await? {
-                hosted.push(repo.clone());
-            }
-        }
+        let hosted = process::pull_request_targets(&self.app, &pr).await?;
         let Some(first) = hosted.first().cloned() else {
             return Ok(Verdict::blocked(
                 "pull request names no repository hosted on this server",
             ));
         };
+        // Git first with another tip (GRASP-01 [45]): that ref goes, the event waits for its commit.
+        if let Some(name) = process::pull_request_ref(&pr.id) {
+            for repo in &hosted {
+                if let Some(current) = self.app.git().ref_target(repo, name.clone()).await?
+                    && current != pr.tip
+                {
+                    self.app
+                        .git()
+                        .delete_ref_if(repo, name.clone(), current.clone())
+                        .await?;
+                    self.app.purgatory().remove_placeholder(&pr.id, repo).await?;
+                    tracing::info!(repo = %repo, event_id = %pr.id, pushed = %current, wanted = %pr.tip,
+                        "pull request ref pushed at another tip removed");
+                }
+            }
+        }
         if process::apply_pull_request_now(&self.app, &hosted, &pr).await? {
             return Ok(Verdict::Accept);
         }

@@ -65,6 +65,11 @@ pub fn new_oids(updates: &[RefUpdate]) -> HashSet<Oid> {
         .collect()
 }
 
+/// (ref, new tip) of each update.
+pub fn pushed_refs(updates: &[RefUpdate]) -> Vec<(RefName, Oid)> {
+    updates.iter().map(|u| (u.name.clone(), u.new.clone())).collect()
+}
+
 pub fn to_proto(result: &ProcessResult) -> pb::ProcessResult {
     pb::ProcessResult {
         states_released: result.states_released,
@@ -149,6 +154,7 @@ impl HookService for Hooks {
         let request = request.into_inner();
         let repo = self.repo(&request.repo_path)?;
         let updates = parse_updates(&request.updates)?;
+        process::record_placeholders(&self.app, &repo, &pushed_refs(&updates)).await;
         let result = process::process_newly_available_git_data(&self.app, &repo, &new_oids(&updates)).await;
         Ok(Response::new(pb::ReportPushResponse {
             messages: result.summary(),

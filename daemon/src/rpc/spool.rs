@@ -8,7 +8,7 @@ use std::time::Duration;
 use grasp_proto::v1 as pb;
 use prost::Message;
 
-use super::hook::{new_oids, parse_updates};
+use super::hook::{new_oids, parse_updates, pushed_refs};
 use crate::app::App;
 use crate::process;
 use crate::shutdown::Signal;
@@ -53,6 +53,7 @@ async fn process_file(app: &App, file: &Path) -> Result<(), String> {
         .repo_at(Path::new(&report.repo_path))
         .ok_or_else(|| format!("'{}' is not a graspd repository", report.repo_path))?;
     let updates = parse_updates(&report.updates).map_err(|s| s.message().to_owned())?;
+    process::record_placeholders(app, &repo, &pushed_refs(&updates)).await;
     process::process_newly_available_git_data(app, &repo, &new_oids(&updates)).await;
     Ok(())
 }

@@ -51,6 +51,16 @@ pub struct Store {
     tombstones: Arc<writer::Tombstones>,
 }
 
+/// A placeholder row as stored (see migration 0002).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceholderRow {
+    pub event_id: String,
+    pub owner: String,
+    pub identifier: String,
+    pub tip: String,
+    pub expires_at_ms: i64,
+}
+
 /// A purgatory row as stored.
 #[derive(Debug, Clone)]
 pub struct PurgatoryRow {
@@ -308,6 +318,55 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Records a pull request ref pushed before its event.
+    pub async fn placeholder_put(&self, row: &PlaceholderRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO placeholders (event_id, owner, identifier, tip, expires_at_ms) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (event_id, owner, identifier) DO UPDATE SET tip = excluded.tip, expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(&row.event_id)
+        .bind(&row.owner)
+        .bind(&row.identifier)
+        .bind(&row.tip)
+        .bind(row.expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn placeholder_remove(
+        &self,
+        event_id: &str,
+        owner: &str,
+        identifier: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM placeholders WHERE event_id = ? AND owner = ? AND identifier = ?")
+            .bind(event_id)
+            .bind(owner)
+            .bind(identifier)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every placeholder row, for the reload at start.
+    pub async fn placeholders_all(&self) -> Result<Vec<PlaceholderRow>, StoreError> {
+        let rows = sqlx::query("SELECT event_id, owner, identifier, tip, expires_at_ms FROM placeholders")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PlaceholderRow {
+                    event_id: row.try_get(0)?,
+                    owner: row.try_get(1)?,
+                    identifier: row.try_get(2)?,
+                    tip: row.try_get(3)?,
+                    expires_at_ms: row.try_get(4)?,
+                })
+            })
+            .collect()
     }
 
     /// Every purgatory row, for the reload at start.
