@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/grasp/v1/hook.proto"];
+    let files = ["proto/grasp/v1/hook.proto", "proto/grasp/v1/status.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::config::Config;
 use crate::git::GitRepos;
+use crate::metrics::Metrics;
 use crate::nip34::{Announcement, Identifier, KIND_ANNOUNCEMENT, Nip34Kind, RepoId};
 use crate::purgatory::Purgatory;
 use crate::store::{Store, StoreError};
@@ -43,6 +44,24 @@ struct Inner {
     /// One lock per identifier: git data for one identifier is processed by one task at a time,
     /// so two pushes cannot interleave their ref alignments.
     identifier_locks: DashMap<Identifier, Arc<tokio::sync::Mutex<()>>>,
+    metrics: Metrics,
+    /// Identifiers whose waiting events need git data from other servers (shared with the sync
+    /// loop, which consumes it).
+    sync_queue: crate::sync::SyncQueue,
+    /// Per-domain fetch throttles (shared with the sync loop; read by status).
+    sync_throttle: crate::sync::ThrottleManager,
+    /// Every processing result, for `StatusService.WatchProcessing`.
+    processed: broadcast::Sender<Processed>,
+}
+
+/// One run of the unified procedure, as watchers see it.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    /// "push", "spool", "reconcile" or "sync".
+    pub source: &'static str,
+    pub repo: RepoId,
+    pub at_ms: i64,
+    pub result: crate::process::ProcessResult,
 }
 
 /// One owner's newest announcement for an identifier, from the store or from purgatory.
@@ -103,6 +122,7 @@ impl App {
             config.git_program.clone(),
         );
         let (served, _) = broadcast::channel(1024);
+        let sync_throttle = crate::sync::throttle_for(&config.sync);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -111,6 +131,10 @@ impl App {
                 git,
                 served,
                 identifier_locks: DashMap::new(),
+                metrics: Metrics::default(),
+                sync_queue: crate::sync::SyncQueue::new(),
+                sync_throttle,
+                processed: broadcast::channel(256).0,
             }),
         })
     }
@@ -129,6 +153,74 @@ impl App {
 
     pub fn git(&self) -> &GitRepos {
         &self.inner.git
+    }
+
+    pub fn sync_queue(&self) -> &crate::sync::SyncQueue {
+        &self.inner.sync_queue
+    }
+
+    pub fn sync_throttle(&self) -> &crate::sync::ThrottleManager {
+        &self.inner.sync_throttle
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Gauges read from the store, purgatory and disk (for `/metrics` and `GetStatus`).
+    pub async fn snapshot(&self) -> crate::metrics::Snapshot {
+        let git = self.git().clone();
+        let (repositories, spooled_reports) = tokio::task::spawn_blocking(move || {
+            let spooled = std::fs::read_dir(&git.hooks().spool_dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "report"))
+                        .count()
+                })
+                .unwrap_or(0);
+            (git.list_repo_dirs().len(), spooled)
+        })
+        .await
+        .unwrap_or((0, 0));
+        crate::metrics::Snapshot {
+            repositories: repositories as u64,
+            purgatory_entries: self.purgatory().len() as u64,
+            placeholders: self.purgatory().placeholder_count() as u64,
+            sync_queue_length: self.inner.sync_queue.len() as u64,
+            spooled_reports: spooled_reports as u64,
+            stored_events: self
+                .store()
+                .event_count()
+                .await
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .unwrap_or(0),
+        }
+    }
+
+    /// Tells watchers what a run of the unified procedure did.
+    pub fn publish_processed(
+        &self,
+        source: &'static str,
+        repo: &RepoId,
+        result: &crate::process::ProcessResult,
+    ) {
+        let at_ms = crate::purgatory::now_ms();
+        if source == "push" {
+            self.inner.metrics.note_push(repo, at_ms);
+        } else if source == "sync" {
+            self.inner.metrics.note_sync(repo, at_ms);
+        }
+        let _ = self.inner.processed.send(Processed {
+            source,
+            repo: repo.clone(),
+            at_ms,
+            result: result.clone(),
+        });
+    }
+
+    pub fn subscribe_processed(&self) -> broadcast::Receiver<Processed> {
+        self.inner.processed.subscribe()
     }
 
     /// Serializes work on one identifier's repositories (see `identifier_locks`).

@@ -74,7 +74,7 @@ pub async fn authorize_push(
 }
 
 /// The newest state, stored or pending, by a member of `maintainers`.
-async fn authoritative_state(
+pub async fn authoritative_state(
     app: &App,
     repo: &RepoId,
     maintainers: &std::collections::BTreeSet<nostr::PublicKey>,

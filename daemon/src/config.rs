@@ -25,6 +25,123 @@ pub enum Command {
     /// Bring existing bare repositories under graspd: point their hooks at grasp-hook and write
     /// the git config the hook and GRASP-01 need. Idempotent; reports what it changed.
     InstallHooks(InstallHooksArgs),
+    /// Print an nginx configuration (a `map` and a `server` block) that serves git through
+    /// fcgiwrap + `git http-backend` and proxies everything else to `graspd serve` started with
+    /// the same flags. See docs/deployment.md.
+    NginxConfig(Box<NginxConfigArgs>),
+    /// Check a deployment: hooks, the gRPC socket as the hook sees it, repository git config,
+    /// permissions. Prints OK/FAIL lines with fixes; exits 1 when a check fails.
+    Doctor(DoctorArgs),
+    /// Ask a running graspd what it hosts, what waits and why (gRPC StatusService). Without a
+    /// subcommand: an overview.
+    Status(StatusArgs),
+}
+
+/// `graspd status`: how to reach the daemon, output format, what to show.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Data directory of the daemon (its socket is `<data-dir>/graspd.sock`).
+    #[arg(long, env = "GRASPD_DATA_DIR", default_value = "./graspd-data")]
+    pub data_dir: PathBuf,
+
+    /// The daemon's gRPC Unix socket. Default: `<data-dir>/graspd.sock`.
+    #[arg(long, env = "GRASPD_GRPC_SOCKET")]
+    pub grpc_socket: Option<PathBuf>,
+
+    /// Reach the daemon over TCP instead, e.g. `http://127.0.0.1:50051` (needs --token-file).
+    #[arg(long, env = "GRASPD_GRPC_ENDPOINT")]
+    pub grpc_endpoint: Option<String>,
+
+    /// File with the bearer token for --grpc-endpoint.
+    #[arg(long, env = "GRASPD_GRPC_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Print JSON (stable field names: those of proto/grasp/v1/status.proto) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub what: Option<StatusCommand>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum StatusCommand {
+    /// Hosted repositories.
+    Repos {
+        /// Only this owner (npub).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only identifiers starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// One repository: `<npub>/<identifier>`.
+    Repo { repository: String },
+    /// Events waiting in purgatory and what they miss.
+    Purgatory {
+        /// Only this identifier.
+        #[arg(long)]
+        identifier: Option<String>,
+    },
+    /// The sync queue and per-domain throttles; `sync trigger <identifier>` syncs one now.
+    Sync {
+        #[command(subcommand)]
+        action: Option<SyncAction>,
+    },
+    /// Print every processing result as it happens (Ctrl-C to stop).
+    Watch,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SyncAction {
+    /// Sync an identifier now.
+    Trigger { identifier: String },
+}
+
+/// `graspd nginx-config`: the `serve` flags of the deployment, plus where nginx listens and how
+/// it reaches fcgiwrap.
+#[derive(Debug, Clone, Args)]
+pub struct NginxConfigArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// nginx's `listen` parameter, e.g. `80`, `127.0.0.1:8081` or `443 ssl`. Default: the port
+    /// of --domain, or 80 when --domain has none.
+    #[arg(long)]
+    pub nginx_listen: Option<String>,
+
+    /// The Unix socket fcgiwrap listens on (Debian's fcgiwrap.socket: /run/fcgiwrap.socket).
+    #[arg(long, default_value = "/run/fcgiwrap.socket")]
+    pub fcgiwrap_socket: PathBuf,
+
+    /// The `git-http-backend` program fcgiwrap runs. Default: `$(git --exec-path)/git-http-backend`
+    /// of the --git executable.
+    #[arg(long)]
+    pub http_backend: Option<PathBuf>,
+}
+
+/// `graspd doctor`: the same locations as `install-hooks`.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Directory for the database and other state (hooks directory, spool).
+    #[arg(long, env = "GRASPD_DATA_DIR", default_value = "./graspd-data")]
+    pub data_dir: PathBuf,
+
+    /// Where the bare repositories live. Default: `<data-dir>/repos`.
+    #[arg(long, env = "GRASPD_GIT_ROOT")]
+    pub git_root: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub hooks: HookArgs,
+}
+
+/// Who serves git smart HTTP (`/<npub>/<identifier>.git/...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GitHttp {
+    /// graspd runs `git http-backend` itself.
+    Embedded,
+    /// A front web server (nginx + fcgiwrap) runs it; graspd answers those paths with 404.
+    External,
 }
 
 /// Where the hook and the daemon meet: shared by `serve` and `install-hooks`.
@@ -100,9 +217,54 @@ pub struct ServeArgs {
     #[arg(long, env = "GRASPD_GRPC_LISTEN")]
     pub grpc_listen: Option<SocketAddr>,
 
+    /// File holding the bearer token TCP clients of the status service must send
+    /// (`authorization: Bearer <token>`). Required with --grpc-listen.
+    #[arg(long, env = "GRASPD_GRPC_TOKEN_FILE")]
+    pub grpc_token_file: Option<PathBuf>,
+
+    /// Also serve the hook service on --grpc-listen (hooks normally use the Unix socket).
+    #[arg(long, env = "GRASPD_GRPC_TCP_HOOKS")]
+    pub grpc_tcp_hooks: bool,
+
     /// The git executable used for `git http-backend` and object copies.
     #[arg(long, env = "GRASPD_GIT", default_value = "git")]
     pub git_program: PathBuf,
+
+    /// Who serves git smart HTTP: `embedded` (graspd runs `git http-backend`) or `external` (a
+    /// front web server does, e.g. nginx + fcgiwrap from `graspd nginx-config`).
+    #[arg(long, env = "GRASPD_GIT_HTTP", value_enum, default_value_t = GitHttp::Embedded)]
+    pub git_http: GitHttp,
+
+    /// Seconds the sync waits before fetching the git data of a state or pull request a user
+    /// published from the repository's other servers: the push that carries it usually follows.
+    #[arg(long, env = "GRASPD_SYNC_DEFAULT_DELAY_SECS", default_value_t = 180)]
+    pub sync_default_delay_secs: u64,
+
+    /// Milliseconds the sync waits before fetching the git data of an event that came from
+    /// another server's sync (its data is already out there).
+    #[arg(long, env = "GRASPD_SYNC_IMMEDIATE_DELAY_MS", default_value_t = 500)]
+    pub sync_immediate_delay_ms: u64,
+
+    /// Longest pause of the sync loop, in milliseconds. The loop wakes at the next due
+    /// identifier or when one is queued; this is only a safety net.
+    #[arg(long, env = "GRASPD_SYNC_LOOP_INTERVAL_MS", default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_loop_interval_ms: u64,
+
+    /// Sync fetches in flight at once against one domain (host[:port]).
+    #[arg(long, env = "GRASPD_SYNC_DOMAIN_CONCURRENT", default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub sync_domain_concurrent: u32,
+
+    /// Sync fetches started against one domain in any sliding minute.
+    #[arg(long, env = "GRASPD_SYNC_DOMAIN_RATE_LIMIT", default_value_t = 30,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub sync_domain_rate_limit: u32,
+
+    /// Seconds one sync fetch (a `git fetch` child process) may run before it is killed.
+    #[arg(long, env = "GRASPD_SYNC_FETCH_TIMEOUT_SECS", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_fetch_timeout_secs: u64,
 
     /// Seconds an event waits in purgatory for its git data before it is discarded.
     #[arg(long, env = "GRASPD_PURGATORY_EXPIRY_SECS", default_value_t = 1800)]
@@ -205,6 +367,28 @@ pub fn absolute(path: &std::path::Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
+/// The status token from --grpc-token-file (trimmed); required when --grpc-listen is set.
+fn read_token(args: &ServeArgs) -> Result<Option<String>, ConfigError> {
+    let Some(path) = &args.grpc_token_file else {
+        return if args.grpc_listen.is_some() {
+            Err(ConfigError::TokenRequired)
+        } else {
+            Ok(None)
+        };
+    };
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Token(format!("cannot read {}: {e}", path.display())))?
+        .trim()
+        .to_owned();
+    if token.len() < 16 {
+        return Err(ConfigError::Token(format!(
+            "{} holds fewer than 16 characters",
+            path.display()
+        )));
+    }
+    Ok(Some(token))
+}
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -212,6 +396,10 @@ pub enum ConfigError {
     Domain(String),
     #[error("--event-burst and --events-per-minute must be at least 1")]
     RateLimit,
+    #[error("--grpc-listen needs --grpc-token-file: the status service on TCP requires a bearer token")]
+    TokenRequired,
+    #[error("--grpc-token-file: {0}")]
+    Token(String),
 }
 
 /// The public `host[:port]` announcements must name.
@@ -236,6 +424,16 @@ impl Domain {
             None => None,
         };
         Ok(Self { host, port })
+    }
+
+    /// The host name or address, lowercase.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port, when one was given.
+    pub fn port(&self) -> Option<u16> {
+        self.port
     }
 
     /// Whether `url` (http, https, ws or wss) points at this server. A domain without a port
@@ -279,6 +477,23 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// How the purgatory git-data sync paces itself (see `crate::sync`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// Wait before syncing an identifier after a user's event (a push usually follows).
+    pub default_delay: Duration,
+    /// Wait before syncing an identifier after an event that came from sync.
+    pub immediate_delay: Duration,
+    /// Longest pause of the sync loop (a safety net; it wakes on deadlines and changes).
+    pub loop_interval: Duration,
+    /// Fetches in flight at once per domain.
+    pub domain_concurrent: usize,
+    /// Fetches started per sliding minute per domain.
+    pub domain_rate_limit: usize,
+    /// Longest run of one `git fetch`.
+    pub fetch_timeout: Duration,
+}
+
 /// The resolved configuration of a running server.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -286,7 +501,11 @@ pub struct Config {
     pub hooks: HookSetup,
     pub grpc_socket_mode: u32,
     pub grpc_listen: Option<SocketAddr>,
+    /// Bearer token for the status service on TCP (read from --grpc-token-file).
+    pub grpc_token: Option<String>,
+    pub grpc_tcp_hooks: bool,
     pub git_program: PathBuf,
+    pub git_http: GitHttp,
     pub domain: Domain,
     pub data_dir: PathBuf,
     pub database_url: String,
@@ -295,6 +514,7 @@ pub struct Config {
     pub name: String,
     pub description: String,
     pub limits: Limits,
+    pub sync: SyncSettings,
 }
 
 impl Config {
@@ -316,7 +536,10 @@ impl Config {
             hooks: HookSetup::resolve(&data_dir, &args.hooks),
             grpc_socket_mode: args.grpc_socket_mode,
             grpc_listen: args.grpc_listen,
+            grpc_token: read_token(args)?,
+            grpc_tcp_hooks: args.grpc_tcp_hooks,
             git_program: args.git_program.clone(),
+            git_http: args.git_http,
             domain,
             data_dir: args.data_dir.clone(),
             database_url,
@@ -335,6 +558,14 @@ impl Config {
                 events_per_minute: args.events_per_minute,
                 event_burst: args.event_burst,
                 max_connections: args.max_connections,
+            },
+            sync: SyncSettings {
+                default_delay: Duration::from_secs(args.sync_default_delay_secs),
+                immediate_delay: Duration::from_millis(args.sync_immediate_delay_ms),
+                loop_interval: Duration::from_millis(args.sync_loop_interval_ms),
+                domain_concurrent: usize::try_from(args.sync_domain_concurrent).unwrap_or(usize::MAX),
+                domain_rate_limit: usize::try_from(args.sync_domain_rate_limit).unwrap_or(usize::MAX),
+                fetch_timeout: Duration::from_secs(args.sync_fetch_timeout_secs),
             },
         })
     }

@@ -3,8 +3,11 @@
 pub mod app;
 pub mod authorize;
 pub mod config;
+pub mod deploy;
+pub mod doctor;
 pub mod git;
 pub mod http;
+pub mod metrics;
 pub mod nip34;
 pub mod process;
 pub mod purgatory;
@@ -12,4 +15,6 @@ pub mod relay;
 pub mod rpc;
 pub mod server;
 pub mod shutdown;
+pub mod status_cli;
 pub mod store;
+pub mod sync;

@@ -1,7 +1,9 @@
 //! The `graspd` binary.
 
 use clap::Parser;
-use graspd::config::{Cli, Command, Config, HookSetup, InstallHooksArgs, LogFormat, absolute};
+use graspd::config::{
+    Cli, Command, Config, DoctorArgs, HookSetup, InstallHooksArgs, LogFormat, NginxConfigArgs, absolute,
+};
 use graspd::git::GitRepos;
 use tracing_subscriber::EnvFilter;
 
@@ -16,8 +18,61 @@ async fn main() -> anyhow::Result<()> {
             graspd::server::run(config, stop_signal()).await?;
         }
         Command::InstallHooks(args) => install_hooks(args).await?,
+        Command::Status(args) => graspd::status_cli::run(args).await?,
+        Command::NginxConfig(args) => nginx_config(*args)?,
+        Command::Doctor(args) => {
+            if !doctor(args).await {
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
+}
+
+/// `graspd nginx-config`: prints the nginx configuration for `graspd serve` with these flags.
+fn nginx_config(args: NginxConfigArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(&args.serve)?;
+    let http_backend = match &args.http_backend {
+        Some(path) => path.clone(),
+        None => graspd::deploy::http_backend_path(&config.git_program)?,
+    };
+    let site = graspd::deploy::NginxSite::new(&config, &args, http_backend)?;
+    print!("{}", graspd::deploy::nginx_config(&site));
+    Ok(())
+}
+
+/// `graspd doctor`: prints one line per check; returns whether all passed.
+async fn doctor(args: DoctorArgs) -> bool {
+    let data_dir = absolute(&args.data_dir);
+    let hooks = HookSetup::resolve(&data_dir, &args.hooks);
+    let git_root = args
+        .git_root
+        .as_deref()
+        .map(absolute)
+        .unwrap_or_else(|| data_dir.join("repos"));
+    let mut install_hooks = format!(
+        "graspd install-hooks --data-dir {} --git-root {}",
+        data_dir.display(),
+        git_root.display()
+    );
+    if let Some(socket) = &args.hooks.grpc_socket {
+        install_hooks.push_str(&format!(" --grpc-socket {}", absolute(socket).display()));
+    }
+    if let Some(hook) = &args.hooks.hook_binary {
+        install_hooks.push_str(&format!(" --hook-binary {}", absolute(hook).display()));
+    }
+    let git = GitRepos::new(git_root, hooks, "git".into());
+    let findings = graspd::doctor::run(&git, &install_hooks).await;
+    for finding in &findings {
+        println!("{finding}");
+    }
+    let failed = findings.iter().filter(|f| !f.ok).count();
+    println!(
+        "{} check{}, {failed} failed",
+        findings.len(),
+        if findings.len() == 1 { "" } else { "s" }
+    );
+    failed == 0
 }
 
 /// `graspd install-hooks`: hooks directory, then every repository under the git root.

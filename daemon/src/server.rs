@@ -56,7 +56,18 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             tracing::info!("reconcile: {line}");
         }
     }
+    let queued = crate::sync::enqueue_waiting(&app, app.sync_queue());
+    if queued > 0 {
+        tracing::info!(queued, "sync queue rebuilt from purgatory");
+    }
+    let syncer = crate::sync::Syncer::with_throttle(
+        crate::sync::RealSyncContext::new(app.clone()),
+        app.sync_queue().clone(),
+        app.sync_throttle().clone(),
+        &config.sync,
+    );
     let tasks = [
+        tokio::spawn(crate::sync::run(syncer, signal.clone())),
         tokio::spawn(rpc::serve(app.clone(), rpc_listeners, signal.clone())),
         tokio::spawn(rpc::spool::run(app.clone(), signal.clone())),
         tokio::spawn(expiry::run(app.clone(), signal.clone())),

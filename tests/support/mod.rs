@@ -33,8 +33,13 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_on("127.0.0.1", extra)
+    }
+
+    /// Starts on another loopback address (127.0.0.2, ...), as a second, independent server.
+    pub fn start_on(ip: &str, extra: &[&str]) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
-        let addr = free_addr();
+        let addr = free_addr_on(ip);
         let mut server = Self {
             child: None,
             addr,
@@ -216,8 +221,12 @@ pub fn hook_binary() -> PathBuf {
         .join("grasp-hook")
 }
 
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+pub fn free_addr() -> SocketAddr {
+    free_addr_on("127.0.0.1")
+}
+
+fn free_addr_on(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).expect("bind");
     listener.local_addr().expect("addr")
 }
 
@@ -508,3 +517,6 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// nginx + fcgiwrap in front of graspd (tests/nginx.rs, benches/nginx.rs).
+pub mod nginx;

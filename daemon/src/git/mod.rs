@@ -38,6 +38,9 @@ pub(crate) const REPO_CONFIG: &[(&str, &str)] = &[
     ("http.receivepack", "true"),
     ("receive.denyNonFastForwards", "false"),
     ("receive.denyDeletes", "false"),
+    // Keep received packs as they are (indexed, not exploded into loose objects and compressed
+    // again): large pushes and fetches cost what git's transfer costs.
+    ("transfer.unpackLimit", "1"),
 ];
 
 /// What aligning a repository with a state changed.
@@ -268,6 +271,30 @@ impl GitRepos {
             }
             repository.reference(name.as_str(), target, true, &reason)?;
             Ok(true)
+        })
+        .await
+    }
+
+    /// Every ref (name, target) on disk, sorted by name; symbolic refs other than HEAD are skipped.
+    pub async fn refs(&self, repo: &RepoId) -> Result<Vec<(String, Oid)>, GitError> {
+        let path = self.path(repo);
+        blocking(move || {
+            if !path.join("HEAD").is_file() {
+                return Ok(Vec::new());
+            }
+            let repository = git2::Repository::open_bare(&path)?;
+            let mut refs = Vec::new();
+            for reference in repository.references()? {
+                let reference = reference?;
+                let (Ok(name), Some(target)) = (reference.name(), reference.target()) else {
+                    continue;
+                };
+                if let Ok(oid) = Oid::parse(&target.to_string()) {
+                    refs.push((name.to_owned(), oid));
+                }
+            }
+            refs.sort();
+            Ok(refs)
         })
         .await
     }

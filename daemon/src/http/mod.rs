@@ -21,6 +21,7 @@ use nostr_relay_builder::LocalRelay;
 use tokio::net::TcpListener;
 
 use crate::app::App;
+use crate::config::GitHttp;
 use crate::nip34::{Identifier, RepoId};
 use crate::shutdown::Signal;
 
@@ -91,17 +92,22 @@ async fn handle(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Respo
     response
 }
 
-/// GRASP-01 [64–67]: on every response, errors included.
+/// GRASP-01 [64–67]: the CORS headers every response carries, errors included. Shared with the
+/// nginx configuration `graspd nginx-config` prints, so both fronts send the same. (Names in
+/// lowercase, as `HeaderName` wants them; HTTP header names are case-insensitive.)
+pub const CORS_HEADERS: [(&str, &str); 3] = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "GET, POST"),
+    ("access-control-allow-headers", "Content-Type"),
+];
+
 fn add_cors(headers: &mut HeaderMap) {
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type"),
-    );
+    for (name, value) in CORS_HEADERS {
+        headers.insert(
+            header::HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
 }
 
 async fn route(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -111,6 +117,11 @@ async fn route(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Respon
     let path = req.uri().path().to_owned();
     if path == "/" {
         return root(front, req, peer);
+    }
+    if path == "/metrics" && matches!(*req.method(), Method::GET | Method::HEAD) {
+        let snapshot = front.app.snapshot().await;
+        let body = front.app.metrics().render(&snapshot);
+        return with_type(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body);
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if segments.first().is_some_and(|s| s.starts_with("npub1")) {
@@ -170,11 +181,11 @@ fn upgrade(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<B
         return response;
     }
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let limits = front.app.config().limits.clone();
+    let app = front.app.clone();
     let relay = front.relay.clone();
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => ws::bridge(relay, upgraded, peer, limits).await,
+            Ok(upgraded) => ws::bridge(relay, upgraded, peer, app).await,
             Err(error) => tracing::debug!(%peer, %error, "websocket upgrade failed"),
         }
     });
@@ -216,7 +227,15 @@ async fn repository_path(
         if !segments[1].ends_with(".git") || !cgi::is_git_path(&rest) {
             return not_found("Not a git smart-HTTP path.");
         }
+        if front.app.config().git_http == GitHttp::External {
+            return not_found(
+                "Git is served by this server's front web server (graspd runs with --git-http \
+                 external), and this request reached graspd instead: the front's git location \
+                 (see graspd nginx-config) did not match it.",
+            );
+        }
         let path_info = format!("/{}/{}.git/{rest}", repo.npub(), repo.identifier);
+        let _in_flight = crate::metrics::GaugeGuard::new(&front.app.metrics().git_requests_in_flight);
         return cgi::serve(&front.git, req, peer, &path_info).await;
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {

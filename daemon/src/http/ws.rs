@@ -29,7 +29,9 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 const PIPE_BYTES: usize = 256 * 1024;
 
 /// Serves one upgraded connection until either side closes.
-pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, limits: Limits) {
+pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app: crate::app::App) {
+    let _connected = crate::metrics::GaugeGuard::new(&app.metrics().websocket_connections);
+    let limits = app.config().limits.clone();
     // Frames beyond 4x the message limit are dropped by the websocket layer itself (closing the
     // connection); up to that, oversized messages get a polite NIP-01 answer.
     let hard_cap = limits.max_message_bytes.saturating_mul(4).max(64 * 1024);

@@ -102,25 +102,31 @@ pub async fn process_newly_available_git_data(
     };
 
     let (states, pull_requests) = discover(app, source, new_oids).await;
+    // Released together at the end: one transaction (one fsync) for the whole run.
+    let mut releases = Releases::default();
     for state in states {
-        match release_state(app, &group, source, &state, &mut result).await {
+        match release_state(app, &group, source, &state, &mut result, &mut releases).await {
             Ok(true) => result.states_released += 1,
             Ok(false) => {}
             Err(error) => result.errors.push(format!("state {}: {error}", state.id)),
         }
     }
     for (event, pr) in pull_requests {
-        match release_pull_request(app, &group, source, &event, &pr).await {
+        match release_pull_request(app, source, &event, &pr, &mut releases).await {
             Ok(true) => result.pull_requests_released += 1,
             Ok(false) => {}
             Err(error) => result.errors.push(format!("pull request {}: {error}", pr.id)),
         }
     }
     // The source repository holds data now, whatever the events: its announcement is served.
-    match promote_announcement(app, source).await {
-        Ok(true) => result.announcements_released += 1,
-        Ok(false) => {}
-        Err(error) => result.errors.push(format!("announcement of {source}: {error}")),
+    releases.touched.push(source.clone());
+    match releases.commit(app).await {
+        Ok(announcements) => result.announcements_released += announcements,
+        Err(error) => {
+            result.errors.push(format!("cannot release: {error}"));
+            result.states_released = 0;
+            result.pull_requests_released = 0;
+        }
     }
     if !result.is_empty() {
         tracing::info!(repo = %source, states = result.states_released, prs = result.pull_requests_released,
@@ -191,6 +197,7 @@ async fn release_state(
     source: &RepoId,
     state: &RepoState,
     result: &mut ProcessResult,
+    releases: &mut Releases,
 ) -> Result<bool, ProcessError> {
     if group.owners_authorizing(&state.author).is_empty() {
         return Ok(false);
@@ -200,14 +207,12 @@ async fn release_state(
     for (repo, change) in repos.iter().zip(&changes) {
         result.add(change);
         result.repos_synced += 1;
-        if promote_announcement(app, repo).await? && repo != source {
-            result.announcements_released += 1;
-        }
+        releases.touched.push(repo.clone());
     }
     let Some(entry) = app.purgatory().get(&state.id) else {
         return Ok(false);
     };
-    release(app, &entry.event).await?;
+    releases.events.push(entry.event.clone());
     tracing::info!(state = %state.id, identifier = %state.identifier, repos = repos.len(), "state released from purgatory");
     Ok(true)
 }
@@ -376,24 +381,24 @@ async fn sync_pull_request(
             .await?;
         // The event is here: the ref is no longer a placeholder.
         app.purgatory().remove_placeholder(&pr.id, repo).await?;
-        promote_announcement(app, repo).await?;
     }
     Ok(())
 }
 
 async fn release_pull_request(
     app: &App,
-    _group: &RepoGroup,
     source: &RepoId,
     event: &Event,
     pr: &PullRequest,
+    releases: &mut Releases,
 ) -> Result<bool, ProcessError> {
     let targets = pull_request_targets(app, pr).await?;
     if targets.is_empty() {
         return Ok(false);
     }
     sync_pull_request(app, source, &targets, pr).await?;
-    release(app, event).await?;
+    releases.touched.extend(targets);
+    releases.events.push(event.clone());
     tracing::info!(event_id = %pr.id, "pull request released from purgatory");
     Ok(true)
 }
@@ -418,7 +423,49 @@ pub async fn apply_pull_request_now(
     }
     let Some(source) = source else { return Ok(false) };
     sync_pull_request(app, &source, targets, pr).await?;
+    for repo in targets {
+        promote_announcement(app, repo).await?;
+    }
     Ok(true)
+}
+
+/// Events a run releases, and the repositories whose waiting announcements may go with them.
+#[derive(Debug, Default)]
+struct Releases {
+    events: Vec<Event>,
+    touched: Vec<RepoId>,
+}
+
+impl Releases {
+    /// Adds the waiting announcements of touched repositories that now hold data, then stores
+    /// every event and deletes its purgatory row in one transaction, and notifies subscribers.
+    /// Returns how many announcements went.
+    async fn commit(mut self, app: &App) -> Result<u32, ProcessError> {
+        let mut announcements = 0;
+        self.touched.sort();
+        self.touched.dedup();
+        for repo in &self.touched {
+            if let Some(entry) = app.purgatory().announcement(repo)
+                && app.git().has_refs(repo).await?
+            {
+                tracing::info!(repo = %repo, event_id = %entry.event.id, "announcement released from purgatory");
+                self.events.push(entry.event.clone());
+                announcements += 1;
+            }
+        }
+        if self.events.is_empty() {
+            return Ok(0);
+        }
+        let statuses = app.store().release_many(&self.events).await?;
+        for (event, status) in self.events.iter().zip(statuses) {
+            app.purgatory().forget(&event.id).await;
+            crate::metrics::inc(&app.metrics().events_released);
+            if status.is_success() {
+                app.publish_served(event.clone());
+            }
+        }
+        Ok(announcements)
+    }
 }
 
 /// Serves a repository's waiting announcement once the repository holds git data.
@@ -438,6 +485,7 @@ pub async fn promote_announcement(app: &App, repo: &RepoId) -> Result<bool, Proc
 pub async fn release(app: &App, event: &Event) -> Result<(), ProcessError> {
     let status = app.store().release(event).await?;
     app.purgatory().forget(&event.id).await;
+    crate::metrics::inc(&app.metrics().events_released);
     if status.is_success() {
         app.publish_served(event.clone());
     }
@@ -467,6 +515,7 @@ pub async fn reconcile(app: &App) -> ProcessResult {
                 continue;
             }
             let result = process_newly_available_git_data(app, &repo, &HashSet::new()).await;
+            app.publish_processed("reconcile", &repo, &result);
             total.states_released += result.states_released;
             total.pull_requests_released += result.pull_requests_released;
             total.announcements_released += result.announcements_released;

@@ -325,6 +325,11 @@ impl Purgatory {
         self.get(&id)
     }
 
+    /// Every waiting entry (for status listings).
+    pub fn all(&self) -> Vec<Arc<Entry>> {
+        self.inner.entries.iter().map(|e| Arc::clone(e.value())).collect()
+    }
+
     /// Identifiers with at least one waiting entry.
     pub fn identifiers(&self) -> Vec<Identifier> {
         self.inner.by_identifier.iter().map(|e| e.key().clone()).collect()

@@ -259,6 +259,7 @@ impl GraspPolicy {
                 Source::User,
             )
             .await?;
+        self.queue_sync(&inserted, &state.identifier);
         let repo = RepoId::new(event.pubkey, state.identifier.clone());
         Ok(self.purgatory_verdict(inserted, &repo))
     }
@@ -313,7 +314,17 @@ impl GraspPolicy {
             .purgatory()
             .insert(event.clone(), kind, first.identifier.clone(), Source::User)
             .await?;
+        self.queue_sync(&inserted, &first.identifier);
         Ok(self.purgatory_verdict(inserted, &first))
+    }
+
+    /// A state or PR now waits for git data: queue its identifier for the sync loop, after the
+    /// delay for user-submitted events (a push usually follows).
+    fn queue_sync(&self, inserted: &Inserted, identifier: &Identifier) {
+        if matches!(inserted, Inserted::Added | Inserted::Replaced(_)) {
+            let delay = crate::sync::delay_for(&self.app.config().sync, Source::User);
+            self.app.sync_queue().enqueue(identifier.clone(), delay);
+        }
     }
 
     fn purgatory_verdict(&self, inserted: Inserted, repo: &RepoId) -> Verdict {
@@ -438,7 +449,16 @@ impl WritePolicy for GraspPolicy {
     ) -> BoxedFuture<'a, WritePolicyResult> {
         Box::pin(async move {
             match self.decide(event).await {
-                Ok(verdict) => verdict.into_result(),
+                Ok(verdict) => {
+                    let metrics = self.app.metrics();
+                    match &verdict {
+                        Verdict::Accept => crate::metrics::inc(&metrics.events_accepted),
+                        Verdict::Purgatory => crate::metrics::inc(&metrics.events_to_purgatory),
+                        Verdict::Reject(..) => crate::metrics::inc(&metrics.events_refused),
+                        Verdict::Ok(..) => {}
+                    }
+                    verdict.into_result()
+                }
                 Err(error) => {
                     tracing::error!(event_id = %event.id, %error, "cannot decide on event");
                     WritePolicyResult::reject(MachineReadablePrefix::Error, "internal error; try again later")

@@ -115,6 +115,7 @@ impl HookService for Hooks {
         &self,
         request: Request<pb::AuthorizePushRequest>,
     ) -> Result<Response<pb::AuthorizePushResponse>, Status> {
+        let started = std::time::Instant::now();
         let request = request.into_inner();
         let repo = self.repo(&request.repo_path)?;
         let updates = parse_updates(&request.updates)?;
@@ -122,6 +123,13 @@ impl HookService for Hooks {
             .await
             .map_err(|e| Status::internal(format!("cannot authorize: {e}")))?;
         let allowed = verdicts.iter().all(|v| v.allowed);
+        let metrics = self.app.metrics();
+        metrics.authorize_seconds.observe(started.elapsed());
+        crate::metrics::inc(if allowed {
+            &metrics.pushes_allowed
+        } else {
+            &metrics.pushes_refused
+        });
         if allowed {
             tracing::info!(repo = %repo, refs = updates.len(), "push allowed");
         } else {
@@ -151,11 +159,14 @@ impl HookService for Hooks {
         &self,
         request: Request<pb::ReportPushRequest>,
     ) -> Result<Response<pb::ReportPushResponse>, Status> {
+        let started = std::time::Instant::now();
         let request = request.into_inner();
         let repo = self.repo(&request.repo_path)?;
         let updates = parse_updates(&request.updates)?;
         process::record_placeholders(&self.app, &repo, &pushed_refs(&updates)).await;
         let result = process::process_newly_available_git_data(&self.app, &repo, &new_oids(&updates)).await;
+        self.app.metrics().report_seconds.observe(started.elapsed());
+        self.app.publish_processed("push", &repo, &result);
         Ok(Response::new(pb::ReportPushResponse {
             messages: result.summary(),
             result: Some(to_proto(&result)),

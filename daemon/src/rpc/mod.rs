@@ -3,12 +3,14 @@
 
 pub mod hook;
 pub mod spool;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use grasp_proto::v1::hook_service_server::HookServiceServer;
+use grasp_proto::v1::status_service_server::StatusServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
@@ -71,50 +73,130 @@ pub async fn bind(socket: &Path, mode: u32, tcp: Option<SocketAddr>) -> Result<L
 }
 
 /// Serves until shutdown, then removes the socket file.
+///
+/// The Unix socket (guarded by its file mode) serves everything: hooks, status, health and
+/// reflection. TCP serves status (bearer token required), health and reflection, and the hook
+/// service only with `--grpc-tcp-hooks`. Health reports NOT_SERVING once shutdown starts.
 pub async fn serve(app: App, listeners: Listeners, shutdown: Signal) {
     let Listeners {
         unix,
         socket_path,
         tcp,
     } = listeners;
+    let config = app.config().clone();
+    let mut listen = vec![
+        format!("http://{}", config.listen),
+        format!("unix:{}", socket_path.display()),
+    ];
+    if let Some(tcp) = &tcp
+        && let Ok(addr) = tcp.local_addr()
+    {
+        listen.push(format!("tcp:{addr}"));
+    }
     // A push may update many refs (git sends one line per ref): allow large requests.
-    let service = HookServiceServer::new(hook::Hooks::new(app))
+    let hooks = HookServiceServer::new(hook::Hooks::new(app.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let status = status::StatusApi::new(app.clone(), listen);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<HookServiceServer<hook::Hooks>>().await;
+    health
+        .set_serving::<StatusServiceServer<status::StatusApi>>()
+        .await;
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grasp_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // v1 and the older v1alpha (still what many grpcurl/grpcui builds ask for).
+    let reflection = || {
+        builder()
+            .build_v1()
+            .and_then(|v1| Ok((v1, builder().build_v1alpha()?)))
+    };
     let mut tasks = Vec::new();
-    {
-        let service = service.clone();
-        let mut shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    UnixListenerStream::new(unix),
-                    async move { shutdown.wait().await },
-                )
-                .await;
-            if let Err(error) = result {
-                tracing::error!(%error, "gRPC server on the Unix socket failed");
-            }
-        }));
+    match reflection() {
+        Ok((reflect, reflect_alpha)) => {
+            let router = tonic::transport::Server::builder()
+                .add_service(hooks.clone())
+                .add_service(StatusServiceServer::new(status.clone()))
+                .add_service(health_service.clone())
+                .add_service(reflect)
+                .add_service(reflect_alpha);
+            let mut stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let incoming = UnixListenerStream::new(unix);
+                if let Err(error) = router
+                    .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+                    .await
+                {
+                    tracing::error!(%error, "gRPC server on the Unix socket failed");
+                }
+            }));
+        }
+        Err(error) => tracing::error!(%error, "cannot build gRPC reflection; gRPC not served"),
     }
-    if let Some(tcp) = tcp {
-        let mut shutdown = shutdown.clone();
+    if let (Some(tcp), Ok((reflect, reflect_alpha))) = (tcp, reflection()) {
+        let token = config.grpc_token.clone().unwrap_or_default();
+        let status = StatusServiceServer::with_interceptor(status, auth::bearer(token));
+        let mut router = tonic::transport::Server::builder()
+            .add_service(status)
+            .add_service(health_service.clone())
+            .add_service(reflect)
+            .add_service(reflect_alpha);
+        if config.grpc_tcp_hooks {
+            router = router.add_service(hooks);
+        }
+        let mut stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(tcp),
-                    async move { shutdown.wait().await },
-                )
-                .await;
-            if let Err(error) = result {
+            let incoming = TcpListenerStream::new(tcp);
+            if let Err(error) = router
+                .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+                .await
+            {
                 tracing::error!(%error, "gRPC server on TCP failed");
             }
         }));
+    }
+    {
+        let mut stop = shutdown.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            stop.wait().await;
+            health.set_not_serving::<HookServiceServer<hook::Hooks>>().await;
+            health
+                .set_not_serving::<StatusServiceServer<status::StatusApi>>()
+                .await;
+        });
     }
     for task in tasks {
         let _ = task.await;
     }
     let _ = std::fs::remove_file(&socket_path);
+}
+
+mod auth {
+    //! Bearer-token check for the status service on TCP.
+    use tonic::{Request, Status};
+
+    pub fn bearer(token: String) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+        move |request: Request<()>| {
+            let presented = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match presented {
+                Some(given) if !token.is_empty() && constant_time_eq(given.as_bytes(), token.as_bytes()) => {
+                    Ok(request)
+                }
+                Some(_) => Err(Status::unauthenticated("wrong bearer token")),
+                None => Err(Status::unauthenticated("missing 'authorization: Bearer <token>'")),
+            }
+        }
+    }
+
+    fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
 }

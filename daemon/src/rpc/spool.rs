@@ -54,7 +54,8 @@ async fn process_file(app: &App, file: &Path) -> Result<(), String> {
         .ok_or_else(|| format!("'{}' is not a graspd repository", report.repo_path))?;
     let updates = parse_updates(&report.updates).map_err(|s| s.message().to_owned())?;
     process::record_placeholders(app, &repo, &pushed_refs(&updates)).await;
-    process::process_newly_available_git_data(app, &repo, &new_oids(&updates)).await;
+    let result = process::process_newly_available_git_data(app, &repo, &new_oids(&updates)).await;
+    app.publish_processed("spool", &repo, &result);
     Ok(())
 }
 

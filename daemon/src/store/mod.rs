@@ -401,6 +401,38 @@ impl Store {
         Ok(status)
     }
 
+    /// Stored events per kind, for status.
+    pub async fn counts_by_kind(&self) -> Result<Vec<(u16, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: i64 = row.try_get(0)?;
+                let count: i64 = row.try_get(1)?;
+                Ok((
+                    u16::try_from(kind).unwrap_or(u16::MAX),
+                    u64::try_from(count).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    /// [`release`](Self::release) for several events in one transaction.
+    pub async fn release_many(&self, events: &[Event]) -> Result<Vec<SaveEventStatus>, StoreError> {
+        let mut tx = begin_write(&self.pool).await?;
+        let mut statuses = Vec::with_capacity(events.len());
+        for event in events {
+            statuses.push(writer::save_in(&mut tx, &self.tombstones, event).await?);
+            sqlx::query("DELETE FROM purgatory WHERE event_id = ?")
+                .bind(event.id.to_hex())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(statuses)
+    }
+
     /// Counts of stored events, for start-up logging and status.
     pub async fn event_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) FROM events")

@@ -1,0 +1,189 @@
+//! End-to-end: the nginx deployment (ARCHITECTURE §7, docs/deployment.md) with real nginx and
+//! fcgiwrap running stock `git http-backend`, configured by `graspd nginx-config`, in front of
+//! `graspd serve --git-http external`. Every request goes through nginx: the relay over the
+//! proxied websocket, pushes and clones through fcgiwrap with grasp-hook reaching the daemon over
+//! its socket. Skipped, with a message, where nginx or fcgiwrap is not installed.
+
+mod support;
+
+use std::process::Output;
+use std::time::Instant;
+
+use nostr::Keys;
+use serde_json::json;
+use support::nginx::{self, Front};
+use support::*;
+
+const PURGATORY_OK: &str = "purgatory: won't be served until git data arrives";
+
+/// graspd behind nginx, or `None` when the test is skipped.
+fn behind_nginx(test: &str) -> Option<(Server, Front)> {
+    let binaries = nginx::binaries(test)?;
+    let addr = nginx::nginx_addr();
+    let server = nginx::start_graspd(addr, &[]);
+    let front = Front::start(&binaries, &server, addr);
+    Some((server, front))
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Publishes (through nginx) an announcement naming nginx's address and a state with `main` at
+/// `oid`; both wait in purgatory. Returns (announcement id, state id).
+async fn announce(front: &Front, owner: &Keys, identifier: &str, oid: &str) -> (String, String) {
+    let mut client = Client::connect(&front.ws_url()).await;
+    let ann = nginx::announcement_at(owner, front.addr, identifier);
+    assert_eq!(client.publish(&ann).await.message, PURGATORY_OK);
+    let st = state(owner, identifier, &[("refs/heads/main", oid)], Some("main"));
+    assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
+    (ann.id.to_hex(), st.id.to_hex())
+}
+
+#[tokio::test]
+async fn relay_refused_and_accepted_pushes_release_and_clone_all_through_nginx() {
+    let Some((server, front)) =
+        behind_nginx("relay_refused_and_accepted_pushes_release_and_clone_all_through_nginx")
+    else {
+        return;
+    };
+    // NIP-11 and the relay, proxied.
+    let nip11 = http(front.addr, "GET", "/", &[("Accept", "application/nostr+json")]);
+    assert_eq!(nip11.status, 200, "{}", front.logs());
+    assert_eq!(nip11.header("content-type"), Some("application/nostr+json"));
+
+    let owner = Keys::generate();
+    let (work, oid) = work_tree_with_commit("first");
+    let (ann_id, state_id) = announce(&front, &owner, "flow", &oid).await;
+    let url = front.clone_url(&owner, "flow");
+
+    // A push that does not match the state is refused by the hook, reached through fcgiwrap.
+    git(work.path(), &["checkout", "-q", "-b", "other"]);
+    std::fs::write(work.path().join("other"), "x").expect("write");
+    git(work.path(), &["add", "other"]);
+    git(work.path(), &["commit", "-q", "-m", "other"]);
+    let refused = git_output(work.path(), &["push", &url, "other:refs/heads/main"]);
+    assert!(!refused.status.success(), "refused push");
+    assert!(
+        stderr(&refused).contains("ref refs/heads/main: state") && stderr(&refused).contains("wants"),
+        "the pusher sees why: {}\n{}",
+        stderr(&refused),
+        front.logs()
+    );
+    let repo = server.repo_path(&owner, "flow");
+    assert!(git(&repo, &["for-each-ref"]).is_empty(), "no ref created");
+
+    // The matching push lands, and post-receive releases state and announcement.
+    let accepted = git_output(work.path(), &["push", &url, "main"]);
+    assert!(
+        accepted.status.success(),
+        "accepted push: {}\n{}\n{}",
+        stderr(&accepted),
+        front.logs(),
+        server.log()
+    );
+    assert!(
+        stderr(&accepted).contains("released 1 state"),
+        "{}",
+        stderr(&accepted)
+    );
+    let mut client = Client::connect(&front.ws_url()).await;
+    assert_eq!(client.ids(json!({"kinds": [30618]})).await, vec![state_id]);
+    assert_eq!(client.ids(json!({"kinds": [30617]})).await, vec![ann_id]);
+
+    // Clone and protocol v2 (the Git-Protocol header reaches http-backend as GIT_PROTOCOL).
+    let clone_dir = tempfile::tempdir().expect("tempdir");
+    git(clone_dir.path(), &["clone", "-q", &url, "c"]);
+    assert_eq!(git(&clone_dir.path().join("c"), &["rev-parse", "HEAD"]), oid);
+    let listed = git(
+        clone_dir.path(),
+        &["-c", "protocol.version=2", "ls-remote", &url, "refs/heads/main"],
+    );
+    assert!(listed.starts_with(&oid), "{listed}");
+
+    // The repository page is graspd's, proxied.
+    let page = http(front.addr, "GET", &format!("/{}/flow", npub(&owner)), &[]);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("flow"));
+}
+
+#[tokio::test]
+async fn git_paths_carry_cors_headers_and_answer_options_with_204() {
+    let Some((server, front)) = behind_nginx("git_paths_carry_cors_headers_and_answer_options_with_204")
+    else {
+        return;
+    };
+    let owner = Keys::generate();
+    let (_work, oid) = work_tree_with_commit("cors");
+    announce(&front, &owner, "cors", &oid).await;
+    let refs = format!("/{}/cors.git/info/refs?service=git-upload-pack", npub(&owner));
+
+    let advertised = http(front.addr, "GET", &refs, &[]);
+    assert_eq!(advertised.status, 200, "{}", front.logs());
+    assert_eq!(
+        advertised.header("content-type"),
+        Some("application/x-git-upload-pack-advertisement"),
+        "answered by git http-backend"
+    );
+    let options = http(front.addr, "OPTIONS", &refs, &[("Origin", "https://example.org")]);
+    assert_eq!(options.status, 204);
+    for response in [&advertised, &options] {
+        assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+        assert_eq!(response.header("access-control-allow-methods"), Some("GET, POST"));
+        assert_eq!(
+            response.header("access-control-allow-headers"),
+            Some("Content-Type")
+        );
+    }
+    let missing = http(
+        front.addr,
+        "GET",
+        &format!("/{}/nothing.git/info/refs?service=git-upload-pack", npub(&owner)),
+        &[],
+    );
+    assert_eq!(missing.status, 404, "http-backend: no such repository");
+    assert_eq!(
+        missing.header("access-control-allow-origin"),
+        Some("*"),
+        "CORS on errors too"
+    );
+
+    // graspd itself serves no git in external mode, and says who does; its pages still work.
+    let direct = http(server.addr, "GET", &refs, &[]);
+    assert_eq!(direct.status, 404);
+    assert!(direct.body.contains("front web server"), "{}", direct.body);
+    let page = http(server.addr, "GET", &format!("/{}/cors", npub(&owner)), &[]);
+    assert_eq!(page.status, 200);
+}
+
+#[tokio::test]
+async fn a_50_mb_push_streams_through_nginx_and_fcgiwrap() {
+    let Some((server, front)) = behind_nginx("a_50_mb_push_streams_through_nginx_and_fcgiwrap") else {
+        return;
+    };
+    let owner = Keys::generate();
+    let (work, oid) = nginx::work_tree_with_noise(50, 0x5851_f42d_4c95_7f2d);
+    let (_, state_id) = announce(&front, &owner, "big", &oid).await;
+    let started = Instant::now();
+    let pushed = git_output(work.path(), &["push", &front.clone_url(&owner, "big"), "main"]);
+    let elapsed = started.elapsed();
+    assert!(
+        pushed.status.success(),
+        "50 MB push: {}\n{}",
+        stderr(&pushed),
+        front.logs()
+    );
+    println!(
+        "50 MiB push through nginx + fcgiwrap + hooks: {:.2} s",
+        elapsed.as_secs_f64()
+    );
+    // nginx warns when it spools a request body to disk; streamed, it never does.
+    let logs = front.logs();
+    assert!(
+        !logs.contains("buffered to a temporary file"),
+        "the push is streamed to fcgiwrap, not buffered by nginx:\n{logs}"
+    );
+    assert_eq!(git(&server.repo_path(&owner, "big"), &["rev-parse", "main"]), oid);
+    let mut client = Client::connect(&front.ws_url()).await;
+    assert_eq!(client.ids(json!({"kinds": [30618]})).await, vec![state_id]);
+}

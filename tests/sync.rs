@@ -1,0 +1,165 @@
+//! End-to-end: purgatory git-data sync between two real daemons on different loopback
+//! addresses (127.0.0.1 and 127.0.0.2). The push goes to A only; B fetches what its waiting
+//! events need from the other clone URLs and releases them.
+
+mod support;
+
+use nostr::{Event, Keys};
+use serde_json::json;
+use support::*;
+
+const PURGATORY_OK: &str = "purgatory: won't be served until git data arrives";
+const FAST_SYNC: &[&str] = &[
+    "--sync-default-delay-secs",
+    "0",
+    "--sync-immediate-delay-ms",
+    "100",
+];
+
+/// An announcement listing both servers (and any extra clone URLs first).
+fn shared_announcement(owner: &Keys, a: &Server, b: &Server, id: &str, extra_clone: &[&str]) -> Event {
+    let mut clone = vec!["clone".to_owned()];
+    clone.extend(extra_clone.iter().map(|s| s.to_string()));
+    clone.push(a.clone_url(owner, id));
+    clone.push(b.clone_url(owner, id));
+    let relays = ["relays".to_owned(), a.ws_url(), b.ws_url()];
+    let clone: Vec<&str> = clone.iter().map(String::as_str).collect();
+    let relays: Vec<&str> = relays.iter().map(String::as_str).collect();
+    event(owner, 30617, "", &[&["d", id], &clone, &relays])
+}
+
+async fn served_ids(server: &Server, filter: serde_json::Value) -> Vec<String> {
+    server.client().await.ids(filter).await
+}
+
+#[tokio::test]
+async fn a_state_waiting_on_b_is_released_by_fetching_from_a() {
+    let a = Server::start_on("127.0.0.1", FAST_SYNC);
+    let b = Server::start_on("127.0.0.2", FAST_SYNC);
+    let owner = Keys::generate();
+    let ann = shared_announcement(&owner, &a, &b, "mirror", &[]);
+    let (work, oid) = work_tree_with_commit("only on a");
+    let st = state(&owner, "mirror", &[("refs/heads/main", &oid)], Some("main"));
+    let mut client_a = a.client().await;
+    assert_eq!(client_a.publish(&ann).await.message, PURGATORY_OK);
+    assert_eq!(client_a.publish(&st).await.message, PURGATORY_OK);
+    git(
+        work.path(),
+        &["push", "-q", &a.clone_url(&owner, "mirror"), "main"],
+    );
+    // The same events reach B, which has no git data: they wait, and B fetches it from A.
+    let mut client_b = b.client().await;
+    assert_eq!(client_b.publish(&ann).await.message, PURGATORY_OK);
+    assert_eq!(client_b.publish(&st).await.message, PURGATORY_OK);
+    assert_eq!(
+        served_ids(&a, json!({"kinds": [30618]})).await,
+        vec![st.id.to_hex()]
+    );
+
+    eventually("B releases the state after syncing from A", || {
+        let b = &b;
+        let want = st.id.to_hex();
+        async move { served_ids(b, json!({"kinds": [30618]})).await == vec![want] }
+    })
+    .await;
+    let b_repo = b.repo_path(&owner, "mirror");
+    assert_eq!(git(&b_repo, &["rev-parse", "refs/heads/main"]), oid);
+    assert_eq!(git(&b_repo, &["symbolic-ref", "HEAD"]), "refs/heads/main");
+    // A clone from B equals A's.
+    let clone_dir = tempfile::tempdir().expect("tempdir");
+    git(
+        clone_dir.path(),
+        &["clone", "-q", &b.clone_url(&owner, "mirror"), "c"],
+    );
+    assert_eq!(git(&clone_dir.path().join("c"), &["rev-parse", "HEAD"]), oid);
+    assert_eq!(
+        served_ids(&b, json!({"kinds": [30617]})).await,
+        vec![ann.id.to_hex()]
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_url_backs_off_and_a_reachable_one_still_wins() {
+    // Nothing listens on 127.0.0.3:9 (discard port, closed here).
+    let a = Server::start_on("127.0.0.1", FAST_SYNC);
+    let b = Server::start_on("127.0.0.2", FAST_SYNC);
+    let owner = Keys::generate();
+    let dead = format!("http://127.0.0.3:9/{}/dead.git", npub(&owner));
+    let ann = shared_announcement(&owner, &a, &b, "dead", &[&dead]);
+    let (work, oid) = work_tree_with_commit("x");
+    let st = state(&owner, "dead", &[("refs/heads/main", &oid)], None);
+    let mut client_a = a.client().await;
+    assert_eq!(client_a.publish(&ann).await.message, PURGATORY_OK);
+    assert_eq!(client_a.publish(&st).await.message, PURGATORY_OK);
+    git(work.path(), &["push", "-q", &a.clone_url(&owner, "dead"), "main"]);
+    // The same events reach B, which has no git data: they wait, and B fetches it from A.
+    let mut client_b = b.client().await;
+    assert_eq!(client_b.publish(&ann).await.message, PURGATORY_OK);
+    assert_eq!(client_b.publish(&st).await.message, PURGATORY_OK);
+    eventually("B syncs from A despite the dead URL", || {
+        let b = &b;
+        let want = st.id.to_hex();
+        async move { served_ids(b, json!({"kinds": [30618]})).await == vec![want] }
+    })
+    .await;
+    assert!(
+        b.log().contains("sync fetch failed"),
+        "the dead URL was tried and failed"
+    );
+}
+
+#[tokio::test]
+async fn a_pull_request_whose_commit_is_on_another_server_is_fetched_from_its_clone_tag() {
+    let a = Server::start_on("127.0.0.1", FAST_SYNC);
+    let b = Server::start_on("127.0.0.2", FAST_SYNC);
+    let owner = Keys::generate();
+    let contributor = Keys::generate();
+    // B hosts the repository; the contributor's commit lives only on A (a fork there).
+    let mut client_b = b.client().await;
+    assert!(client_b.publish(&announcement(&owner, &b, "prs")).await.accepted);
+    let mut client_a = a.client().await;
+    assert!(
+        client_a
+            .publish(&announcement(&contributor, &a, "fork"))
+            .await
+            .accepted
+    );
+    let (work, tip) = work_tree_with_commit("contribution");
+    assert_eq!(
+        client_a
+            .publish(&state(&contributor, "fork", &[("refs/heads/main", &tip)], None))
+            .await
+            .message,
+        PURGATORY_OK
+    );
+    git(
+        work.path(),
+        &["push", "-q", &a.clone_url(&contributor, "fork"), "main"],
+    );
+
+    let coord = coordinate(&owner, "prs");
+    let fork_url = a.clone_url(&contributor, "fork");
+    let pr = event(
+        &contributor,
+        1618,
+        "please",
+        &[
+            &["a", &coord],
+            &["c", &tip],
+            &["clone", &fork_url],
+            &["subject", "x"],
+        ],
+    );
+    assert_eq!(client_b.publish(&pr).await.message, PURGATORY_OK);
+    eventually("B fetches the PR commit from A and releases the PR", || {
+        let b = &b;
+        let want = pr.id.to_hex();
+        async move { served_ids(b, json!({"kinds": [1618]})).await == vec![want] }
+    })
+    .await;
+    let repo = b.repo_path(&owner, "prs");
+    assert_eq!(
+        git(&repo, &["rev-parse", &format!("refs/nostr/{}", pr.id.to_hex())]),
+        tip
+    );
+}
