@@ -105,6 +105,52 @@ async fn relay_refused_and_accepted_pushes_release_and_clone_all_through_nginx()
     let page = http(front.addr, "GET", &format!("/{}/flow", npub(&owner)), &[]);
     assert_eq!(page.status, 200);
     assert!(page.body.contains("flow"));
+
+    // The deployment checks out.
+    let doctor = doctor(&server);
+    assert!(
+        doctor.status.success(),
+        "{}",
+        String::from_utf8_lossy(&doctor.stdout)
+    );
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        report.contains("grasp-hook check in") && report.contains("0 failed"),
+        "{report}"
+    );
+}
+
+fn doctor(server: &Server) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_graspd"))
+        .arg("doctor")
+        .arg("--data-dir")
+        .arg(server.data.path())
+        .output()
+        .expect("run graspd doctor")
+}
+
+#[tokio::test]
+async fn doctor_reports_a_stopped_daemon_with_a_fix_and_exits_1() {
+    let mut server = Server::start_with(&["--git-http", "external"]);
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "doc"))
+            .await
+            .accepted
+    );
+    server.kill9();
+    let doctor = doctor(&server);
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(doctor.status.code(), Some(1), "{report}");
+    assert!(report.contains("FAIL socket"), "{report}");
+    assert!(report.contains("fix: graspd is not running"), "{report}");
+    assert!(report.contains("FAIL grasp-hook check in"), "{report}");
+    assert!(
+        report.contains("OK   hooks directory") && report.contains("git config has GRASP-01 [56] keys"),
+        "{report}"
+    );
 }
 
 #[tokio::test]

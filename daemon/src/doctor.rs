@@ -194,7 +194,23 @@ fn check_spool(spool: &Path) -> Finding {
         spool.display()
     );
     if !spool.is_dir() {
-        return Finding::fail(format!("spool directory {} does not exist", spool.display()), fix);
+        // The hook creates it on first use, if it may write where it goes.
+        let parent = spool.parent().unwrap_or(Path::new("/"));
+        return match probe_write(parent) {
+            Ok(()) => Finding::ok(format!(
+                "spool directory {} does not exist yet; this user can create it in {}",
+                spool.display(),
+                parent.display()
+            )),
+            Err(error) => Finding::fail(
+                format!(
+                    "spool directory {} does not exist, and this user cannot create it in {}: {error}",
+                    spool.display(),
+                    parent.display()
+                ),
+                fix,
+            ),
+        };
     }
     match probe_write(spool) {
         Ok(()) => Finding::ok(format!("spool directory {} is writable", spool.display())),
@@ -311,6 +327,12 @@ fn check_hook_reaches_daemon(hooks: &HookSetup, repos: &[PathBuf]) -> Vec<Findin
     findings
 }
 
+/// Whether this process runs as root, for whom every permission check passes: then the checks
+/// say nothing about the user git http-backend runs as.
+pub fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 /// Creates and removes a file in `dir`: the only reliable answer to "can I write here?".
 fn probe_write(dir: &Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".graspd-doctor-{}", std::process::id()));
@@ -343,7 +365,11 @@ mod tests {
         assert_eq!(findings[0].fix.as_deref(), Some("graspd install-hooks"));
         let socket = check_socket(&hooks.socket);
         assert!(!socket.ok && socket.fix.as_deref().is_some_and(|f| f.contains("start graspd")));
-        assert!(!check_spool(&hooks.spool_dir).ok);
+        assert!(
+            check_spool(&hooks.spool_dir).ok,
+            "missing, but the hook may create it: the data directory is writable"
+        );
+        assert!(!check_spool(&data.path().join("gone").join("spool")).ok);
     }
 
     #[test]

@@ -61,6 +61,12 @@ async fn doctor(args: DoctorArgs) -> bool {
     if let Some(hook) = &args.hooks.hook_binary {
         install_hooks.push_str(&format!(" --hook-binary {}", absolute(hook).display()));
     }
+    if graspd::doctor::running_as_root() {
+        println!(
+            "note: running as root, for whom every permission check passes; run it as the user git \
+             http-backend runs as too (e.g. sudo -u www-data -g graspd graspd doctor ...)"
+        );
+    }
     let git = GitRepos::new(git_root, hooks, "git".into());
     let findings = graspd::doctor::run(&git, &install_hooks).await;
     for finding in &findings {

@@ -24,6 +24,11 @@ pub enum ServeError {
     Hooks(#[from] crate::git::GitError),
     #[error(transparent)]
     Rpc(#[from] crate::rpc::RpcError),
+    #[error("cannot create the spool directory {path}: {source}")]
+    Spool {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the server until `stop` resolves.
@@ -37,6 +42,20 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         })?;
     for change in app.git().prepare_hooks_dir(false).await? {
         tracing::info!("hooks: {change}");
+    }
+    // The hooks (possibly another user, in graspd's group) write spooled reports here.
+    let spool = &config.hooks.spool_dir;
+    if !spool.is_dir() {
+        std::fs::create_dir_all(spool).map_err(|source| ServeError::Spool {
+            path: spool.clone(),
+            source,
+        })?;
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o2775);
+        std::fs::set_permissions(spool, mode).map_err(|source| ServeError::Spool {
+            path: spool.clone(),
+            source,
+        })?;
     }
     if !config.hooks.hook_binary.is_file() {
         tracing::warn!(path = %config.hooks.hook_binary.display(),
