@@ -208,7 +208,7 @@ async fn a_50_mb_push_streams_through_nginx_and_fcgiwrap() {
         return;
     };
     let owner = Keys::generate();
-    let (work, oid) = nginx::work_tree_with_noise(50, 0x5851_f42d_4c95_7f2d);
+    let (work, oid) = work_tree_with_noise(50, 0x5851_f42d_4c95_7f2d, &[]);
     let (_, state_id) = announce(&front, &owner, "big", &oid).await;
     let started = Instant::now();
     let pushed = git_output(work.path(), &["push", &front.clone_url(&owner, "big"), "main"]);

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use nostr::Keys;
 use support::nginx::{self, Front};
-use support::{Client, Server, announcement, git, npub, state, work_tree_with_commit};
+use support::{Client, Server, announcement, git, npub, state, work_tree_with_commit, work_tree_with_noise};
 
 const SMALL_RUNS: usize = 20;
 const LARGE_MIB: u64 = 100;
@@ -71,7 +71,7 @@ async fn run(binaries: nginx::Binaries) {
     times.print("small", SMALL_RUNS);
 
     let started = Instant::now();
-    let (work, oid) = nginx::work_tree_with_noise(LARGE_MIB, 0x2545_f491_4f6c_dd1d);
+    let (work, oid) = work_tree_with_noise(LARGE_MIB, 0x2545_f491_4f6c_dd1d, &[]);
     // Pack once, as a client that has run gc would have it: every push then reuses the packed
     // blob instead of preparing 100 MB again on the client.
     git(work.path(), &["repack", "-adq"]);

@@ -33,7 +33,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use nostr::Keys;
 use serde_json::json;
-use support::{Client, Server, announcement, git, hook_binary, state, work_tree_with_commit};
+use support::{
+    Client, Server, announcement, git, hook_binary, state, work_tree_with_commit, work_tree_with_noise,
+};
 
 const SMALL_RUNS: usize = 20;
 const LARGE_MIB: u64 = 100;
@@ -418,44 +420,6 @@ fn client_git(dir: &Path) -> Command {
         .env("HOME", dir)
         .env("GIT_TERMINAL_PROMPT", "0");
     command
-}
-
-/// A work tree with one commit on `main` holding `mib` MiB of incompressible bytes; returns
-/// (tempdir, commit id). The file itself is deleted once committed (only the object store is
-/// pushed), so the data is on disk once.
-fn work_tree_with_noise(mib: u64, seed: u64, config: &[(&str, &str)]) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
-    git(path, &["init", "-q", "-b", "main"]);
-    for (key, value) in config {
-        git(path, &["config", key, value]);
-    }
-    let file = path.join("noise.bin");
-    write_noise(&file, mib << 20, seed);
-    git(path, &["add", "noise.bin"]);
-    git(path, &["commit", "-q", "-m", "noise"]);
-    std::fs::remove_file(&file).expect("remove noise file");
-    let oid = git(path, &["rev-parse", "HEAD"]);
-    (dir, oid)
-}
-
-/// Writes `len` bytes of xorshift64 output, 1 MiB at a time.
-fn write_noise(path: &Path, len: u64, seed: u64) {
-    let mut file = std::fs::File::create(path).expect("create noise file");
-    let mut state = seed | 1;
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for word in block.chunks_exact_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes());
-        }
-        let n = left.min(block.len() as u64) as usize;
-        file.write_all(&block[..n]).expect("write noise");
-        left -= n as u64;
-    }
 }
 
 /// The baseline: stock `git http-backend` behind a minimal HTTP/1.1 server, through the same CGI

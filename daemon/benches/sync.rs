@@ -28,7 +28,6 @@ mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -43,7 +42,7 @@ use graspd::shutdown::Shutdown;
 use graspd::sync::{Needed, Outcome, SyncContext, SyncError, SyncQueue, SyncUrl, Syncer};
 use nostr::{Event, Keys, PublicKey};
 use serde_json::json;
-use support::{Server, announcement, event, git, state};
+use support::{Server, announcement, event, git, state, work_tree_with_noise};
 
 const DOMAINS: usize = 50;
 const QUEUED: usize = 10_000;
@@ -477,7 +476,7 @@ fn shared_announcement(owner: &Keys, a: &Server, b: &Server, identifier: &str) -
 
 async fn real_fetch() {
     let started = Instant::now();
-    let (work, oid) = work_tree_with_noise(LARGE_MIB, 0x853c_49e6_748f_ea9b);
+    let (work, oid) = work_tree_with_noise(LARGE_MIB, 0x853c_49e6_748f_ea9b, &[]);
     println!(
         "(generated and committed the {LARGE_MIB} MiB file in {:.1} s)",
         started.elapsed().as_secs_f64()
@@ -673,40 +672,6 @@ fn client_git(dir: &Path) -> Command {
         .env("HOME", dir)
         .env("GIT_TERMINAL_PROMPT", "0");
     command
-}
-
-/// A work tree with one commit on `main` holding `mib` MiB of incompressible bytes; returns
-/// (tempdir, commit id). The file is deleted once committed, so the data is on disk once.
-fn work_tree_with_noise(mib: u64, seed: u64) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
-    git(path, &["init", "-q", "-b", "main"]);
-    let file = path.join("noise.bin");
-    write_noise(&file, mib << 20, seed);
-    git(path, &["add", "noise.bin"]);
-    git(path, &["commit", "-q", "-m", "noise"]);
-    std::fs::remove_file(&file).expect("remove noise file");
-    let oid = git(path, &["rev-parse", "HEAD"]);
-    (dir, oid)
-}
-
-/// Writes `len` bytes of xorshift64 output, 1 MiB at a time.
-fn write_noise(path: &Path, len: u64, seed: u64) {
-    let mut file = std::fs::File::create(path).expect("create noise file");
-    let mut state = seed | 1;
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for word in block.chunks_exact_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes());
-        }
-        let n = left.min(block.len() as u64) as usize;
-        file.write_all(&block[..n]).expect("write noise");
-        left -= n as u64;
-    }
 }
 
 // ---- figures -------------------------------------------------------------------------------

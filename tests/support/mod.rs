@@ -502,6 +502,47 @@ pub fn work_tree_with_commit(message: &str) -> (tempfile::TempDir, String) {
     (dir, oid)
 }
 
+/// A work tree whose one commit holds `mib` MiB of incompressible (xorshift64) data, with `config`
+/// applied to the work tree first. The data file is removed once committed (the objects hold it),
+/// so it is on disk once. Returns (tempdir, commit id).
+pub fn work_tree_with_noise(mib: u64, seed: u64, config: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    git(path, &["init", "-q", "-b", "main"]);
+    // Random data does not deflate: do not spend time trying.
+    git(path, &["config", "core.compression", "0"]);
+    for (key, value) in config {
+        git(path, &["config", key, value]);
+    }
+    let file = path.join("noise.bin");
+    write_noise(&file, mib << 20, seed);
+    git(path, &["add", "noise.bin"]);
+    git(path, &["commit", "-q", "-m", "noise"]);
+    std::fs::remove_file(&file).expect("remove noise file");
+    let oid = git(path, &["rev-parse", "HEAD"]);
+    (dir, oid)
+}
+
+/// Writes `len` bytes of xorshift64 output, 1 MiB at a time.
+pub fn write_noise(path: &Path, len: u64, seed: u64) {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path).expect("create noise file");
+    let mut state = seed | 1;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for word in block.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        file.write_all(&block[..n]).expect("write noise");
+        left -= n as u64;
+    }
+}
+
 /// Polls `check` until it is true or the deadline passes.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where

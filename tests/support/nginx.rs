@@ -3,7 +3,6 @@
 //! loopback, in temp directories, as the current user. Used by tests/nginx.rs and
 //! benches/nginx.rs.
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nostr::{Event, Keys, Timestamp};
 
-use super::{DEADLINE, Server, event_at, free_addr, git, npub};
+use super::{DEADLINE, Server, event_at, free_addr, npub};
 
 /// Where nginx and fcgiwrap were found.
 pub struct Binaries {
@@ -271,40 +270,4 @@ pub fn announcement_at(keys: &Keys, front: SocketAddr, identifier: &str) -> Even
         &["relays", &relay],
     ];
     event_at(keys, 30617, "", &tags, Timestamp::now())
-}
-
-/// A work tree with one commit on `main` holding `mib` MiB of incompressible bytes; returns
-/// (tempdir, commit id). The file is deleted once committed: only the object store is pushed.
-pub fn work_tree_with_noise(mib: u64, seed: u64) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
-    git(path, &["init", "-q", "-b", "main"]);
-    // Random data does not deflate: do not spend time trying.
-    git(path, &["config", "core.compression", "0"]);
-    let file = path.join("noise.bin");
-    write_noise(&file, mib << 20, seed);
-    git(path, &["add", "noise.bin"]);
-    git(path, &["commit", "-q", "-m", "noise"]);
-    std::fs::remove_file(&file).expect("remove noise file");
-    let oid = git(path, &["rev-parse", "HEAD"]);
-    (dir, oid)
-}
-
-/// Writes `len` bytes of xorshift64 output, 1 MiB at a time.
-fn write_noise(path: &Path, len: u64, seed: u64) {
-    let mut file = std::fs::File::create(path).expect("create noise file");
-    let mut state = seed | 1;
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for word in block.chunks_exact_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes());
-        }
-        let n = left.min(block.len() as u64) as usize;
-        file.write_all(&block[..n]).expect("write noise");
-        left -= n as u64;
-    }
 }
