@@ -2,7 +2,8 @@
 //!
 //! Starts the real release `graspd` on loopback with a temp data dir and, next to it, a plain
 //! smart-HTTP server: a minimal hyper server in this process that runs stock `git http-backend`
-//! through graspd's own CGI bridge, on bare repositories with `http.receivepack` and no hooks.
+//! through graspd's own CGI bridge, on bare repositories with `http.receivepack` and no hooks
+//! (and graspd's `transfer.unpackLimit=1`, so only the hooks and the daemon's work differ).
 //! Every push is a real `git push` over HTTP into a fresh, empty repository (for graspd: a fresh
 //! identifier whose announcement and matching state were published first, so both hooks run and
 //! allow it). Then it measures
@@ -468,6 +469,8 @@ impl PlainServer {
         std::fs::create_dir_all(&path).expect("mkdir");
         git(&path, &["init", "-q", "--bare", "-b", "main"]);
         git(&path, &["config", "http.receivepack", "true"]);
+        // Like graspd's repositories: keep received packs as sent (a fair transfer comparison).
+        git(&path, &["config", "transfer.unpackLimit", "1"]);
         format!("http://{}/{name}.git", self.addr)
     }
 }
