@@ -492,11 +492,6 @@ pub async fn release(app: &App, event: &Event) -> Result<(), ProcessError> {
     Ok(())
 }
 
-/// Whether `a` should replace `b` at one address.
-pub fn newer(a: &Event, b: &Event) -> bool {
-    is_newer(a, b)
-}
-
 /// Processes every identifier with waiting events against the data already on disk: a push that
 /// landed while the daemon was down (or whose report was lost) is not left behind.
 pub async fn reconcile(app: &App) -> ProcessResult {

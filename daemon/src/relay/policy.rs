@@ -115,7 +115,7 @@ impl GraspPolicy {
             .store()
             .at_address(event.kind, &event.pubkey, &d_tag)
             .await?
-            && process::newer(&stored, event)
+            && crate::purgatory::is_newer(&stored, event)
         {
             return Ok(Some(Verdict::blocked(format!(
                 "a newer event for this address is already stored ({})",
@@ -226,7 +226,7 @@ impl GraspPolicy {
             self.app
                 .purgatory()
                 .at_address(Nip34Kind::State, &event.pubkey, &state.identifier)
-            && process::newer(&pending.event, event)
+            && crate::purgatory::is_newer(&pending.event, event)
         {
             return Ok(Verdict::blocked(format!(
                 "a newer state from you is already waiting for its git data ({})",

@@ -391,14 +391,8 @@ impl Store {
     /// Stores a released event and removes it from purgatory in one transaction, so a crash
     /// between the two can neither lose nor duplicate it.
     pub async fn release(&self, event: &Event) -> Result<SaveEventStatus, StoreError> {
-        let mut tx = begin_write(&self.pool).await?;
-        let status = writer::save_in(&mut tx, &self.tombstones, event).await?;
-        sqlx::query("DELETE FROM purgatory WHERE event_id = ?")
-            .bind(event.id.to_hex())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(status)
+        let statuses = self.release_many(std::slice::from_ref(event)).await?;
+        Ok(statuses.into_iter().next().unwrap_or(SaveEventStatus::Success))
     }
 
     /// Stored events per kind, for status.
