@@ -359,6 +359,8 @@ async fn metrics_are_prometheus_text_and_move_after_a_push() {
     assert_eq!(value(&before.body, "graspd_pushes_allowed_total"), 0.0);
     assert_eq!(value(&before.body, "graspd_events_purgatory_total"), 2.0);
     assert_eq!(value(&before.body, "graspd_websocket_connections"), 1.0);
+    // Two Bloom filters of at least 65,536 ids × 10 bits each.
+    assert!(value(&before.body, "graspd_store_filter_bytes") >= 2.0 * 81920.0);
 
     git(
         work.path(),

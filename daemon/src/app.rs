@@ -195,6 +195,7 @@ impl App {
                 .await
                 .map(|n| u64::try_from(n).unwrap_or(0))
                 .unwrap_or(0),
+            store_filter_bytes: self.store().filter_bytes() as u64,
         }
     }
 

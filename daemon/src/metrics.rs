@@ -145,6 +145,8 @@ pub struct Snapshot {
     pub sync_queue_length: u64,
     pub spooled_reports: u64,
     pub stored_events: u64,
+    /// Bytes of the store's in-memory id filters (see `store::memo`).
+    pub store_filter_bytes: u64,
 }
 
 impl Metrics {
@@ -216,7 +218,7 @@ impl Metrics {
                 get(value)
             );
         }
-        let gauges: [(&str, &str, i64); 8] = [
+        let gauges: [(&str, &str, i64); 9] = [
             (
                 "graspd_uptime_seconds",
                 "Seconds since start.",
@@ -231,6 +233,11 @@ impl Metrics {
                 "graspd_stored_events",
                 "Events in the store.",
                 to_i64(snapshot.stored_events),
+            ),
+            (
+                "graspd_store_filter_bytes",
+                "Memory held by the store's Bloom filters over stored and referenced ids.",
+                to_i64(snapshot.store_filter_bytes),
             ),
             (
                 "graspd_purgatory_entries",

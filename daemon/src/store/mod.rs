@@ -1,16 +1,19 @@
 //! The event store and the durable half of purgatory, on sqlx.
 //!
-//! `Store` is a cheap-to-clone handle. Reads go straight to the connection pool (SQLite in WAL
-//! mode serves readers while a writer commits). Event writes go through one writer task that
-//! commits whatever has queued up as one transaction (group commit): under load, one fsync covers
-//! many events, and replaceable/deletion rules are applied in a single, serial order.
+//! `Store` is a cheap-to-clone handle. Reads go to the sqlx connection pool (SQLite in WAL mode
+//! serves readers while a writer commits), after the in-memory summaries of `memo` had their
+//! say. Event writes go to one writer thread that commits whatever has queued up as one
+//! transaction (group commit): under load, one fsync covers many events, and replaceable/deletion
+//! rules are applied in a single, serial order.
 //!
 //! Only SQLite is wired up today. The schema in `daemon/migrations/` keeps to types and
 //! constraints PostgreSQL shares; the queries still use SQLite's `?` placeholders, `BEGIN
 //! IMMEDIATE` and `MAX(a, b)`, which a PostgreSQL backend would replace (`$n`, plain `BEGIN`,
 //! `GREATEST`).
 
+mod checkpoint;
 mod filter;
+mod memo;
 mod nostr_db;
 mod writer;
 
@@ -39,7 +42,11 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("stored event {id} does not parse: {reason}")]
     Corrupt { id: String, reason: String },
-    #[error("the store's writer task has stopped")]
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot start the store's writer thread: {0}")]
+    WriterThread(std::io::Error),
+    #[error("the store's writer has stopped")]
     WriterGone,
 }
 
@@ -47,8 +54,9 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
-    writer: mpsc::Sender<writer::SaveRequest>,
+    writer: mpsc::Sender<writer::Request>,
     tombstones: Arc<writer::Tombstones>,
+    memo: Arc<memo::Memo>,
 }
 
 /// A placeholder row as stored (see migration 0002).
@@ -86,6 +94,7 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             // Read pages through a memory map instead of a read() per page.
             .pragma("mmap_size", "268435456")
+            .pragma("wal_autocheckpoint", checkpoint::AUTOCHECKPOINT_PAGES)
             .foreign_keys(true);
         // No ping before each acquire: these are local files, and the ping is one more round trip
         // to the connection's worker thread on every query.
@@ -96,31 +105,41 @@ impl Store {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        // The writer has a connection of its own, so event saves never queue behind readers
-        // for a pooled connection.
-        let writer_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
         let tombstones = Arc::new(writer::Tombstones::load(&pool).await?);
-        let writer = writer::spawn(writer_pool, Arc::clone(&tombstones));
+        let memo = Arc::new(load_memo(&pool).await?);
+        let writer = writer::spawn(
+            options.get_filename(),
+            writer::Shared {
+                tombstones: Arc::clone(&tombstones),
+                memo: Arc::clone(&memo),
+                checkpointer: checkpoint::Checkpointer::spawn(pool.clone()),
+            },
+        )?;
         Ok(Self {
             pool,
             writer,
             tombstones,
+            memo,
         })
     }
 
     /// Saves an event with NIP-01 replaceable/addressable and NIP-09 deletion semantics.
     pub async fn save_event(&self, event: &Event) -> Result<SaveEventStatus, StoreError> {
+        self.write(|reply| writer::Request::Save {
+            event: event.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Sends a request to the writer thread and waits for its answer.
+    async fn write<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> writer::Request,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send(writer::SaveRequest {
-                event: event.clone(),
-                reply,
-            })
+            .send(request(reply))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
@@ -152,6 +171,9 @@ impl Store {
     }
 
     pub async fn contains(&self, id: &EventId) -> Result<bool, StoreError> {
+        if !self.memo.might_be_stored(id) {
+            return Ok(false);
+        }
         let row = sqlx::query("SELECT 1 FROM events WHERE id = ?")
             .bind(id.to_hex())
             .fetch_optional(&self.pool)
@@ -161,6 +183,9 @@ impl Store {
 
     /// Whether a stored event references `id` through an `e`, `E` or `q` tag ("tagged by").
     pub async fn is_referenced(&self, id: &EventId) -> Result<bool, StoreError> {
+        if !self.memo.might_be_referenced(id) {
+            return Ok(false);
+        }
         let row = sqlx::query("SELECT 1 FROM event_tags WHERE name IN ('e', 'E', 'q') AND value = ? LIMIT 1")
             .bind(id.to_hex())
             .fetch_optional(&self.pool)
@@ -208,13 +233,20 @@ impl Store {
         pubkey: &PublicKey,
         d_tag: &str,
     ) -> Result<Option<Event>, StoreError> {
+        let address = (kind.as_u16(), *pubkey, d_tag.to_owned());
+        if let Some(cached) = self.memo.addresses.get(&address) {
+            return Ok(cached);
+        }
+        let generation = self.memo.addresses.generation();
         let row = sqlx::query("SELECT json FROM events WHERE kind = ? AND pubkey = ? AND d_tag = ?")
             .bind(i64::from(kind.as_u16()))
             .bind(pubkey.to_hex())
             .bind(d_tag)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| parse_json_column(&row, 0)).transpose()
+        let event = row.map(|row| parse_json_column(&row, 0)).transpose()?;
+        self.memo.addresses.put(generation, address, event.clone());
+        Ok(event)
     }
 
     /// Every stored event of `kind` whose `d` tag is `identifier` (all authors).
@@ -239,12 +271,7 @@ impl Store {
             .iter()
             .map(|row| row.try_get(0))
             .collect::<Result<_, _>>()?;
-        let mut tx = begin_write(&self.pool).await?;
-        for id in ids {
-            writer::delete_event_rows(&mut tx, &id).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.write(|reply| writer::Request::Delete { ids, reply }).await
     }
 
     pub async fn wipe(&self) -> Result<(), StoreError> {
@@ -261,6 +288,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.memo.addresses.invalidate();
         Ok(())
     }
 
@@ -414,17 +442,16 @@ impl Store {
 
     /// [`release`](Self::release) for several events in one transaction.
     pub async fn release_many(&self, events: &[Event]) -> Result<Vec<SaveEventStatus>, StoreError> {
-        let mut tx = begin_write(&self.pool).await?;
-        let mut statuses = Vec::with_capacity(events.len());
-        for event in events {
-            statuses.push(writer::save_in(&mut tx, &self.tombstones, event).await?);
-            sqlx::query("DELETE FROM purgatory WHERE event_id = ?")
-                .bind(event.id.to_hex())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(statuses)
+        self.write(|reply| writer::Request::Release {
+            events: events.to_vec(),
+            reply,
+        })
+        .await
+    }
+
+    /// Memory held by the in-memory id filters, for `/metrics`.
+    pub fn filter_bytes(&self) -> usize {
+        self.memo.ids.heap_bytes() + self.memo.referenced.heap_bytes()
     }
 
     /// Counts of stored events, for start-up logging and status.
@@ -448,10 +475,34 @@ pub fn address_d_tag(event: &Event) -> Option<String> {
     }
 }
 
+/// Builds the in-memory summaries from the tables (one pass over the ids and the tag index).
+async fn load_memo(pool: &SqlitePool) -> Result<memo::Memo, StoreError> {
+    use futures_util::TryStreamExt;
+    let count: i64 = sqlx::query("SELECT COUNT(*) FROM events")
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    let memo = memo::Memo::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut ids = sqlx::query("SELECT id FROM events").fetch(pool);
+    while let Some(row) = ids.try_next().await? {
+        if let Some(id) = memo::hex32(row.try_get(0)?) {
+            memo.ids.insert(&id);
+        }
+    }
+    drop(ids);
+    let mut values = sqlx::query("SELECT value FROM event_tags WHERE name IN ('e', 'E', 'q')").fetch(pool);
+    while let Some(row) = values.try_next().await? {
+        if let Some(id) = memo::hex32(row.try_get(0)?) {
+            memo.referenced.insert(&id);
+        }
+    }
+    Ok(memo)
+}
+
 /// Starts a write transaction with `BEGIN IMMEDIATE`, taking the write lock up front (waiting
 /// out the busy timeout if needed). A deferred transaction that reads and then writes fails with
 /// SQLITE_BUSY at once, busy timeout or not, when another connection committed in between, and
-/// the writer task, `release` and the purgatory writes do commit side by side.
+/// the writer thread and the purgatory writes do commit side by side.
 async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
     pool.begin_with("BEGIN IMMEDIATE").await
 }

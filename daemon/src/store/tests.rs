@@ -1012,6 +1012,50 @@ async fn release_of_a_deleted_event_is_refused_and_clears_the_row() {
     assert!(store.purgatory_all().await.expect("rows").is_empty());
 }
 
+#[tokio::test]
+async fn a_cached_address_follows_replacement_deletion_and_release() {
+    let (_dir, store) = temp_store().await;
+    let keys = Keys::generate();
+    let kind = Kind::from(ANNOUNCEMENT);
+    let author = keys.public_key();
+    let at = || store.at_address(kind, &author, "repo");
+    // Asked twice while empty: the second answer comes from the cache.
+    assert!(at().await.expect("lookup").is_none());
+    assert!(at().await.expect("lookup").is_none());
+
+    let first = announcement(&keys, "repo", 100, "");
+    store.release(&first).await.expect("release");
+    assert_eq!(at().await.expect("lookup").map(|e| e.id), Some(first.id));
+
+    let newer = announcement(&keys, "repo", 200, "");
+    save(&store, &newer).await;
+    assert_eq!(at().await.expect("lookup").map(|e| e.id), Some(newer.id));
+
+    let coordinate = format!("{ANNOUNCEMENT}:{}:repo", keys.public_key().to_hex());
+    save(&store, &event(&keys, DELETION, 300, "", &[&["a", &coordinate]])).await;
+    assert!(at().await.expect("lookup").is_none(), "deleted address");
+}
+
+#[tokio::test]
+async fn reopening_rebuilds_the_id_filters_from_the_tables() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = Keys::generate();
+    let target = event(&keys, 1, 100, "", &[]);
+    let reply = event(&keys, 1, 101, "", &[&["e", &target.id.to_hex()]]);
+    {
+        let store = Store::open(&url(&dir)).await.expect("open");
+        save(&store, &reply).await;
+    }
+    let store = Store::open(&url(&dir)).await.expect("reopen");
+    assert!(store.contains(&reply.id).await.expect("contains"));
+    assert!(store.is_referenced(&target.id).await.expect("lookup"));
+    assert!(!store.contains(&target.id).await.expect("contains"));
+    assert_eq!(
+        save(&store, &reply).await,
+        SaveEventStatus::Rejected(RejectedReason::Duplicate)
+    );
+}
+
 // ---- restart ------------------------------------------------------------------------------
 
 #[tokio::test]
