@@ -290,15 +290,13 @@ impl App {
         if self.purgatory().announcement(repo).is_some() {
             return Ok(true);
         }
-        Ok(self
-            .store()
-            .at_address(
+        self.store()
+            .has_event_at(
                 Kind::from(KIND_ANNOUNCEMENT),
                 &repo.owner,
                 repo.identifier.as_str(),
             )
-            .await?
-            .is_some())
+            .await
     }
 
     /// The newest announcement of a repository, stored or pending.

@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 
-/// Commits between two requested checkpoints: a few MiB of WAL at the batch sizes seen under
-/// load.
-const COMMITS_PER_CHECKPOINT: u32 = 16;
-/// `wal_autocheckpoint` for every connection: 32 MiB of 4 KiB pages.
-pub const AUTOCHECKPOINT_PAGES: &str = "8192";
+/// Commits between two requested checkpoints: up to ~25 MiB of WAL at the batch sizes seen under
+/// load. Rarer checkpoints write the pages every batch touches (appends, inner pages) fewer
+/// times; 16 measured about 5% slower ingest than 64.
+const COMMITS_PER_CHECKPOINT: u32 = 64;
+/// `wal_autocheckpoint` for every connection: 64 MiB of 4 KiB pages.
+pub const AUTOCHECKPOINT_PAGES: &str = "16384";
 
 /// Handle the writer uses to report commits. Cloning is shallow; the background task ends when
 /// the last handle is dropped.

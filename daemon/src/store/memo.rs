@@ -173,6 +173,12 @@ impl AddressCache {
         map.entries.get(address).cloned()
     }
 
+    /// Whether the cached answer holds an event, without copying it.
+    pub fn holds(&self, address: &Address) -> Option<bool> {
+        let map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entries.get(address).map(Option::is_some)
+    }
+
     pub fn generation(&self) -> u64 {
         self.inner
             .lock()

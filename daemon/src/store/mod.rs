@@ -48,6 +48,8 @@ pub enum StoreError {
     WriterThread(std::io::Error),
     #[error("the store's writer has stopped")]
     WriterGone,
+    #[error("saved, but not known to be on disk: {0}")]
+    NotDurable(String),
 }
 
 /// Handle to the database. Cloning is shallow.
@@ -247,6 +249,21 @@ impl Store {
         let event = row.map(|row| parse_json_column(&row, 0)).transpose()?;
         self.memo.addresses.put(generation, address, event.clone());
         Ok(event)
+    }
+
+    /// Whether an event is stored at an address; from the cache when it can, without copying
+    /// the event.
+    pub async fn has_event_at(
+        &self,
+        kind: Kind,
+        pubkey: &PublicKey,
+        d_tag: &str,
+    ) -> Result<bool, StoreError> {
+        let address = (kind.as_u16(), *pubkey, d_tag.to_owned());
+        match self.memo.addresses.holds(&address) {
+            Some(held) => Ok(held),
+            None => Ok(self.at_address(kind, pubkey, d_tag).await?.is_some()),
+        }
     }
 
     /// Every stored event of `kind` whose `d` tag is `identifier` (all authors).
