@@ -490,3 +490,30 @@ pub(crate) fn split_coordinate(value: &str) -> Option<(i64, PublicKey, &str)> {
     let kind_value = Kind::from(kind);
     (kind_value.is_replaceable() || kind_value.is_addressable()).then_some((i64::from(kind), pubkey, d_tag))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_wal_has_nothing_to_sync_and_a_present_one_syncs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wal = dir.path().join("graspd.db-wal");
+        assert!(sync_data(&wal).is_ok(), "no WAL: nothing to sync");
+        std::fs::write(&wal, b"frames").expect("write");
+        assert!(sync_data(&wal).is_ok());
+    }
+
+    #[test]
+    fn a_failed_sync_turns_a_saved_answer_into_an_error_but_keeps_refusals() {
+        let (reply, answer_rx) = oneshot::channel();
+        answer(reply, Ok(SaveEventStatus::Success))(Some(&std::io::Error::other("disk gone")));
+        let result = answer_rx.blocking_recv().expect("answered");
+        assert!(matches!(result, Err(StoreError::NotDurable(message)) if message.contains("disk gone")));
+
+        let (reply, answer_rx) = oneshot::channel::<Result<SaveEventStatus, StoreError>>();
+        answer(reply, Err(StoreError::WriterGone))(Some(&std::io::Error::other("disk gone")));
+        let result = answer_rx.blocking_recv().expect("answered");
+        assert!(matches!(result, Err(StoreError::WriterGone)));
+    }
+}
