@@ -129,6 +129,7 @@ impl Store {
     pub async fn save_event(&self, event: &Event) -> Result<SaveEventStatus, StoreError> {
         self.write(|reply| writer::Request::Save {
             event: event.clone(),
+            json: event.as_json(),
             reply,
         })
         .await

@@ -93,10 +93,15 @@ impl Tombstones {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A change to the event tables.
+// Nearly every request is a `Save`: boxing it to shrink the rare others would cost an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Request {
-    /// Store one event (NIP-01 replaceable/addressable rules, NIP-09 deletions).
+    /// Store one event (NIP-01 replaceable/addressable rules, NIP-09 deletions). `json` is the
+    /// event serialized by the caller, off the writer's serial path.
     Save {
         event: Event,
+        json: String,
         reply: Reply<SaveEventStatus>,
     },
     /// Store events released from purgatory and drop their purgatory rows, in one transaction.
@@ -181,6 +186,7 @@ fn sync_data(wal: &Path) -> std::io::Result<()> {
 
 struct SaveRequest {
     event: Event,
+    json: String,
     reply: Reply<SaveEventStatus>,
 }
 
@@ -190,13 +196,15 @@ impl Writer {
         let mut next = requests.blocking_recv();
         while let Some(request) = next.take() {
             match request {
-                Request::Save { event, reply } => {
-                    batch.push(SaveRequest { event, reply });
+                Request::Save { event, json, reply } => {
+                    batch.push(SaveRequest { event, json, reply });
                     // Take the saves already waiting; another kind of request ends the batch
                     // and runs after it, keeping arrival order.
                     while batch.len() < MAX_BATCH {
                         match requests.try_recv() {
-                            Ok(Request::Save { event, reply }) => batch.push(SaveRequest { event, reply }),
+                            Ok(Request::Save { event, json, reply }) => {
+                                batch.push(SaveRequest { event, json, reply });
+                            }
                             Ok(other) => {
                                 next = Some(other);
                                 break;
@@ -239,7 +247,7 @@ impl Writer {
             Err(error) => {
                 tracing::warn!(%error, events = batch.len(), "batch commit failed; saving one by one");
                 for request in batch.drain(..) {
-                    let result = self.save_alone(&request.event);
+                    let result = self.save_alone(&request.event, &request.json);
                     self.answers.push(answer(request.reply, result));
                 }
             }
@@ -252,7 +260,7 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let statuses = batch
             .iter()
-            .map(|request| save_in(&tx, &self.shared, &request.event))
+            .map(|request| save_in(&tx, &self.shared, &request.event, &request.json))
             .collect::<Result<Vec<_>, _>>()?;
         tx.commit()?;
         if batch.iter().any(|request| changes_addresses(&request.event)) {
@@ -261,11 +269,11 @@ impl Writer {
         Ok(statuses)
     }
 
-    fn save_alone(&mut self, event: &Event) -> Result<SaveEventStatus, StoreError> {
+    fn save_alone(&mut self, event: &Event, json: &str) -> Result<SaveEventStatus, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let status = save_in(&tx, &self.shared, event)?;
+        let status = save_in(&tx, &self.shared, event, json)?;
         tx.commit()?;
         if changes_addresses(event) {
             self.shared.memo.addresses.invalidate();
@@ -281,7 +289,7 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut statuses = Vec::with_capacity(events.len());
         for event in events {
-            statuses.push(save_in(&tx, &self.shared, event)?);
+            statuses.push(save_in(&tx, &self.shared, event, &event.as_json())?);
             tx.prepare_cached("DELETE FROM purgatory WHERE event_id = ?")?
                 .execute([event.id.to_hex()])?;
         }
@@ -325,7 +333,12 @@ fn indexed_tags(event: &Event) -> impl Iterator<Item = (&str, &str)> {
 /// replacement, the insert with its tag index, and NIP-09 effects of a deletion event. The
 /// in-memory summaries spare the queries whose answer is known: an id the Bloom filter has
 /// never seen is not stored, an id no tombstone names was not deleted.
-fn save_in(tx: &Transaction<'_>, shared: &Shared, event: &Event) -> Result<SaveEventStatus, StoreError> {
+fn save_in(
+    tx: &Transaction<'_>,
+    shared: &Shared,
+    event: &Event,
+    json: &str,
+) -> Result<SaveEventStatus, StoreError> {
     if event.kind.is_ephemeral() {
         return Ok(SaveEventStatus::Rejected(RejectedReason::Ephemeral));
     }
@@ -377,7 +390,7 @@ fn save_in(tx: &Transaction<'_>, shared: &Shared, event: &Event) -> Result<SaveE
     tx.prepare_cached(
         "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json) VALUES (?, ?, ?, ?, ?, ?)",
     )?
-    .execute(params![id, pubkey, created_at, kind, d_tag, event.as_json()])?;
+    .execute(params![id, pubkey, created_at, kind, d_tag, json])?;
     shared.memo.note_stored(event);
     let mut insert_tag = tx.prepare_cached(
         "INSERT INTO event_tags (event_id, name, value, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
