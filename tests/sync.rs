@@ -14,6 +14,8 @@ const FAST_SYNC: &[&str] = &[
     "0",
     "--sync-immediate-delay-ms",
     "100",
+    // Both daemons are on loopback.
+    "--sync-private-addresses",
 ];
 
 /// An announcement listing both servers (and any extra clone URLs first).
@@ -162,4 +164,40 @@ async fn a_pull_request_whose_commit_is_on_another_server_is_fetched_from_its_cl
         git(&repo, &["rev-parse", &format!("refs/nostr/{}", pr.id.to_hex())]),
         tip
     );
+}
+
+#[tokio::test]
+async fn clone_urls_on_private_addresses_are_not_fetched_by_default() {
+    let a = Server::start_on("127.0.0.1", FAST_SYNC);
+    // B keeps the default: no fetching from loopback, private or link-local addresses.
+    let b = Server::start_on("127.0.0.2", &FAST_SYNC[..4]);
+    let owner = Keys::generate();
+    let ann = shared_announcement(&owner, &a, &b, "guarded", &[]);
+    let (work, oid) = work_tree_with_commit("only on a");
+    let st = state(&owner, "guarded", &[("refs/heads/main", &oid)], Some("main"));
+    let mut client_a = a.client().await;
+    client_a.publish(&ann).await;
+    client_a.publish(&st).await;
+    git(
+        work.path(),
+        &["push", "-q", &a.clone_url(&owner, "guarded"), "main"],
+    );
+    let mut client_b = b.client().await;
+    assert_eq!(client_b.publish(&ann).await.message, PURGATORY_OK);
+    assert_eq!(client_b.publish(&st).await.message, PURGATORY_OK);
+
+    eventually("B refuses to fetch from 127.0.0.1 and says why", || {
+        let log = b.log();
+        async move { log.contains("127.0.0.1, a non-public address") && log.contains("--sync-private-addresses") }
+    })
+    .await;
+    assert!(served_ids(&b, json!({"kinds": [30618]})).await.is_empty());
+    let b_repo = b.repo_path(&owner, "guarded");
+    let has_commit = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&b_repo)
+        .args(["cat-file", "-e", &oid])
+        .status()
+        .expect("git cat-file");
+    assert!(!has_commit.success(), "no object was fetched");
 }

@@ -395,6 +395,7 @@ async fn drain(latency: Latency) {
         // 200 identifiers per domain: never the limit here.
         domain_rate_limit: 1_000_000,
         fetch_timeout: Duration::from_secs(60),
+        private_addresses: false,
     };
     let queue = SyncQueue::new();
     let syncer = Syncer::new(ctx, queue.clone(), &settings);
@@ -459,7 +460,13 @@ fn process_cpu_seconds() -> Option<f64> {
 
 /// Daemons as they would run in production: quiet logs, and B syncs as soon as a state waits.
 const DAEMON_ARGS: &[&str] = &["--log", "warn"];
-const SYNC_AT_ONCE: &[&str] = &["--log", "warn", "--sync-default-delay-secs", "0"];
+const SYNC_AT_ONCE: &[&str] = &[
+    "--log",
+    "warn",
+    "--sync-default-delay-secs",
+    "0",
+    "--sync-private-addresses",
+];
 
 /// An announcement listing A's clone URL, then B's, and both relays.
 fn shared_announcement(owner: &Keys, a: &Server, b: &Server, identifier: &str) -> Event {

@@ -266,6 +266,13 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..))]
     pub sync_fetch_timeout_secs: u64,
 
+    /// Let the sync fetch from clone URLs whose host is, or resolves to, a loopback, private,
+    /// link-local or otherwise non-public address. Off by default, so that an announcement
+    /// cannot make the server probe its own network; turn it on for mirrors on a LAN (and for
+    /// tests on loopback).
+    #[arg(long, env = "GRASPD_SYNC_PRIVATE_ADDRESSES")]
+    pub sync_private_addresses: bool,
+
     /// Seconds an event waits in purgatory for its git data before it is discarded.
     #[arg(long, env = "GRASPD_PURGATORY_EXPIRY_SECS", default_value_t = 1800)]
     pub purgatory_expiry_secs: u64,
@@ -492,6 +499,8 @@ pub struct SyncSettings {
     pub domain_rate_limit: usize,
     /// Longest run of one `git fetch`.
     pub fetch_timeout: Duration,
+    /// Whether clone URLs may point at non-public addresses (see `sync::address`).
+    pub private_addresses: bool,
 }
 
 /// The resolved configuration of a running server.
@@ -566,6 +575,7 @@ impl Config {
                 domain_concurrent: usize::try_from(args.sync_domain_concurrent).unwrap_or(usize::MAX),
                 domain_rate_limit: usize::try_from(args.sync_domain_rate_limit).unwrap_or(usize::MAX),
                 fetch_timeout: Duration::from_secs(args.sync_fetch_timeout_secs),
+                private_addresses: args.sync_private_addresses,
             },
         })
     }

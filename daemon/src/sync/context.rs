@@ -45,14 +45,21 @@ impl RealSyncContext {
 
     /// One `git fetch` of `oids` from `url` into `target`, killed after the fetch timeout. The
     /// objects land in the object store only: no refspec (so no ref is written), no tags, no
-    /// FETCH_HEAD, no prompt, no credential helper, and only http(s) transports.
+    /// FETCH_HEAD, no prompt, no credential helper, and only http(s) transports. The host must
+    /// resolve to public addresses unless the operator allowed others (`sync::address`).
     async fn git_fetch(&self, target: &RepoId, url: &SyncUrl, oids: &[&Oid]) -> Result<(), SyncError> {
-        let timeout = self.app.config().sync.fetch_timeout;
+        let settings = &self.app.config().sync;
+        let timeout = settings.fetch_timeout;
+        let guard = super::address::check(url, settings.private_addresses).await?;
         let mut command = tokio::process::Command::new(self.app.git().git_program());
         command
             .arg("-C")
             .arg(self.app.git().path(target))
-            .args(["-c", "credential.helper="])
+            .args(["-c", "credential.helper="]);
+        for setting in &guard.git_config {
+            command.arg("-c").arg(setting);
+        }
+        command
             .args([
                 "fetch",
                 "--no-tags",
@@ -304,6 +311,8 @@ mod tests {
             "ours.example",
             "--sync-fetch-timeout-secs",
             "20",
+            // The servers these tests fetch from are on loopback.
+            "--sync-private-addresses",
         ])
         .expect("arguments");
         let Command::Serve(args) = cli.command else {

@@ -22,6 +22,7 @@
 //! [`RealSyncContext`] does it with the store, purgatory and `git fetch`. This server's own
 //! domain is never fetched from, and only http(s) URLs are.
 
+pub mod address;
 pub mod context;
 pub mod queue;
 pub mod throttle;
@@ -63,6 +64,13 @@ pub enum SyncError {
     Timeout { url: String, after: Duration },
     #[error("fetch from {url} failed: {stderr}")]
     Fetch { url: String, stderr: String },
+    #[error("cannot resolve the host of {url}: {reason}")]
+    Resolve { url: String, reason: String },
+    #[error(
+        "not fetching from {url}: it resolves to {address}, a non-public address \
+         (start graspd with --sync-private-addresses to allow)"
+    )]
+    PrivateAddress { url: String, address: std::net::IpAddr },
 }
 
 /// How long a new waiting event of `source` lets its identifier rest before the sync looks.
@@ -98,6 +106,10 @@ impl SyncUrl {
 
     pub fn as_str(&self) -> &str {
         self.url.as_str()
+    }
+
+    pub fn url(&self) -> &url::Url {
+        &self.url
     }
 
     pub fn domain(&self) -> &str {

@@ -38,6 +38,7 @@ fn settings() -> SyncSettings {
         domain_concurrent: 5,
         domain_rate_limit: 30,
         fetch_timeout: Duration::from_secs(60),
+        private_addresses: false,
     }
 }
 
