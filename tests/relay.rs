@@ -2,7 +2,7 @@
 
 mod support;
 
-use nostr::{Keys, Timestamp};
+use nostr::{Event, Keys, Timestamp};
 use serde_json::json;
 use support::*;
 
@@ -528,6 +528,48 @@ async fn purgatory_survives_kill_9_and_stays_hidden() {
     }
     assert!(client.ids(json!({"kinds": [30617, 30618]})).await.is_empty());
     assert!(server.repo_path(&owner, "durable").join("HEAD").is_file());
+}
+
+#[tokio::test]
+async fn every_event_answered_ok_survives_kill_9() {
+    let mut server = Server::start();
+    let owner = Keys::generate();
+    let coordinate = coordinate(&owner, "kept");
+    let issues: Vec<Event> = (0..60)
+        .map(|i| event(&owner, 1621, &format!("issue {i}"), &[&["a", &coordinate]]))
+        .collect();
+    {
+        let mut client = server.client().await;
+        assert_eq!(
+            client
+                .publish(&announcement(&owner, &server, "kept"))
+                .await
+                .message,
+            PURGATORY_OK
+        );
+        // Sent back to back, so the writer commits them in groups.
+        for issue in &issues {
+            client
+                .send_raw(&json!(["EVENT", serde_json::to_value(issue).expect("json")]).to_string())
+                .await;
+        }
+        let mut accepted = 0;
+        while accepted < issues.len() {
+            let reply = client.next().await;
+            if reply[0] == "OK" {
+                assert_eq!(reply[2], true, "{reply}");
+                accepted += 1;
+            }
+        }
+    }
+    server.kill9();
+    server.restart();
+    let mut client = server.client().await;
+    let mut stored = client.ids(json!({"kinds": [1621]})).await;
+    stored.sort();
+    let mut sent: Vec<String> = issues.iter().map(|e| e.id.to_hex()).collect();
+    sent.sort();
+    assert_eq!(stored, sent);
 }
 
 #[tokio::test]
