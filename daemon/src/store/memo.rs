@@ -134,14 +134,7 @@ pub fn hex32(value: &str) -> Option<[u8; 32]> {
     if value.len() != 64 {
         return None;
     }
-    let mut out = [0u8; 32];
-    let digits = value.as_bytes();
-    for (i, byte) in out.iter_mut().enumerate() {
-        let high = char::from(digits[2 * i]).to_digit(16)?;
-        let low = char::from(digits[2 * i + 1]).to_digit(16)?;
-        *byte = u8::try_from(high * 16 + low).ok()?;
-    }
-    Some(out)
+    EventId::from_hex(value).ok().map(|id| id.to_bytes())
 }
 
 /// `(kind, author, d)`.

@@ -293,21 +293,7 @@ impl Store {
     }
 
     pub async fn wipe(&self) -> Result<(), StoreError> {
-        let mut tx = begin_write(&self.pool).await?;
-        for table in [
-            "event_tags",
-            "events",
-            "deleted_events",
-            "deleted_addresses",
-            "purgatory",
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        self.memo.addresses.invalidate();
-        Ok(())
+        self.write(|reply| writer::Request::Wipe { reply }).await
     }
 
     // ---- purgatory rows -------------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! The single writer of events: group commit on a thread of its own.
 //!
-//! Every change to the event tables (saves, releases from purgatory, operator deletions) is a
+//! Every change to the event tables (saves, releases from purgatory, operator deletions, wipe) is a
 //! request on one channel. A dedicated OS thread takes whatever has queued up (up to
 //! `MAX_BATCH` saves), applies them in arrival order inside one `BEGIN IMMEDIATE` transaction,
 //! commits once and answers each request. If the batch fails, each save is retried alone so one
@@ -111,6 +111,8 @@ pub(super) enum Request {
     },
     /// Remove events by id (operator action, not NIP-09).
     Delete { ids: Vec<String>, reply: Reply<()> },
+    /// Empty every event table and purgatory (`NostrDatabase::wipe`).
+    Wipe { reply: Reply<()> },
 }
 
 /// What the writer thread shares with the rest of the store.
@@ -222,6 +224,10 @@ impl Writer {
                     let result = self.delete(&ids);
                     self.answers.push(answer(reply, result));
                 }
+                Request::Wipe { reply } => {
+                    let result = self.wipe();
+                    self.answers.push(answer(reply, result));
+                }
             }
             let synced = sync_data(&self.wal);
             if let Err(error) = &synced {
@@ -305,6 +311,19 @@ impl Writer {
         for id in ids {
             delete_event_rows(&tx, id)?;
         }
+        tx.commit()?;
+        self.shared.memo.addresses.invalidate();
+        Ok(())
+    }
+
+    fn wipe(&mut self) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "DELETE FROM event_tags; DELETE FROM events; DELETE FROM deleted_events; \
+             DELETE FROM deleted_addresses; DELETE FROM purgatory;",
+        )?;
         tx.commit()?;
         self.shared.memo.addresses.invalidate();
         Ok(())

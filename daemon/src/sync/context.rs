@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use super::address::FetchGuard;
 use super::{Needed, SyncContext, SyncError, SyncQueue, SyncUrl, delay_for};
 use crate::app::{App, RepoGroup};
 use crate::config::Domain;
@@ -45,12 +46,16 @@ impl RealSyncContext {
 
     /// One `git fetch` of `oids` from `url` into `target`, killed after the fetch timeout. The
     /// objects land in the object store only: no refspec (so no ref is written), no tags, no
-    /// FETCH_HEAD, no prompt, no credential helper, and only http(s) transports. The host must
-    /// resolve to public addresses unless the operator allowed others (`sync::address`).
-    async fn git_fetch(&self, target: &RepoId, url: &SyncUrl, oids: &[&Oid]) -> Result<(), SyncError> {
-        let settings = &self.app.config().sync;
-        let timeout = settings.fetch_timeout;
-        let guard = super::address::check(url, settings.private_addresses).await?;
+    /// FETCH_HEAD, no prompt, no credential helper, and only http(s) transports. `guard` holds
+    /// the settings from the address check (`sync::address`).
+    async fn git_fetch(
+        &self,
+        target: &RepoId,
+        url: &SyncUrl,
+        guard: &FetchGuard,
+        oids: &[&Oid],
+    ) -> Result<(), SyncError> {
+        let timeout = self.app.config().sync.fetch_timeout;
         let mut command = tokio::process::Command::new(self.app.git().git_program());
         command
             .arg("-C")
@@ -97,6 +102,35 @@ impl RealSyncContext {
             url: url.to_string(),
             stderr: stderr.trim().chars().take(MAX_STDERR).collect(),
         })
+    }
+
+    /// `git fetch` of all of `sorted` (the host already checked: `guard`); when the server lacks
+    /// some of them, one object at a time, to take what it has.
+    async fn git_fetch_all(
+        &self,
+        target: &RepoId,
+        url: &SyncUrl,
+        guard: &FetchGuard,
+        sorted: &[&Oid],
+    ) -> Result<(), SyncError> {
+        match self.git_fetch(target, url, guard, sorted).await {
+            Err(SyncError::Fetch { stderr, .. })
+                if sorted.len() > 1
+                    && MISSING_OBJECT_MARKERS
+                        .iter()
+                        .any(|marker| stderr.to_ascii_lowercase().contains(marker)) =>
+            {
+                let mut last = Ok(());
+                for oid in sorted {
+                    last = self.git_fetch(target, url, guard, &[oid]).await;
+                    if matches!(last, Err(SyncError::Timeout { .. } | SyncError::Spawn(_))) {
+                        break;
+                    }
+                }
+                last
+            }
+            other => other,
+        }
     }
 }
 
@@ -199,24 +233,9 @@ impl SyncContext for RealSyncContext {
         let started = std::time::Instant::now();
         let mut sorted: Vec<&Oid> = oids.iter().collect();
         sorted.sort();
-        let outcome = match self.git_fetch(target, url, &sorted).await {
-            Err(SyncError::Fetch { stderr, .. })
-                if sorted.len() > 1
-                    && MISSING_OBJECT_MARKERS
-                        .iter()
-                        .any(|marker| stderr.to_ascii_lowercase().contains(marker)) =>
-            {
-                // The server lacks some of them: take what it has, one object at a time.
-                let mut last = Ok(());
-                for oid in &sorted {
-                    last = self.git_fetch(target, url, &[oid]).await;
-                    if matches!(last, Err(SyncError::Timeout { .. } | SyncError::Spawn(_))) {
-                        break;
-                    }
-                }
-                last
-            }
-            other => other,
+        let outcome = match super::address::check(url, self.app.config().sync.private_addresses).await {
+            Ok(guard) => self.git_fetch_all(target, url, &guard, &sorted).await,
+            Err(error) => Err(error),
         };
         let still_missing =
             missing_objects(self.app.git().path(target), oids.iter().cloned().collect()).await?;
