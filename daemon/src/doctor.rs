@@ -120,7 +120,14 @@ fn check_hooks_dir(hooks: &HookSetup, install_hooks: &str) -> Vec<Finding> {
         )];
     }
     let mut findings = vec![Finding::ok(format!("hooks directory {}", dir.display()))];
-    for name in HOOK_NAMES {
+    // With the fast hook in front, the full hook it hands unusual runs to must work too.
+    let fast = dir.join(crate::git::FAST_HOOK_NAME).exists();
+    let names: &[&str] = if fast {
+        &["pre-receive", "post-receive", crate::git::FULL_HOOK_NAME]
+    } else {
+        &HOOK_NAMES
+    };
+    for &name in names {
         let link = dir.join(name);
         let target = std::fs::read_link(&link).unwrap_or_else(|_| link.clone());
         let finding = match std::fs::metadata(&link) {
@@ -279,8 +286,15 @@ fn check_repo_writable(repo: &Path) -> Option<Finding> {
 /// repository's `graspd.socket` and asks the daemon whether it serves the repository. With no
 /// repository yet, it checks the socket alone.
 fn check_hook_reaches_daemon(hooks: &HookSetup, repos: &[PathBuf]) -> Vec<Finding> {
-    let hook =
-        std::fs::read_link(hooks.hooks_dir.join("pre-receive")).unwrap_or_else(|_| hooks.hook_binary.clone());
+    // The full hook: `grasp-hook` beside the fast one, else whatever pre-receive links to.
+    let full = hooks.hooks_dir.join(crate::git::FULL_HOOK_NAME);
+    let hook = if full.exists() {
+        full
+    } else {
+        std::fs::read_link(hooks.hooks_dir.join("pre-receive"))
+            .map(|target| hooks.hooks_dir.join(target))
+            .unwrap_or_else(|_| hooks.hook_binary.clone())
+    };
     let run = |repo: Option<&Path>| {
         let mut command = Command::new(&hook);
         command.arg("check").env_remove("GRASPD_SOCKET");
@@ -388,6 +402,32 @@ mod tests {
                 .iter()
                 .all(|f| !f.ok && f.what.contains("not an executable"))
         );
+        std::fs::set_permissions(&hooks.hook_binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert!(check_hooks_dir(&hooks, "x").iter().all(|f| f.ok));
+    }
+
+    #[test]
+    fn with_the_fast_hook_the_full_hook_behind_it_is_checked_too() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let hooks = setup(data.path());
+        std::fs::create_dir_all(&hooks.hooks_dir).expect("mkdir");
+        let fast = hooks.hooks_dir.join(crate::git::FAST_HOOK_NAME);
+        std::fs::write(&fast, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&fast, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        for name in HOOK_NAMES {
+            std::os::unix::fs::symlink(crate::git::FAST_HOOK_NAME, hooks.hooks_dir.join(name)).expect("link");
+        }
+        let full = hooks.hooks_dir.join(crate::git::FULL_HOOK_NAME);
+        std::os::unix::fs::symlink(&hooks.hook_binary, &full).expect("link");
+        // The full hook is not installed where the link points.
+        let findings = check_hooks_dir(&hooks, "x");
+        assert_eq!(findings.len(), 4);
+        assert!(findings[1].ok && findings[2].ok, "{findings:?}");
+        assert!(
+            !findings[3].ok && findings[3].what.contains("grasp-hook"),
+            "{findings:?}"
+        );
+        std::fs::write(&hooks.hook_binary, "#!/bin/sh\n").expect("write");
         std::fs::set_permissions(&hooks.hook_binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         assert!(check_hooks_dir(&hooks, "x").iter().all(|f| f.ok));
     }

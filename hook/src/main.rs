@@ -14,6 +14,18 @@ mod config;
 mod spool;
 mod updates;
 
+// The fast hook (hook/fast, a separate no_std binary built by build.rs) shares no code with this
+// one; its pure parts are compiled in here only to be unit-tested with std and prost.
+#[cfg(test)]
+mod fast_tests;
+#[cfg(test)]
+#[path = "../fast/huffman.rs"]
+mod huffman;
+#[cfg(test)]
+#[path = "../fast/wire.rs"]
+#[allow(dead_code)] // the fast hook's reading side is exercised by the hook tests, not unit tests
+mod wire;
+
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::io::Write;

@@ -98,6 +98,43 @@ impl HookService for FakeDaemon {
     }
 }
 
+/// How the hooks directory is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// As graspd lays it out: `pre-receive`/`post-receive` are the fast hook, which hands
+    /// anything unusual to `grasp-hook` (a link to the full hook) beside it.
+    Fast,
+    /// `pre-receive`/`post-receive` link to the full hook.
+    Full,
+}
+
+/// The fast hook built by build.rs; empty on targets without one.
+const FAST_HOOK: &str = env!("GRASP_HOOK_FAST");
+
+/// Runs each named test (an `async fn(Layout)`) once per layout, as `<name>::fast` and
+/// `<name>::full`; the fast run is skipped, saying so, where there is no fast hook.
+macro_rules! layouts {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn full() {
+                    super::$name(super::Layout::Full).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn fast() {
+                    if super::FAST_HOOK.is_empty() {
+                        eprintln!("skipped: no fast hook on this target");
+                        return;
+                    }
+                    super::$name(super::Layout::Fast).await;
+                }
+            }
+        )*
+    };
+}
+
 /// A scratch world: a bare-looking repository whose git config points at the fake daemon's
 /// socket, a spool directory and a hooks directory of links to the binary, as graspd sets up.
 struct World {
@@ -106,10 +143,11 @@ struct World {
     repo: PathBuf,
     socket: PathBuf,
     spool: PathBuf,
+    layout: Layout,
 }
 
 impl World {
-    fn new() -> World {
+    fn new(layout: Layout) -> World {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().canonicalize().expect("canonical");
         let repo = root.join("repo.git");
@@ -128,8 +166,16 @@ impl World {
         .expect("config");
         let hooks = root.join("hooks");
         std::fs::create_dir(&hooks).expect("hooks");
+        let target = match layout {
+            Layout::Full => PathBuf::from(env!("CARGO_BIN_EXE_grasp-hook")),
+            Layout::Fast => {
+                std::fs::copy(FAST_HOOK, hooks.join("grasp-hook-fast")).expect("copy the fast hook");
+                symlink(env!("CARGO_BIN_EXE_grasp-hook"), hooks.join("grasp-hook")).expect("link");
+                PathBuf::from("grasp-hook-fast")
+            }
+        };
         for hook in ["pre-receive", "post-receive"] {
-            symlink(env!("CARGO_BIN_EXE_grasp-hook"), hooks.join(hook)).expect("link");
+            symlink(&target, hooks.join(hook)).expect("link");
         }
         World {
             _dir: dir,
@@ -137,6 +183,15 @@ impl World {
             repo,
             socket,
             spool,
+            layout,
+        }
+    }
+
+    /// The binary an operator would run by hand in this layout.
+    fn binary(&self) -> PathBuf {
+        match self.layout {
+            Layout::Full => PathBuf::from(env!("CARGO_BIN_EXE_grasp-hook")),
+            Layout::Fast => self.hook("grasp-hook-fast"),
         }
     }
 
@@ -207,9 +262,8 @@ fn update(ref_name: &str) -> String {
     format!("{OLD} {NEW} {ref_name}\n")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pre_receive_relays_each_verdict_and_allows_an_allowed_push() {
-    let world = World::new();
+async fn pre_receive_relays_each_verdict_and_allows_an_allowed_push(layout: Layout) {
+    let world = World::new(layout);
     let daemon = FakeDaemon::default();
     world.serve(daemon.clone());
 
@@ -228,9 +282,8 @@ async fn pre_receive_relays_each_verdict_and_allows_an_allowed_push() {
     assert_eq!(calls[0].updates[0].new_oid, NEW);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pre_receive_refuses_when_graspd_refuses_one_ref() {
-    let world = World::new();
+async fn pre_receive_refuses_when_graspd_refuses_one_ref(layout: Layout) {
+    let world = World::new(layout);
     world.serve(FakeDaemon::default());
 
     let input = update("refs/heads/main") + &update("refs/heads/denied");
@@ -240,9 +293,8 @@ async fn pre_receive_refuses_when_graspd_refuses_one_ref() {
     assert!(stderr(&output).contains("refs/heads/denied is not in the maintainers' state event.\n"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pre_receive_fails_closed_when_graspd_is_down() {
-    let world = World::new();
+async fn pre_receive_fails_closed_when_graspd_is_down(layout: Layout) {
+    let world = World::new(layout);
     let output = world
         .run(&world.hook("pre-receive"), &[], &[], &update("refs/heads/main"))
         .await;
@@ -259,9 +311,8 @@ async fn pre_receive_fails_closed_when_graspd_is_down() {
     assert!(said.trim_end().ends_with("; push refused"), "{said}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pre_receive_fails_closed_when_graspd_does_not_answer_in_time() {
-    let world = World::new();
+async fn pre_receive_fails_closed_when_graspd_does_not_answer_in_time(layout: Layout) {
+    let world = World::new(layout);
     world.serve(FakeDaemon::default());
     let output = world
         .run(
@@ -280,9 +331,8 @@ async fn pre_receive_fails_closed_when_graspd_does_not_answer_in_time() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pre_receive_refuses_malformed_input_without_asking_graspd() {
-    let world = World::new();
+async fn pre_receive_refuses_malformed_input_without_asking_graspd(layout: Layout) {
+    let world = World::new(layout);
     let daemon = FakeDaemon::default();
     world.serve(daemon.clone());
     let input = update("refs/heads/main") + &format!("{OLD} {NEW} main\n");
@@ -296,9 +346,8 @@ async fn pre_receive_refuses_malformed_input_without_asking_graspd() {
     assert!(daemon.authorized.lock().expect("lock").is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pre_receive_refuses_when_no_socket_is_configured() {
-    let world = World::new();
+async fn pre_receive_refuses_when_no_socket_is_configured(layout: Layout) {
+    let world = World::new(layout);
     std::fs::write(world.repo.join("config"), "[core]\n\tbare = true\n").expect("config");
     let output = world
         .run(&world.hook("pre-receive"), &[], &[], &update("refs/heads/main"))
@@ -311,9 +360,8 @@ async fn pre_receive_refuses_when_no_socket_is_configured() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_environment_socket_wins_over_git_config() {
-    let world = World::new();
+async fn the_environment_socket_wins_over_git_config(layout: Layout) {
+    let world = World::new(layout);
     world.serve(FakeDaemon::default());
     std::fs::write(
         world.repo.join("config"),
@@ -332,9 +380,8 @@ async fn the_environment_socket_wins_over_git_config() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_receive_relays_graspds_messages() {
-    let world = World::new();
+async fn post_receive_relays_graspds_messages(layout: Layout) {
+    let world = World::new(layout);
     let daemon = FakeDaemon::default();
     world.serve(daemon.clone());
     let output = world
@@ -353,9 +400,8 @@ async fn post_receive_relays_graspds_messages() {
     assert!(world.spooled().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_receive_spools_the_report_when_graspd_is_down() {
-    let world = World::new();
+async fn post_receive_spools_the_report_when_graspd_is_down(layout: Layout) {
+    let world = World::new(layout);
     let output = world
         .run(&world.hook("post-receive"), &[], &[], &update("refs/heads/main"))
         .await;
@@ -376,9 +422,8 @@ async fn post_receive_spools_the_report_when_graspd_is_down() {
     assert_eq!(spooled[0].updates[0].ref_name, "refs/heads/main");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_receive_spools_the_report_when_graspd_answers_an_error() {
-    let world = World::new();
+async fn post_receive_spools_the_report_when_graspd_answers_an_error(layout: Layout) {
+    let world = World::new(layout);
     world.serve(FakeDaemon {
         fail_reports: true,
         ..FakeDaemon::default()
@@ -396,9 +441,8 @@ async fn post_receive_spools_the_report_when_graspd_answers_an_error() {
     assert_eq!(world.spooled().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_receive_never_fails_the_push() {
-    let world = World::new();
+async fn post_receive_never_fails_the_push(layout: Layout) {
+    let world = World::new(layout);
     std::fs::write(world.repo.join("config"), "").expect("config");
     let output = world
         .run(&world.hook("post-receive"), &[], &[], &update("refs/heads/main"))
@@ -421,11 +465,10 @@ async fn post_receive_never_fails_the_push() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_reports_the_daemon_and_whether_it_knows_the_repository() {
-    let world = World::new();
+async fn check_reports_the_daemon_and_whether_it_knows_the_repository(layout: Layout) {
+    let world = World::new(layout);
     world.serve(FakeDaemon::default());
-    let binary = Path::new(env!("CARGO_BIN_EXE_grasp-hook"));
+    let binary = &world.binary();
 
     // In the repository, found without GIT_DIR.
     let output = run_in(&world.repo, binary, &["check"], &[], "").await;
@@ -454,13 +497,125 @@ async fn check_reports_the_daemon_and_whether_it_knows_the_repository() {
     assert!(stderr(&output).contains("does not serve"), "{}", stderr(&output));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn help_and_unknown_modes_print_usage_and_exit_2() {
-    let world = World::new();
-    let binary = Path::new(env!("CARGO_BIN_EXE_grasp-hook"));
+async fn help_and_unknown_modes_print_usage_and_exit_2(layout: Layout) {
+    let world = World::new(layout);
+    let binary = &world.binary();
     for args in [&["--help"][..], &["update"], &[]] {
         let output = run_in(&world.root, binary, args, &[], "").await;
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert!(stderr(&output).starts_with("usage: grasp-hook"), "{args:?}");
     }
+}
+
+// Each test above, run once with the hooks directory as graspd lays it out (the fast hook in
+// front, falling back to the full one) and once with the full hook alone.
+layouts! {
+    pre_receive_relays_each_verdict_and_allows_an_allowed_push,
+    pre_receive_refuses_when_graspd_refuses_one_ref,
+    pre_receive_fails_closed_when_graspd_is_down,
+    pre_receive_fails_closed_when_graspd_does_not_answer_in_time,
+    pre_receive_refuses_malformed_input_without_asking_graspd,
+    pre_receive_refuses_when_no_socket_is_configured,
+    the_environment_socket_wins_over_git_config,
+    post_receive_relays_graspds_messages,
+    post_receive_spools_the_report_when_graspd_is_down,
+    post_receive_spools_the_report_when_graspd_answers_an_error,
+    post_receive_never_fails_the_push,
+    check_reports_the_daemon_and_whether_it_knows_the_repository,
+    help_and_unknown_modes_print_usage_and_exit_2,
+}
+
+// The fast hook's own behaviour.
+
+/// A fast-layout world whose `grasp-hook` link is gone: whatever still works is the fast hook
+/// alone.
+fn world_without_full_hook() -> Option<World> {
+    if FAST_HOOK.is_empty() {
+        eprintln!("skipped: no fast hook on this target");
+        return None;
+    }
+    let world = World::new(Layout::Fast);
+    std::fs::remove_file(world.hook("grasp-hook")).expect("unlink");
+    Some(world)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_hook_answers_plain_pushes_by_itself() {
+    let Some(world) = world_without_full_hook() else {
+        return;
+    };
+    let daemon = FakeDaemon::default();
+    world.serve(daemon.clone());
+
+    let input = update("refs/heads/main") + &update("refs/heads/denied");
+    let output = world.run(&world.hook("pre-receive"), &[], &[], &input).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        "refs/heads/main matches the state event.\nrefs/heads/denied is not in the maintainers' state event.\n"
+    );
+
+    let output = world
+        .run(&world.hook("pre-receive"), &[], &[], &update("refs/heads/main"))
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    let output = world
+        .run(&world.hook("post-receive"), &[], &[], &update("refs/heads/main"))
+        .await;
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        stderr(&output),
+        "Released 1 state event.\nSynced 0 repositories.\n"
+    );
+
+    let authorized = daemon.authorized.lock().expect("lock").clone();
+    assert_eq!(authorized.len(), 2);
+    assert_eq!(authorized[0].repo_path, world.repo.to_string_lossy());
+    assert_eq!(authorized[0].updates[1].ref_name, "refs/heads/denied");
+    assert_eq!(authorized[0].updates[0].old_oid, OLD);
+    let reported = daemon.reported.lock().expect("lock").clone();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(reported[0].updates[0].new_oid, NEW);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_full_hook_to_fall_back_to_pre_receive_still_fails_closed() {
+    let Some(world) = world_without_full_hook() else {
+        return;
+    };
+    // No daemon: the fast hook hands over, and the hand-over fails.
+    let output = world
+        .run(&world.hook("pre-receive"), &[], &[], &update("refs/heads/main"))
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).starts_with("grasp-hook: cannot run the full hook "),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_too_large_for_the_fast_hook_goes_whole_to_the_full_hook() {
+    if FAST_HOOK.is_empty() {
+        return;
+    }
+    let world = World::new(Layout::Fast);
+    let daemon = FakeDaemon::default();
+    world.serve(daemon.clone());
+    // About 110 KiB of input: more than the fast hook reads, so stdin is replayed to the full
+    // hook from memory followed by the unread rest.
+    let input: String = (0..1000).map(|i| update(&format!("refs/tags/t{i:04}"))).collect();
+    let output = world.run(&world.hook("pre-receive"), &[], &[], &input).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        &stderr(&output)[..200.min(stderr(&output).len())]
+    );
+    let authorized = daemon.authorized.lock().expect("lock").clone();
+    assert_eq!(authorized.len(), 1);
+    assert_eq!(authorized[0].updates.len(), 1000);
+    assert_eq!(authorized[0].updates[999].ref_name, "refs/tags/t0999");
 }

@@ -4,46 +4,92 @@
 //! Writing the socket into the repository's own config is what lets a hook run by any
 //! git-http-backend (ours, or nginx + fcgiwrap) find the daemon.
 
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use super::{GitError, REPO_CONFIG};
 use crate::config::HookSetup;
 
 const HOOK_NAMES: [&str; 2] = ["pre-receive", "post-receive"];
 
+/// The fast hook (hook/fast), built for this platform by build.rs; empty where there is none.
+pub const FAST_HOOK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/grasp-hook-fast"));
+/// The fast hook's file name in the hooks directory.
+pub const FAST_NAME: &str = "grasp-hook-fast";
+/// The link, next to the fast hook, to the full grasp-hook it hands unusual runs to.
+pub const FULL_NAME: &str = "grasp-hook";
+
 /// Creates or repairs the hooks directory. Returns what changed.
+///
+/// With a fast hook for this platform: `grasp-hook-fast` (a file graspd writes), `grasp-hook` (a
+/// link to the full hook), and `pre-receive`/`post-receive` linking to `grasp-hook-fast`.
+/// Without: `pre-receive`/`post-receive` link to the full hook directly.
 pub(super) fn prepare_hooks_dir(hooks: &HookSetup, dry_run: bool) -> Result<Vec<String>, GitError> {
     let mut changes = Vec::new();
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| GitError::Io { path, source }
-    };
     if !hooks.hooks_dir.is_dir() {
         changes.push(format!("create {}", hooks.hooks_dir.display()));
         if !dry_run {
             std::fs::create_dir_all(&hooks.hooks_dir).map_err(io(&hooks.hooks_dir))?;
         }
     }
+    let hook_target = if FAST_HOOK.is_empty() {
+        hooks.hook_binary.clone()
+    } else {
+        write_fast_hook(&hooks.hooks_dir.join(FAST_NAME), dry_run, &mut changes)?;
+        ensure_link(
+            &hooks.hooks_dir.join(FULL_NAME),
+            &hooks.hook_binary,
+            dry_run,
+            &mut changes,
+        )?;
+        PathBuf::from(FAST_NAME)
+    };
     for name in HOOK_NAMES {
-        let link = hooks.hooks_dir.join(name);
-        let current = std::fs::read_link(&link).ok();
-        if current.as_deref() == Some(hooks.hook_binary.as_path()) {
-            continue;
-        }
-        changes.push(format!(
-            "link {} -> {}",
-            link.display(),
-            hooks.hook_binary.display()
-        ));
-        if dry_run {
-            continue;
-        }
-        if link.symlink_metadata().is_ok() {
-            std::fs::remove_file(&link).map_err(io(&link))?;
-        }
-        std::os::unix::fs::symlink(&hooks.hook_binary, &link).map_err(io(&link))?;
+        ensure_link(&hooks.hooks_dir.join(name), &hook_target, dry_run, &mut changes)?;
     }
     Ok(changes)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GitError + use<> {
+    let path = path.to_owned();
+    move |source| GitError::Io { path, source }
+}
+
+/// Points the symbolic link `link` at `target`, replacing whatever is there.
+fn ensure_link(link: &Path, target: &Path, dry_run: bool, changes: &mut Vec<String>) -> Result<(), GitError> {
+    if std::fs::read_link(link).ok().as_deref() == Some(target) {
+        return Ok(());
+    }
+    changes.push(format!("link {} -> {}", link.display(), target.display()));
+    if dry_run {
+        return Ok(());
+    }
+    if link.symlink_metadata().is_ok() {
+        std::fs::remove_file(link).map_err(io(link))?;
+    }
+    std::os::unix::fs::symlink(target, link).map_err(io(link))
+}
+
+/// Writes the fast hook (mode 0755) unless the same bytes are already there; atomically, so a
+/// push running meanwhile starts either the old hook or the new one.
+fn write_fast_hook(path: &Path, dry_run: bool, changes: &mut Vec<String>) -> Result<(), GitError> {
+    let current = std::fs::read(path).ok();
+    let executable = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o755 == 0o755);
+    if current.as_deref() == Some(FAST_HOOK) && executable {
+        return Ok(());
+    }
+    changes.push(format!(
+        "write {} (fast hook, {} bytes)",
+        path.display(),
+        FAST_HOOK.len()
+    ));
+    if dry_run {
+        return Ok(());
+    }
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, FAST_HOOK).map_err(io(&temporary))?;
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755)).map_err(io(&temporary))?;
+    std::fs::rename(&temporary, path).map_err(io(path))
 }
 
 /// Writes GRASP's git config and the hook settings into one bare repository. Returns what
@@ -70,4 +116,67 @@ pub(super) fn configure_repo(path: &Path, hooks: &HookSetup, dry_run: bool) -> R
         }
     }
     Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(data: &Path) -> HookSetup {
+        HookSetup {
+            socket: data.join("graspd.sock"),
+            hooks_dir: data.join("hooks"),
+            spool_dir: data.join("spool"),
+            hook_binary: data.join("bin").join("grasp-hook"),
+        }
+    }
+
+    #[test]
+    fn the_hooks_directory_puts_the_fast_hook_in_front_of_the_full_one() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let hooks = setup(data.path());
+        let dir = &hooks.hooks_dir;
+
+        let planned = prepare_hooks_dir(&hooks, true).expect("dry run");
+        assert!(!dir.exists(), "a dry run changes nothing");
+        let changes = prepare_hooks_dir(&hooks, false).expect("prepare");
+        assert_eq!(planned, changes);
+        if FAST_HOOK.is_empty() {
+            for name in HOOK_NAMES {
+                assert_eq!(
+                    std::fs::read_link(dir.join(name)).expect("link"),
+                    hooks.hook_binary
+                );
+            }
+            return;
+        }
+        let fast = dir.join(FAST_NAME);
+        assert_eq!(std::fs::read(&fast).expect("fast hook"), FAST_HOOK);
+        assert_eq!(
+            std::fs::metadata(&fast).expect("meta").permissions().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(
+            std::fs::read_link(dir.join(FULL_NAME)).expect("link"),
+            hooks.hook_binary
+        );
+        for name in HOOK_NAMES {
+            assert_eq!(
+                std::fs::read_link(dir.join(name)).expect("link"),
+                Path::new(FAST_NAME)
+            );
+        }
+        assert!(
+            prepare_hooks_dir(&hooks, false).expect("again").is_empty(),
+            "idempotent"
+        );
+
+        // A stale or damaged fast hook (an older graspd's) is replaced whole.
+        std::fs::write(&fast, b"old").expect("write");
+        let changes = prepare_hooks_dir(&hooks, false).expect("repair");
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(changes[0].starts_with("write "), "{changes:?}");
+        assert_eq!(std::fs::read(&fast).expect("fast hook"), FAST_HOOK);
+        assert!(!fast.with_extension("tmp").exists());
+    }
 }

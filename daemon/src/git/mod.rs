@@ -6,6 +6,8 @@
 //! tokio's blocking pool.
 
 mod hooks;
+
+pub use hooks::{FAST_NAME as FAST_HOOK_NAME, FULL_NAME as FULL_HOOK_NAME};
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -84,8 +86,9 @@ impl GitRepos {
         &self.inner.git_program
     }
 
-    /// Creates the shared hooks directory: `pre-receive` and `post-receive` links to grasp-hook
-    /// (git runs `<core.hooksPath>/<hook name>`; grasp-hook picks its mode from that name).
+    /// Creates the shared hooks directory: `pre-receive` and `post-receive` run the fast hook,
+    /// which hands unusual runs to grasp-hook (see `hooks.rs`; git runs
+    /// `<core.hooksPath>/<hook name>` and the hook picks its mode from that name).
     pub async fn prepare_hooks_dir(&self, dry_run: bool) -> Result<Vec<String>, GitError> {
         let hooks = self.inner.hooks.clone();
         blocking(move || hooks::prepare_hooks_dir(&hooks, dry_run)).await

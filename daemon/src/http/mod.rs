@@ -211,19 +211,18 @@ async fn repository_path(
     let Some(repo) = parse_repo(&names) else {
         return not_found("This is not a repository address: expected /<npub>/<identifier>.git");
     };
-    let known = match front.app.announcement(&repo).await {
-        Ok(known) => known,
-        Err(error) => {
-            tracing::error!(%error, "cannot look up repository");
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
-        }
-    };
-    let hosted = known.is_some() && front.app.git().exists(&repo);
-    let (Some(known), true) = (known, hosted) else {
-        return not_found(&format!("No repository {repo} is hosted on this server."));
-    };
     let rest = names.get(2..).map(|r| r.join("/")).unwrap_or_default();
     if !rest.is_empty() {
+        // Git's requests only need to know the repository is hosted, which the store answers
+        // from memory; the page below needs the announcement itself.
+        match front.app.is_hosted(&repo).await {
+            Ok(true) => {}
+            Ok(false) => return not_found(&format!("No repository {repo} is hosted on this server.")),
+            Err(error) => {
+                tracing::error!(%error, "cannot look up repository");
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+            }
+        }
         if !segments[1].ends_with(".git") || !cgi::is_git_path(&rest) {
             return not_found("Not a git smart-HTTP path.");
         }
@@ -238,6 +237,17 @@ async fn repository_path(
         let _in_flight = crate::metrics::GaugeGuard::new(&front.app.metrics().git_requests_in_flight);
         return cgi::serve(&front.git, req, peer, &path_info).await;
     }
+    let known = match front.app.announcement(&repo).await {
+        Ok(known) => known,
+        Err(error) => {
+            tracing::error!(%error, "cannot look up repository");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+        }
+    };
+    let hosted = known.is_some() && front.app.git().exists(&repo);
+    let (Some(known), true) = (known, hosted) else {
+        return not_found(&format!("No repository {repo} is hosted on this server."));
+    };
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }

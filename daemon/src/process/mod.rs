@@ -208,6 +208,9 @@ async fn release_state(
         result.add(change);
         result.repos_synced += 1;
         releases.touched.push(repo.clone());
+        if !state.refs.is_empty() {
+            releases.given_refs.push(repo.clone());
+        }
     }
     let Some(entry) = app.purgatory().get(&state.id) else {
         return Ok(false);
@@ -434,6 +437,9 @@ pub async fn apply_pull_request_now(
 struct Releases {
     events: Vec<Event>,
     touched: Vec<RepoId>,
+    /// Touched repositories this run gave refs (aligned with a state naming some): they hold
+    /// data without asking git again.
+    given_refs: Vec<RepoId>,
 }
 
 impl Releases {
@@ -445,9 +451,10 @@ impl Releases {
         self.touched.sort();
         self.touched.dedup();
         for repo in &self.touched {
-            if let Some(entry) = app.purgatory().announcement(repo)
-                && app.git().has_refs(repo).await?
-            {
+            let Some(entry) = app.purgatory().announcement(repo) else {
+                continue;
+            };
+            if self.given_refs.contains(repo) || app.git().has_refs(repo).await? {
                 tracing::info!(repo = %repo, event_id = %entry.event.id, "announcement released from purgatory");
                 self.events.push(entry.event.clone());
                 announcements += 1;

@@ -8,7 +8,7 @@
 //! * [`Bloom`] filters over stored ids and over the ids that `e`/`E`/`q` tags name say "no" for
 //!   sure and "maybe" otherwise; only a "maybe" goes to the database. They only grow: an event
 //!   deleted later leaves a stale "maybe", which costs one query and nothing else.
-//! * [`AddressCache`] remembers answers of `at_address`, checked against a generation number that
+//! * [`AddressCache`] remembers answers of `at_address` and `by_identifier`, checked against a generation number that
 //!   every write able to change an address bumps after it commits. Plain events (issues,
 //!   comments) never change an address, so during ordinary traffic the cache stays valid.
 //!
@@ -157,7 +157,12 @@ pub struct AddressCache {
 struct AddressMap {
     generation: u64,
     entries: HashMap<Address, Option<Event>>,
+    /// Answers of `by_identifier`: every stored event of a kind with a given `d` tag.
+    groups: HashMap<(u16, String), Vec<Event>>,
 }
+
+/// Groups larger than this are not cached (a popular identifier; the query stays cheap per row).
+const MAX_GROUP_EVENTS: usize = 64;
 
 impl AddressCache {
     /// The cached answer, if any (`Some(None)`: nothing is stored there).
@@ -191,11 +196,33 @@ impl AddressCache {
         map.entries.insert(address, event);
     }
 
+    /// The cached events of `kind` with `d` tag `identifier`, if any.
+    pub fn group(&self, kind: u16, identifier: &str) -> Option<Vec<Event>> {
+        let map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        map.groups.get(&(kind, identifier.to_owned())).cloned()
+    }
+
+    /// Files a group read at `generation`, unless a write has committed since.
+    pub fn put_group(&self, generation: u64, kind: u16, identifier: &str, events: &[Event]) {
+        if events.len() > MAX_GROUP_EVENTS {
+            return;
+        }
+        let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.generation != generation {
+            return;
+        }
+        if map.groups.len() >= MAX_ADDRESSES {
+            map.groups.clear();
+        }
+        map.groups.insert((kind, identifier.to_owned()), events.to_vec());
+    }
+
     /// Called after every commit that may have changed what an address holds.
     pub fn invalidate(&self) {
         let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         map.generation = map.generation.wrapping_add(1);
         map.entries.clear();
+        map.groups.clear();
     }
 }
 

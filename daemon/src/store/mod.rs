@@ -268,13 +268,26 @@ impl Store {
     }
 
     /// Every stored event of `kind` whose `d` tag is `identifier` (all authors).
+    /// Answered from memory while no address has changed since the last read (every push asks
+    /// for its identifier's announcements and states several times).
     pub async fn by_identifier(&self, kind: Kind, identifier: &str) -> Result<Vec<Event>, StoreError> {
+        if let Some(events) = self.memo.addresses.group(kind.as_u16(), identifier) {
+            return Ok(events);
+        }
+        let generation = self.memo.addresses.generation();
         let rows = sqlx::query("SELECT json FROM events WHERE kind = ? AND d_tag = ?")
             .bind(i64::from(kind.as_u16()))
             .bind(identifier)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|row| parse_json_column(row, 0)).collect()
+        let events = rows
+            .iter()
+            .map(|row| parse_json_column(row, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.memo
+            .addresses
+            .put_group(generation, kind.as_u16(), identifier, &events);
+        Ok(events)
     }
 
     /// Deletes matching events (operator action; not NIP-09).

@@ -1,0 +1,658 @@
+//! `grasp-hook-fast`: the pre-receive and post-receive hook graspd installs, for the common case.
+//!
+//! git starts a receive hook twice per push, and a program linked with glibc spends most of its
+//! short life starting up (see `sys.rs`). This one has no C library and no allocator: it reads
+//! git's ref updates, finds the daemon's socket (environment, else the repository's git config),
+//! makes the one `HookService` call over HTTP/2 itself, prints the daemon's messages and exits,
+//! in a fraction of the time.
+//!
+//! It is deliberately partial. Whenever anything is outside the plain path (arguments, unusual
+//! input or config, a large push, the daemon unreachable or answering with an error), it hands
+//! the run to the full `grasp-hook`, which sits next to it in the hooks directory: stdin is
+//! replayed from memory and the full hook decides, words every error, fails closed and spools,
+//! exactly as if it had been started first. So the fast hook can only ever be faster, never
+//! different. Built by `hook/build.rs` with `rustc` directly (it needs `panic = "abort"` and no
+//! start files, which the workspace's profiles cannot give one binary).
+
+#![no_std]
+#![no_main]
+
+mod huffman;
+mod sys;
+mod wire;
+
+use core::arch::naked_asm;
+
+use wire::{Out, Sure, Unsure, Update};
+
+/// Most ref updates the fast path carries (a bigger push exceeds one HTTP/2 window anyway).
+const MAX_UPDATES: usize = 512;
+/// Default deadline for connecting and calling, as the full hook's.
+const DEFAULT_TIMEOUT_SECS: i64 = 30;
+
+const STDIN_BYTES: usize = 64 * 1024;
+const CONFIG_BYTES: usize = 64 * 1024;
+const MESSAGE_BYTES: usize = 64 * 1024;
+const REQUEST_BYTES: usize = 80 * 1024;
+const READ_BYTES: usize = 64 * 1024;
+const BLOCK_BYTES: usize = 64 * 1024;
+const SCRATCH_BYTES: usize = 2 * BLOCK_BYTES;
+const ANSWER_BYTES: usize = 1024 * 1024;
+const ARENA_BYTES: usize = STDIN_BYTES
+    + CONFIG_BYTES
+    + MESSAGE_BYTES
+    + REQUEST_BYTES
+    + READ_BYTES
+    + BLOCK_BYTES
+    + SCRATCH_BYTES
+    + ANSWER_BYTES;
+
+/// All working memory, zero pages until touched.
+static mut ARENA: [u8; ARENA_BYTES] = [0; ARENA_BYTES];
+
+/// The process's entry point: hands the initial stack (argc, argv, envp) to [`start`].
+///
+/// # Safety
+/// Only the kernel calls it, once, with the initial process stack.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _start() -> ! {
+    naked_asm!("mov rdi, rsp", "and rsp, -16", "call {start}", "ud2", start = sym start)
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // Unreachable by design; if it happens, pre-receive must not allow the push.
+    sys::write_all(sys::STDERR, b"grasp-hook: internal error in the fast hook\n");
+    sys::exit(1)
+}
+
+/// What the kernel put on the stack.
+struct Process {
+    argc: usize,
+    argv: *const *const u8,
+    envp: *const *const u8,
+}
+
+impl Process {
+    fn arg(&self, index: usize) -> Option<&'static [u8]> {
+        if index >= self.argc {
+            return None;
+        }
+        // SAFETY: argv holds argc NUL-terminated strings that live as long as the process.
+        Some(unsafe { core::ffi::CStr::from_ptr((*self.argv.add(index)).cast()) }.to_bytes())
+    }
+
+    /// The value of environment variable `name`.
+    fn env(&self, name: &[u8]) -> Option<&'static [u8]> {
+        let mut entry = self.envp;
+        loop {
+            // SAFETY: envp is a NULL-terminated array of NUL-terminated strings.
+            let pointer = unsafe { *entry };
+            if pointer.is_null() {
+                return None;
+            }
+            // SAFETY: as above.
+            let text = unsafe { core::ffi::CStr::from_ptr(pointer.cast()) }.to_bytes();
+            if let Some(value) = text.strip_prefix(name).and_then(|rest| rest.strip_prefix(b"=")) {
+                return Some(value);
+            }
+            // SAFETY: not past the terminating NULL.
+            entry = unsafe { entry.add(1) };
+        }
+    }
+}
+
+extern "C" fn start(stack: *const usize) -> ! {
+    // SAFETY: the System V ABI's initial stack: argc, argv[argc], NULL, envp..., NULL.
+    let process = unsafe {
+        let argc = *stack;
+        let argv = stack.add(1).cast::<*const u8>();
+        Process {
+            argc,
+            argv,
+            envp: argv.add(argc + 1),
+        }
+    };
+    sys::exit(run(&process))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    PreReceive,
+    PostReceive,
+}
+
+/// Why the call did not produce an answer.
+enum Failure {
+    /// Anything but a timeout: the full hook tries again and says what is wrong.
+    Unsure,
+    /// No answer within the deadline.
+    TimedOut,
+}
+
+impl From<Unsure> for Failure {
+    fn from(_: Unsure) -> Self {
+        Failure::Unsure
+    }
+}
+
+/// The working memory, cut into its parts.
+struct Buffers {
+    config: &'static mut [u8],
+    message: &'static mut [u8],
+    request: &'static mut [u8],
+    read: &'static mut [u8],
+    block: &'static mut [u8],
+    scratch: &'static mut [u8],
+    answer: &'static mut [u8],
+}
+
+impl Buffers {
+    /// Takes the arena (stdin's buffer, and the rest); called once.
+    fn take() -> (&'static mut [u8], Buffers) {
+        // SAFETY: called once, from the only thread, so this is the only reference to ARENA.
+        // (Through a raw pointer: a direct `&mut ARENA` is what the static_mut_refs lint forbids.)
+        #[allow(clippy::deref_addrof)]
+        let arena: &'static mut [u8] = unsafe { &mut *(&raw mut ARENA) };
+        let (stdin, rest) = arena.split_at_mut(STDIN_BYTES);
+        let (config, rest) = rest.split_at_mut(CONFIG_BYTES);
+        let (message, rest) = rest.split_at_mut(MESSAGE_BYTES);
+        let (request, rest) = rest.split_at_mut(REQUEST_BYTES);
+        let (read, rest) = rest.split_at_mut(READ_BYTES);
+        let (block, rest) = rest.split_at_mut(BLOCK_BYTES);
+        let (scratch, answer) = rest.split_at_mut(SCRATCH_BYTES);
+        let buffers = Buffers {
+            config,
+            message,
+            request,
+            read,
+            block,
+            scratch,
+            answer,
+        };
+        (stdin, buffers)
+    }
+}
+
+fn run(process: &Process) -> i32 {
+    let (stdin, buffers) = Buffers::take();
+    let mode = match (process.argc, process.arg(0).map(file_name)) {
+        (1, Some(b"pre-receive")) => Mode::PreReceive,
+        (1, Some(b"post-receive")) => Mode::PostReceive,
+        _ => return full(process, None, None),
+    };
+    let (filled, complete) = read_stdin(stdin);
+    let input: &[u8] = &stdin[..filled];
+    if !complete {
+        return full(process, Some(mode), Some(input));
+    }
+    match fast(process, mode, input, buffers) {
+        Ok(code) => code,
+        Err(_) => full(process, Some(mode), Some(input)),
+    }
+}
+
+fn file_name(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(at) => &path[at + 1..],
+        None => path,
+    }
+}
+
+/// Reads stdin into `buf`: (bytes read, whether that was all of it).
+fn read_stdin(buf: &mut [u8]) -> (usize, bool) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let read = sys::read(sys::STDIN, &mut buf[filled..]);
+        if read < 0 {
+            return (filled, false);
+        }
+        if read == 0 {
+            return (filled, true);
+        }
+        filled += read as usize;
+    }
+    (filled, false)
+}
+
+/// Writes one line to stderr (git relays it to the pusher as `remote: ...`). A failed write is
+/// ignored: it must not change the verdict.
+fn say(parts: &[&[u8]]) {
+    let mut line = [0u8; 4096];
+    let mut out = Out::new(&mut line);
+    for part in parts {
+        if out.put(part).is_err() {
+            // Too long for one write: send what we have, then the rest directly.
+            sys::write_all(sys::STDERR, out.bytes());
+            out = Out::new(&mut []);
+            sys::write_all(sys::STDERR, part);
+        }
+    }
+    sys::write_all(sys::STDERR, out.bytes());
+    sys::write_all(sys::STDERR, b"\n");
+}
+
+/// The whole fast path: the answer's exit status, or why the full hook must take over.
+fn fast(process: &Process, mode: Mode, input: &[u8], buffers: Buffers) -> Result<i32, Failure> {
+    let Buffers {
+        config,
+        message,
+        request,
+        read,
+        block,
+        scratch,
+        answer,
+    } = buffers;
+    let mut slots = [Update::default(); MAX_UPDATES];
+    let count = wire::parse_updates(input, &mut slots)?;
+    let updates = &slots[..count];
+
+    // The repository: git runs hooks in it with GIT_DIR=. (the full hook handles other forms).
+    if !matches!(process.env(b"GIT_DIR"), None | Some(b"" | b".")) {
+        return Err(Failure::Unsure);
+    }
+    let mut cwd = [0u8; 4096];
+    let repo = sys::getcwd(&mut cwd).ok_or(Unsure)?;
+
+    let mut socket_buf = [0u8; 4096];
+    let socket = socket_path(process, repo, config, &mut socket_buf)?;
+    let timeout_secs = match process.env(b"GRASP_HOOK_TIMEOUT_SECS") {
+        None => DEFAULT_TIMEOUT_SECS,
+        Some(text) => parse_secs(text).ok_or(Unsure)?,
+    };
+
+    let mut message = Out::new(message);
+    wire::push_request(&mut message, repo, updates)?;
+    let method: &[u8] = match mode {
+        Mode::PreReceive => b"AuthorizePush",
+        Mode::PostReceive => b"ReportPush",
+    };
+    let mut request = Out::new(request);
+    wire::call(&mut request, method, message.bytes())?;
+
+    let answer = match exchange(
+        socket,
+        request.bytes(),
+        timeout_secs * 1000,
+        read,
+        Io {
+            block,
+            scratch,
+            answer,
+        },
+    ) {
+        Ok(answer) => answer,
+        Err(Failure::TimedOut) if mode == Mode::PreReceive => {
+            let mut secs = [0u8; 20];
+            say(&[
+                b"grasp-hook: cannot reach graspd at ",
+                socket,
+                b": no answer within ",
+                decimal(timeout_secs as u64, &mut secs),
+                b" s; push refused",
+            ]);
+            return Ok(1);
+        }
+        Err(failure) => return Err(failure),
+    };
+    match mode {
+        Mode::PreReceive => {
+            let mut said_anything = false;
+            let allowed = wire::authorize_response(answer, |line| {
+                say(&[line.as_bytes()]);
+                said_anything = true;
+            })?;
+            if allowed {
+                Ok(0)
+            } else {
+                if !said_anything {
+                    say(&[b"grasp-hook: graspd refused the push"]);
+                }
+                Ok(1)
+            }
+        }
+        Mode::PostReceive => {
+            wire::report_response(answer, |line| say(&[line.as_bytes()]))?;
+            Ok(0)
+        }
+    }
+}
+
+/// A positive whole number of seconds, as the full hook accepts it.
+fn parse_secs(text: &[u8]) -> Option<i64> {
+    if text.is_empty() || text.len() > 9 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value = text
+        .iter()
+        .fold(0i64, |value, digit| value * 10 + i64::from(digit - b'0'));
+    (value > 0).then_some(value)
+}
+
+fn decimal(mut value: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// GRASPD_SOCKET, else `graspd.socket` from the repository's config (relative to the repository).
+fn socket_path<'a>(process: &Process, repo: &[u8], config: &mut [u8], buf: &'a mut [u8]) -> Sure<&'a [u8]> {
+    let mut out = Out::new(buf);
+    if let Some(value) = process.env(b"GRASPD_SOCKET").filter(|v| !v.is_empty()) {
+        out.put(value)?;
+    } else {
+        let mut path = [0u8; 4096];
+        let mut path_out = Out::new(&mut path);
+        path_out.put(repo)?;
+        path_out.put(b"/config\0")?;
+        let text = read_file(path_out.bytes(), config)?;
+        let value = wire::config_value(text, b"socket")?
+            .filter(|v| !v.is_empty())
+            .ok_or(Unsure)?;
+        if value[0] != b'/' {
+            out.put(repo)?;
+            out.put(b"/")?;
+        }
+        out.put(value)?;
+    }
+    let len = out.len();
+    Ok(&buf[..len])
+}
+
+/// The whole of a small file (`path` NUL-terminated).
+fn read_file<'a>(path: &[u8], buf: &'a mut [u8]) -> Sure<&'a [u8]> {
+    let fd = sys::open_read(path);
+    if fd < 0 {
+        return Err(Unsure);
+    }
+    let (filled, complete) = {
+        let mut filled = 0;
+        let mut complete = false;
+        while filled < buf.len() {
+            let read = sys::read(fd as i32, &mut buf[filled..]);
+            if read <= 0 {
+                complete = read == 0;
+                break;
+            }
+            filled += read as usize;
+        }
+        (filled, complete)
+    };
+    sys::close(fd as i32);
+    if !complete {
+        return Err(Unsure);
+    }
+    Ok(&buf[..filled])
+}
+
+/// The buffers a call's answer goes through.
+struct Io {
+    block: &'static mut [u8],
+    scratch: &'static mut [u8],
+    answer: &'static mut [u8],
+}
+
+/// Where a call stands while its frames arrive.
+#[derive(Default)]
+struct Response {
+    /// `:status` was 200.
+    http_ok: bool,
+    /// `grpc-status` was 0; `None` until seen.
+    grpc_ok: Option<bool>,
+    /// Bytes of DATA received.
+    answer_len: usize,
+    /// Bytes of a header block awaiting its CONTINUATION frames.
+    block_len: usize,
+    /// The header block being collected ends the stream.
+    block_ends_stream: bool,
+    /// Saw END_STREAM on the call's stream.
+    ended: bool,
+}
+
+/// Connects to `socket`, sends `request` and reads until the call's stream ends, within
+/// `timeout_ms`. Returns the gRPC message when the call succeeded.
+fn exchange(
+    socket: &[u8],
+    request: &[u8],
+    timeout_ms: i64,
+    read: &mut [u8],
+    mut io: Io,
+) -> Result<&'static [u8], Failure> {
+    let deadline = sys::now_ms() + timeout_ms;
+    let fd = sys::connect_unix(socket);
+    if fd < 0 {
+        return Err(Failure::Unsure);
+    }
+    let fd = fd as i32;
+    let result = talk(fd, request, deadline, read, &mut io);
+    sys::close(fd);
+    let response = result?;
+    if !response.http_ok || response.grpc_ok != Some(true) {
+        return Err(Failure::Unsure);
+    }
+    // Exactly one uncompressed length-prefixed message.
+    let answer: &'static [u8] = &io.answer[..response.answer_len];
+    let (&[0, a, b, c, d], message) = answer.split_first_chunk::<5>().ok_or(Unsure)? else {
+        return Err(Failure::Unsure);
+    };
+    if u32::from_be_bytes([a, b, c, d]) as usize != message.len() {
+        return Err(Failure::Unsure);
+    }
+    Ok(message)
+}
+
+fn send(fd: i32, bytes: &[u8], deadline: i64) -> Result<(), Failure> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        if !sys::wait(fd, 4, deadline - sys::now_ms()) {
+            return Err(Failure::TimedOut);
+        }
+        let written = sys::write(fd, rest);
+        if written <= 0 {
+            return Err(Failure::Unsure);
+        }
+        rest = &rest[written as usize..];
+    }
+    Ok(())
+}
+
+fn talk(fd: i32, request: &[u8], deadline: i64, buf: &mut [u8], io: &mut Io) -> Result<Response, Failure> {
+    send(fd, request, deadline)?;
+    let mut table = wire::Table::new();
+    let mut response = Response::default();
+    let (mut start, mut filled) = (0, 0);
+    let read_len = buf.len();
+    while !response.ended {
+        if start == filled {
+            start = 0;
+            filled = 0;
+        } else if filled == read_len {
+            buf.copy_within(start..filled, 0);
+            filled -= start;
+            start = 0;
+        }
+        if filled == read_len {
+            return Err(Failure::Unsure);
+        }
+        if !sys::wait(fd, 1, deadline - sys::now_ms()) {
+            return Err(Failure::TimedOut);
+        }
+        let read = sys::read(fd, &mut buf[filled..]);
+        if read <= 0 {
+            return Err(Failure::Unsure);
+        }
+        filled += read as usize;
+        while let Some((frame, used)) = wire::next_frame(&buf[start..filled])? {
+            start += used;
+            let mut reply = [0u8; 17];
+            let reply_len = on_frame(&frame, &mut response, &mut table, io, &mut reply)?;
+            if reply_len > 0 {
+                send(fd, &reply[..reply_len], deadline)?;
+            }
+            if response.ended {
+                break;
+            }
+        }
+    }
+    Ok(response)
+}
+
+/// Handles one frame; returns the length of a reply to send from `reply` (0: none).
+fn on_frame(
+    frame: &wire::Frame,
+    response: &mut Response,
+    table: &mut wire::Table,
+    io: &mut Io,
+    reply: &mut [u8; 17],
+) -> Sure<usize> {
+    let ours = frame.stream == wire::STREAM;
+    match frame.kind {
+        wire::SETTINGS if frame.flags & wire::ACK == 0 => {
+            let mut out = Out::new(reply);
+            wire::frame_head(&mut out, 0, wire::SETTINGS, wire::ACK, 0)?;
+            Ok(out.len())
+        }
+        wire::PING if frame.flags & wire::ACK == 0 => {
+            let mut out = Out::new(reply);
+            wire::frame_head(&mut out, 8, wire::PING, wire::ACK, 0)?;
+            out.put(frame.payload.get(..8).ok_or(Unsure)?)?;
+            Ok(out.len())
+        }
+        wire::GOAWAY | wire::PUSH_PROMISE => Err(Unsure),
+        wire::RST_STREAM if ours => Err(Unsure),
+        wire::HEADERS if ours => {
+            if response.block_len != 0 {
+                return Err(Unsure);
+            }
+            response.block_ends_stream = frame.flags & wire::END_STREAM != 0;
+            collect_block(wire::content(frame)?, frame.flags, response, table, io)?;
+            Ok(0)
+        }
+        wire::CONTINUATION if ours => {
+            if response.block_len == 0 {
+                return Err(Unsure);
+            }
+            collect_block(frame.payload, frame.flags, response, table, io)?;
+            Ok(0)
+        }
+        wire::DATA if ours => {
+            let data = wire::content(frame)?;
+            let end = response.answer_len + data.len();
+            io.answer
+                .get_mut(response.answer_len..end)
+                .ok_or(Unsure)?
+                .copy_from_slice(data);
+            response.answer_len = end;
+            if frame.flags & wire::END_STREAM != 0 {
+                response.ended = true;
+            }
+            Ok(0)
+        }
+        _ => Ok(0),
+    }
+}
+
+/// Adds a HEADERS or CONTINUATION payload to the header block; decodes it when complete.
+fn collect_block(
+    fragment: &[u8],
+    flags: u8,
+    response: &mut Response,
+    table: &mut wire::Table,
+    io: &mut Io,
+) -> Sure<()> {
+    let end = response.block_len + fragment.len();
+    io.block
+        .get_mut(response.block_len..end)
+        .ok_or(Unsure)?
+        .copy_from_slice(fragment);
+    response.block_len = end;
+    if flags & wire::END_HEADERS == 0 {
+        return Ok(());
+    }
+    let whole = &io.block[..response.block_len];
+    response.block_len = 0;
+    let (mut status, mut grpc) = (None, None);
+    table.decode(whole, io.scratch, |name, value| match name {
+        b":status" => status = Some(value == b"200"),
+        b"grpc-status" => grpc = Some(value == b"0"),
+        _ => {}
+    })?;
+    if let Some(ok) = status {
+        response.http_ok = ok;
+    }
+    if grpc.is_some() {
+        response.grpc_ok = grpc;
+    }
+    if response.block_ends_stream {
+        response.ended = true;
+    }
+    Ok(())
+}
+
+/// Hands the run to the full `grasp-hook` next to this binary, with stdin replayed from `input`
+/// (what was read) followed by whatever was not read yet. Returns only if that fails.
+fn full(process: &Process, mode: Option<Mode>, input: Option<&[u8]>) -> i32 {
+    let failed = match mode {
+        Some(Mode::PreReceive) => 1,
+        Some(Mode::PostReceive) => 0,
+        None => 2,
+    };
+    if let Some(input) = input
+        && !replay_stdin(input)
+    {
+        say(&[b"grasp-hook: cannot pass the ref updates to the full hook (memfd); push refused"]);
+        return failed;
+    }
+    let mut exe = [0u8; 4096];
+    let mut path = [0u8; 4200];
+    let mut out = Out::new(&mut path);
+    let located = sys::readlink(b"/proc/self/exe\0", &mut exe).and_then(|exe| {
+        let dir = &exe[..exe.iter().rposition(|b| *b == b'/')?];
+        out.put(dir).ok()?;
+        out.put(b"/grasp-hook\0").ok()
+    });
+    if located.is_none() {
+        say(&[b"grasp-hook: cannot find the full hook next to the fast hook (/proc/self/exe)"]);
+        return failed;
+    }
+    let len = out.len();
+    // SAFETY: the path is NUL-terminated; argv and envp are the kernel's own arrays.
+    let error = unsafe { sys::execve(&path[..len], process.argv, process.envp) };
+    let mut errno = [0u8; 20];
+    say(&[
+        b"grasp-hook: cannot run the full hook ",
+        &path[..len - 1],
+        b" (errno ",
+        decimal(error.unsigned_abs() as u64, &mut errno),
+        b")",
+    ]);
+    failed
+}
+
+/// Makes stdin an in-memory file holding `input` and then the rest of the current stdin.
+fn replay_stdin(input: &[u8]) -> bool {
+    let fd = sys::memfd();
+    if fd < 0 {
+        return false;
+    }
+    let fd = fd as i32;
+    let mut ok = sys::write_all(fd, input);
+    let mut chunk = [0u8; 16 * 1024];
+    while ok {
+        let read = sys::read(sys::STDIN, &mut chunk);
+        if read <= 0 {
+            break;
+        }
+        ok = sys::write_all(fd, &chunk[..read as usize]);
+    }
+    ok = ok && sys::rewind(fd) == 0 && sys::dup2(fd, sys::STDIN) == 0;
+    sys::close(fd);
+    ok
+}
