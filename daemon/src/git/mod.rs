@@ -423,3 +423,34 @@ fn align_at(path: &Path, state: &RepoState) -> Result<RefChanges, GitError> {
     }
     Ok(changes)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// The unified procedure relies on this when it trusts a push's report that objects arrived:
+    /// a ref is never pointed at an object the repository does not hold.
+    #[test]
+    fn aligning_refuses_refs_to_missing_objects() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.git");
+        git2::Repository::init_bare(&path).expect("init");
+        let missing = Oid::parse("1234567890123456789012345678901234567890").expect("oid");
+        let state = RepoState {
+            id: nostr::EventId::all_zeros(),
+            author: nostr::Keys::generate().public_key(),
+            identifier: crate::nip34::Identifier::parse("r").expect("identifier"),
+            created_at: nostr::Timestamp::from(1),
+            refs: BTreeMap::from([(RefName::parse("refs/heads/main").expect("ref"), missing)]),
+            head: None,
+        };
+        assert!(align_at(&path, &state).is_err());
+        let repository = git2::Repository::open_bare(&path).expect("open");
+        assert!(
+            repository.find_reference("refs/heads/main").is_err(),
+            "no ref was written"
+        );
+    }
+}

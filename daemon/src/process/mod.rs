@@ -156,7 +156,11 @@ async fn discover(
                 {
                     continue;
                 }
-                if app.git().has_objects(source, wanted).await.unwrap_or(false) {
+                // Objects that just arrived in `source` are there (git updated refs to them or
+                // fetched them): only a state wanting others needs git asked. Should the claim be
+                // wrong, aligning refuses refs to missing objects and the state keeps waiting.
+                let arrived = !wanted.is_empty() && wanted.iter().all(|o| new_oids.contains(o));
+                if arrived || app.git().has_objects(source, wanted).await.unwrap_or(false) {
                     states.push((entry.event.clone(), state));
                 }
             }
