@@ -448,13 +448,30 @@ fn exchange(
     Ok(message)
 }
 
+/// Waits until `fd` is ready for `events` (see [`sys::wait`]), retrying after signals, until
+/// `deadline`.
+fn ready(fd: i32, events: i16, deadline: i64) -> Result<(), Failure> {
+    loop {
+        let left = deadline - sys::now_ms();
+        if left <= 0 {
+            return Err(Failure::TimedOut);
+        }
+        match sys::wait(fd, events, left) {
+            sys::Ready::Yes => return Ok(()),
+            sys::Ready::Interrupted | sys::Ready::No => {}
+            sys::Ready::Failed => return Err(Failure::Unsure),
+        }
+    }
+}
+
 fn send(fd: i32, bytes: &[u8], deadline: i64) -> Result<(), Failure> {
     let mut rest = bytes;
     while !rest.is_empty() {
-        if !sys::wait(fd, 4, deadline - sys::now_ms()) {
-            return Err(Failure::TimedOut);
+        ready(fd, sys::WRITABLE, deadline)?;
+        let written = sys::send(fd, rest);
+        if written == -sys::EAGAIN {
+            continue;
         }
-        let written = sys::write(fd, rest);
         if written <= 0 {
             return Err(Failure::Unsure);
         }
@@ -481,10 +498,11 @@ fn talk(fd: i32, request: &[u8], deadline: i64, buf: &mut [u8], io: &mut Io) -> 
         if filled == read_len {
             return Err(Failure::Unsure);
         }
-        if !sys::wait(fd, 1, deadline - sys::now_ms()) {
-            return Err(Failure::TimedOut);
-        }
+        ready(fd, sys::READABLE, deadline)?;
         let read = sys::read(fd, &mut buf[filled..]);
+        if read == -sys::EAGAIN {
+            continue;
+        }
         if read <= 0 {
             return Err(Failure::Unsure);
         }

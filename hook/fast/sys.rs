@@ -11,7 +11,10 @@ pub const STDIN: i32 = 0;
 pub const STDERR: i32 = 2;
 const AT_FDCWD: isize = -100;
 const EINTR: isize = 4;
-const EAGAIN: isize = 11;
+pub const EAGAIN: isize = 11;
+const EINPROGRESS: isize = 115;
+pub const READABLE: i16 = 0x1; // POLLIN
+pub const WRITABLE: i16 = 0x4; // POLLOUT
 
 /// A system call with up to six arguments; negative results are `-errno`.
 ///
@@ -128,7 +131,9 @@ pub fn readlink<'a>(path: &[u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
     Some(&buf[..len as usize])
 }
 
-/// A Unix stream socket connected to `path` (at most 107 bytes, no NUL).
+/// A non-blocking Unix stream socket connected to `path` (at most 107 bytes, no NUL). A listener
+/// whose backlog is full is an error here (`EAGAIN`), not a wait: the full hook, which the caller
+/// falls back to, waits with a deadline.
 pub fn connect_unix(path: &[u8]) -> isize {
     let mut address = [0u8; 110];
     if path.is_empty() || path.len() > 107 || path.contains(&0) {
@@ -136,9 +141,9 @@ pub fn connect_unix(path: &[u8]) -> isize {
     }
     address[0] = 1; // AF_UNIX, little-endian u16
     address[2..2 + path.len()].copy_from_slice(path);
-    const SOCK_STREAM_CLOEXEC: usize = 1 | 0o2000000;
+    const SOCK_STREAM_NONBLOCK_CLOEXEC: usize = 1 | 0o4000 | 0o2000000;
     // SAFETY: no memory is passed.
-    let fd = unsafe { syscall(41, [1, SOCK_STREAM_CLOEXEC, 0, 0, 0, 0]) };
+    let fd = unsafe { syscall(41, [1, SOCK_STREAM_NONBLOCK_CLOEXEC, 0, 0, 0, 0]) };
     if fd < 0 {
         return fd;
     }
@@ -158,24 +163,48 @@ pub fn connect_unix(path: &[u8]) -> isize {
     });
     if result < 0 {
         close(fd as i32);
-        return result;
+        return if result == -EINPROGRESS { -EAGAIN } else { result };
     }
     fd
 }
 
-/// Waits until `fd` is readable (`events` = 1) or writable (4), for at most `timeout_ms`.
-/// Returns true when it is.
-pub fn wait(fd: i32, events: i16, timeout_ms: i64) -> bool {
+/// Sends on a socket without raising SIGPIPE when the peer has gone (`MSG_NOSIGNAL`).
+pub fn send(fd: i32, buf: &[u8]) -> isize {
+    const MSG_NOSIGNAL: usize = 0x4000;
+    // SAFETY: the kernel reads at most `buf.len()` bytes from `buf`.
+    retry(|| unsafe {
+        syscall(
+            44,
+            [fd as usize, buf.as_ptr() as usize, buf.len(), MSG_NOSIGNAL, 0, 0],
+        )
+    })
+}
+
+/// What [`wait`] saw.
+pub enum Ready {
+    Yes,
+    /// The time ran out.
+    No,
+    /// A signal arrived first; wait again.
+    Interrupted,
+    /// poll itself failed.
+    Failed,
+}
+
+/// Waits until `fd` is ready for `events` ([`READABLE`] or [`WRITABLE`]; an error or hang-up
+/// counts as ready, and the read or write then says what happened), for at most `timeout_ms`.
+pub fn wait(fd: i32, events: i16, timeout_ms: i64) -> Ready {
     let mut poll_fd = [0u8; 8];
     poll_fd[..4].copy_from_slice(&fd.to_ne_bytes());
     poll_fd[4..6].copy_from_slice(&events.to_ne_bytes());
     let timeout = timeout_ms.clamp(0, i64::from(i32::MAX)) as usize;
     // SAFETY: `poll_fd` is one struct pollfd.
-    let ready = unsafe { syscall(7, [poll_fd.as_mut_ptr() as usize, 1, timeout, 0, 0, 0]) };
-    if ready == -EINTR || ready == -EAGAIN {
-        return false;
+    match unsafe { syscall(7, [poll_fd.as_mut_ptr() as usize, 1, timeout, 0, 0, 0]) } {
+        1 => Ready::Yes,
+        0 => Ready::No,
+        result if result == -EINTR || result == -EAGAIN => Ready::Interrupted,
+        _ => Ready::Failed,
     }
-    ready == 1
 }
 
 /// Milliseconds on the monotonic clock.

@@ -507,6 +507,44 @@ async fn help_and_unknown_modes_print_usage_and_exit_2(layout: Layout) {
     }
 }
 
+/// Something that is not graspd on the socket: it reads a little, answers garbage and hangs up.
+fn serve_garbage(world: &World) {
+    let listener = tokio::net::UnixListener::bind(&world.socket).expect("bind");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 64];
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nnot grpc")
+                .await;
+        }
+    });
+}
+
+async fn a_garbage_answer_refuses_the_push_and_spools_the_report(layout: Layout) {
+    let world = World::new(layout);
+    serve_garbage(&world);
+    let output = world
+        .run(&world.hook("pre-receive"), &[], &[], &update("refs/heads/main"))
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).starts_with(&format!(
+            "grasp-hook: cannot reach graspd at {}: ",
+            world.socket.display()
+        )),
+        "{}",
+        stderr(&output)
+    );
+    let output = world
+        .run(&world.hook("post-receive"), &[], &[], &update("refs/heads/main"))
+        .await;
+    assert_eq!(output.status.code(), Some(0));
+    let spooled = world.spooled();
+    assert_eq!(spooled.len(), 1, "{}", stderr(&output));
+    assert_eq!(spooled[0].updates[0].ref_name, "refs/heads/main");
+}
+
 // Each test above, run once with the hooks directory as graspd lays it out (the fast hook in
 // front, falling back to the full one) and once with the full hook alone.
 layouts! {
@@ -523,6 +561,7 @@ layouts! {
     post_receive_never_fails_the_push,
     check_reports_the_daemon_and_whether_it_knows_the_repository,
     help_and_unknown_modes_print_usage_and_exit_2,
+    a_garbage_answer_refuses_the_push_and_spools_the_report,
 }
 
 // The fast hook's own behaviour.
