@@ -146,13 +146,23 @@ pub(super) fn spawn(path: &Path, shared: Shared) -> Result<mpsc::Sender<Request>
     std::thread::Builder::new()
         .name("graspd-writer".to_owned())
         .spawn(move || {
-            Writer {
+            let writer = Writer {
                 conn,
                 shared,
                 wal,
                 answers: Vec::new(),
+            };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(rx)));
+            if outcome.is_err() {
+                // Without its writer the daemon would stay up answering every save with an
+                // error. Exiting lets the service manager restart it; nothing answered is lost
+                // (every answered write was committed), unanswered requests are retried by their
+                // clients, and start-up reconciliation picks up releases.
+                tracing::error!(
+                    "the store's writer thread panicked; exiting (status 70) so graspd is restarted"
+                );
+                std::process::exit(70);
             }
-            .run(rx)
         })
         .map_err(StoreError::WriterThread)?;
     Ok(tx)
