@@ -9,7 +9,9 @@
 //! allow it). Then it measures
 //! 1. push time, graspd against plain, for a one-file commit (median of 20) and a ~100 MB commit
 //!    of incompressible data (median of 3). The client's objects are packed once beforehand, so
-//!    each push reuses them and the figure is dominated by transfer and the server side;
+//!    each push reuses them and the figure is dominated by transfer and the server side; for
+//!    scale, the small push again into graspd repositories whose two hooks are `true` (git's own
+//!    cost of running two hooks, which no hook can go below);
 //! 2. the hook round trip: the installed pre-receive hook (the fast hook) from spawn to exit,
 //!    allowed by the daemon, and the full `grasp-hook pre-receive` beside it;
 //! 3. how long after a push the released state reaches a live websocket subscriber;
@@ -108,7 +110,7 @@ impl Bench {
     async fn push_time_small(&mut self) {
         let (work, oid) = work_tree_with_commit("small");
         let before = hook_seconds(&self.server);
-        let (graspd, plain) = self.compare(work.path(), &oid, "small", SMALL_RUNS).await;
+        let (graspd, plain) = self.compare(work.path(), &oid, "small", SMALL_RUNS, None).await;
         let after = hook_seconds(&self.server);
         print_comparison("small", SMALL_RUNS, &graspd, &plain);
         // Where the difference goes, from the daemon's own histograms (warm-up push included).
@@ -120,6 +122,22 @@ impl Bench {
                 (after.report - before.report) * 1000.0 / pushes,
             );
         }
+        // For scale: git's own cost of running two hooks, with hooks that do nothing. graspd's
+        // repositories get a hooks directory whose pre-receive and post-receive are `true`
+        // (nothing is authorized or released; the pushes land because nothing refuses them).
+        let scratch = tempfile::tempdir().expect("temp dir");
+        for name in ["pre-receive", "post-receive"] {
+            std::os::unix::fs::symlink(which_true(), scratch.path().join(name)).expect("link");
+        }
+        let (graspd, plain) = self
+            .compare(work.path(), &oid, "true-hooks", SMALL_RUNS, Some(scratch.path()))
+            .await;
+        let (g, p) = (ms(median(&graspd)), ms(median(&plain)));
+        println!(
+            "push small, for scale: graspd with both hooks `true` {g:.1} ms, plain {p:.1} ms, ratio {:.2} \
+             (git's own cost of running two hooks)",
+            g / p
+        );
     }
 
     /// Part 1b: a ~100 MB commit of incompressible data, with the daemon's CPU per push for context.
@@ -134,7 +152,7 @@ impl Bench {
             started.elapsed().as_secs_f64()
         );
         let cpu = self.server.cpu_seconds();
-        let (graspd, plain) = self.compare(work.path(), &oid, "large", LARGE_RUNS).await;
+        let (graspd, plain) = self.compare(work.path(), &oid, "large", LARGE_RUNS, None).await;
         let label = format!("{LARGE_MIB} MiB");
         print_comparison(&label, LARGE_RUNS, &graspd, &plain);
         if let (Some(before), Some(after)) = (cpu, self.server.cpu_seconds()) {
@@ -150,18 +168,30 @@ impl Bench {
 
     /// Pushes `main` of `work` to fresh repositories on both servers `runs` times (after one
     /// warm-up push each), alternating which goes first; returns the durations (graspd, plain).
+    /// `hooks` replaces graspd's hooks directory in its repositories.
     async fn compare(
         &mut self,
         work: &Path,
         oid: &str,
         name: &str,
         runs: usize,
+        hooks: Option<&Path>,
     ) -> (Vec<Duration>, Vec<Duration>) {
         let mut graspd_times = Vec::with_capacity(runs);
         let mut plain_times = Vec::with_capacity(runs);
         for run in 0..=runs {
             let identifier = format!("{name}-{run}");
             self.announce(&identifier, oid).await;
+            if let Some(hooks) = hooks {
+                let repo = self.server.repo_path(&self.owner, &identifier);
+                let config = repo.join("config");
+                support::eventually("the repository is provisioned", || {
+                    let config = config.clone();
+                    async move { config.exists() }
+                })
+                .await;
+                git(&repo, &["config", "core.hooksPath", &hooks.display().to_string()]);
+            }
             let graspd_url = self.server.clone_url(&self.owner, &identifier);
             let plain_url = self.plain.fresh_repo(&identifier);
             // Alternate the order so neither side always pushes into warm caches.
@@ -313,6 +343,15 @@ fn print_comparison(label: &str, runs: usize, graspd: &[Duration], plain: &[Dura
         ms(min(graspd)),
         ms(min(plain))
     );
+}
+
+/// `true`'s path, for hooks that link to it.
+fn which_true() -> std::path::PathBuf {
+    ["/bin/true", "/usr/bin/true"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|path| path.exists())
+        .expect("a `true` executable")
 }
 
 fn run_hook(hook: &Path, args: &[&str], repo: &Path, stdin: &str) -> Duration {
