@@ -9,7 +9,8 @@
 //!   git http-backend, nothing of graspd's;
 //!
 //! and, for reference, the same push into a graspd with its embedded front (`--git-http
-//! embedded`, hooks included).
+//! embedded`, hooks included), and into a plain repository whose two hooks are `true` (git's own
+//! cost of running two hooks, which no hook can go below).
 //!
 //! Every push goes into a fresh, empty repository (for graspd: a fresh identifier whose
 //! announcement and matching state were published first, so both hooks run and allow it); the
@@ -99,6 +100,8 @@ struct Times {
     hooks: Vec<Duration>,
     plain: Vec<Duration>,
     embedded: Vec<Duration>,
+    /// The plain repository with both hooks `true`: git's own cost of running two hooks.
+    true_hooks: Vec<Duration>,
 }
 
 impl Times {
@@ -123,6 +126,12 @@ impl Times {
             ms(min(&self.hooks)),
             ms(min(&self.plain)),
             ms(min(&self.embedded)),
+        );
+        let true_hooks = ms(median(&self.true_hooks));
+        println!(
+            "push {label}, for scale: same nginx, plain repository with both hooks `true` {true_hooks:.1} ms, \
+             ratio {:.3} to no hooks (git's own cost of running two hooks)",
+            true_hooks / plain
         );
     }
 }
@@ -167,12 +176,23 @@ impl Bench {
             );
             publish(&mut self.behind_nginx, &st).await;
             publish(&mut self.direct, &st).await;
+            let true_hooks = self.plain_repo(&format!("true-{identifier}"), &identifier);
+            let true_path = self.plain_path(&format!("true-{identifier}"));
+            git(
+                &true_path,
+                &[
+                    "config",
+                    "core.hooksPath",
+                    &self.true_hooks_dir().display().to_string(),
+                ],
+            );
             let urls = [
                 self.front.clone_url(&self.owner, &identifier),
-                self.plain_repo(&identifier),
+                self.plain_repo(&identifier, &identifier),
                 self.embedded.clone_url(&self.owner, &identifier),
+                true_hooks,
             ];
-            let mut measured = [Duration::ZERO; 3];
+            let mut measured = [Duration::ZERO; 4];
             for turn in 0..urls.len() {
                 let target = (run + turn) % urls.len();
                 measured[target] = push(work, &urls[target]).await;
@@ -181,6 +201,7 @@ impl Bench {
                 times.hooks.push(measured[0]);
                 times.plain.push(measured[1]);
                 times.embedded.push(measured[2]);
+                times.true_hooks.push(measured[3]);
             }
         }
         let last = format!("{name}-{runs}");
@@ -202,6 +223,22 @@ impl Bench {
     /// A bare repository under graspd's git root that nginx serves like any other, with the git
     /// config graspd gave its repository `identifier` (GRASP-01 settings, packs kept as received)
     /// but no hooks and no announcement: stock git http-backend alone.
+    /// A hooks directory whose pre-receive and post-receive are `true`, readable by fcgiwrap.
+    fn true_hooks_dir(&self) -> PathBuf {
+        let dir = self.server.git_root().join("true-hooks");
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let true_path = ["/bin/true", "/usr/bin/true"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .expect("a `true` executable");
+            for name in ["pre-receive", "post-receive"] {
+                std::os::unix::fs::symlink(true_path, dir.join(name)).expect("link");
+            }
+        }
+        dir
+    }
+
     fn plain_path(&self, identifier: &str) -> PathBuf {
         self.server
             .git_root()
@@ -209,8 +246,10 @@ impl Bench {
             .join(format!("plain-{identifier}.git"))
     }
 
-    fn plain_repo(&self, identifier: &str) -> String {
-        let path = self.plain_path(identifier);
+    /// A plain bare repository `plain-<name>.git` with the git config of graspd's repository
+    /// `identifier` minus graspd's own keys; returns its URL through nginx.
+    fn plain_repo(&self, name: &str, identifier: &str) -> String {
+        let path = self.plain_path(name);
         std::fs::create_dir_all(&path).expect("mkdir");
         git(&path, &["init", "-q", "--bare", "-b", "main"]);
         let graspd_config = self.server.repo_path(&self.owner, identifier).join("config");
@@ -223,7 +262,7 @@ impl Bench {
         }
         assert_eq!(git(&path, &["config", "http.receivepack"]), "true");
         format!(
-            "http://{}/{}/plain-{identifier}.git",
+            "http://{}/{}/plain-{name}.git",
             self.front.addr,
             npub(&self.owner)
         )
