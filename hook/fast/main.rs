@@ -180,16 +180,19 @@ fn run(process: &Process) -> i32 {
     let mode = match (process.argc, process.arg(0).map(file_name)) {
         (1, Some(b"pre-receive")) => Mode::PreReceive,
         (1, Some(b"post-receive")) => Mode::PostReceive,
-        _ => return full(process, None, None),
+        _ => return full(process, None, None, None),
     };
     let (filled, complete) = read_stdin(stdin);
     let input: &[u8] = &stdin[..filled];
     if !complete {
-        return full(process, Some(mode), Some(input));
+        return full(process, Some(mode), Some(input), None);
     }
     match fast(process, mode, input, buffers) {
         Ok(code) => code,
-        Err(_) => full(process, Some(mode), Some(input)),
+        // The daemon took the whole deadline already: the full hook gets one second, enough to
+        // find it still silent and spool the report, rather than a second full wait.
+        Err(Failure::TimedOut) => full(process, Some(mode), Some(input), Some(SHORT_TIMEOUT)),
+        Err(Failure::Unsure) => full(process, Some(mode), Some(input), None),
     }
 }
 
@@ -205,6 +208,10 @@ fn read_stdin(buf: &mut [u8]) -> (usize, bool) {
     let mut filled = 0;
     while filled < buf.len() {
         let read = sys::read(sys::STDIN, &mut buf[filled..]);
+        if read == -sys::EAGAIN {
+            let _ = sys::wait(sys::STDIN, sys::READABLE, 1000);
+            continue;
+        }
         if read < 0 {
             return (filled, false);
         }
@@ -543,6 +550,14 @@ fn on_frame(
             out.put(frame.payload.get(..8).ok_or(Unsure)?)?;
             Ok(out.len())
         }
+        // A GOAWAY that still covers the call (last stream id >= 1) lets it finish.
+        wire::GOAWAY
+            if frame.payload.get(..4).is_some_and(|id| {
+                u32::from_be_bytes([id[0], id[1], id[2], id[3]]) & 0x7fff_ffff >= wire::STREAM
+            }) =>
+        {
+            Ok(0)
+        }
         wire::GOAWAY | wire::PUSH_PROMISE => Err(Unsure),
         wire::RST_STREAM if ours => Err(Unsure),
         wire::HEADERS if ours => {
@@ -614,35 +629,61 @@ fn collect_block(
     Ok(())
 }
 
+/// The environment entry that shortens the full hook's deadline after this one timed out.
+const SHORT_TIMEOUT: &[u8] = b"GRASP_HOOK_TIMEOUT_SECS=1\0";
+
+/// Room for the environment handed to the full hook when an entry is replaced.
+const MAX_ENV: usize = 1024;
+static mut ENV: [*const u8; MAX_ENV] = [core::ptr::null(); MAX_ENV];
+
 /// Hands the run to the full `grasp-hook` next to this binary, with stdin replayed from `input`
-/// (what was read) followed by whatever was not read yet. Returns only if that fails.
-fn full(process: &Process, mode: Option<Mode>, input: Option<&[u8]>) -> i32 {
+/// (what was read) followed by whatever was not read yet, and `GRASP_HOOK_TIMEOUT_SECS` replaced
+/// by `timeout` when given. Returns only if that fails.
+fn full(process: &Process, mode: Option<Mode>, input: Option<&[u8]>, timeout: Option<&'static [u8]>) -> i32 {
     let failed = match mode {
         Some(Mode::PreReceive) => 1,
         Some(Mode::PostReceive) => 0,
         None => 2,
     };
+    let consequence: &[u8] = match mode {
+        Some(Mode::PreReceive) => b"; push refused",
+        Some(Mode::PostReceive) => b"; the push landed but graspd was not told about it",
+        None => b"",
+    };
     if let Some(input) = input
         && !replay_stdin(input)
     {
-        say(&[b"grasp-hook: cannot pass the ref updates to the full hook (memfd); push refused"]);
+        say(&[
+            b"grasp-hook: cannot pass the ref updates to the full hook",
+            consequence,
+        ]);
         return failed;
     }
     let mut exe = [0u8; 4096];
     let mut path = [0u8; 4200];
     let mut out = Out::new(&mut path);
-    let located = sys::readlink(b"/proc/self/exe\0", &mut exe).and_then(|exe| {
+    // Next to this binary; without /proc, next to the name git ran (the hooks directory).
+    let exe = sys::readlink(b"/proc/self/exe\0", &mut exe).or(process.arg(0));
+    let located = exe.and_then(|exe| {
         let dir = &exe[..exe.iter().rposition(|b| *b == b'/')?];
         out.put(dir).ok()?;
         out.put(b"/grasp-hook\0").ok()
     });
     if located.is_none() {
-        say(&[b"grasp-hook: cannot find the full hook next to the fast hook (/proc/self/exe)"]);
+        say(&[
+            b"grasp-hook: cannot find the full hook next to the fast hook",
+            consequence,
+        ]);
         return failed;
     }
     let len = out.len();
-    // SAFETY: the path is NUL-terminated; argv and envp are the kernel's own arrays.
-    let error = unsafe { sys::execve(&path[..len], process.argv, process.envp) };
+    let envp = match timeout {
+        Some(entry) => environment_with(process, entry),
+        None => process.envp,
+    };
+    // SAFETY: the path is NUL-terminated; argv is the kernel's own array and envp either that or
+    // a NULL-terminated copy of its pointers plus a static NUL-terminated entry.
+    let error = unsafe { sys::execve(&path[..len], process.argv, envp) };
     let mut errno = [0u8; 20];
     say(&[
         b"grasp-hook: cannot run the full hook ",
@@ -650,8 +691,44 @@ fn full(process: &Process, mode: Option<Mode>, input: Option<&[u8]>) -> i32 {
         b" (errno ",
         decimal(error.unsigned_abs() as u64, &mut errno),
         b")",
+        consequence,
     ]);
     failed
+}
+
+/// The process's environment with `entry` (`NAME=value\0`) in place of any `NAME=` entry; the
+/// original when it does not fit.
+fn environment_with(process: &Process, entry: &'static [u8]) -> *const *const u8 {
+    let Some(name_end) = entry.iter().position(|b| *b == b'=') else {
+        return process.envp;
+    };
+    let prefix = &entry[..=name_end];
+    // SAFETY: only this function touches ENV, once, from the only thread.
+    #[allow(clippy::deref_addrof)]
+    let env: &mut [*const u8; MAX_ENV] = unsafe { &mut *(&raw mut ENV) };
+    let mut count = 0;
+    let mut from = process.envp;
+    loop {
+        // SAFETY: envp is a NULL-terminated array of NUL-terminated strings.
+        let pointer = unsafe { *from };
+        if pointer.is_null() {
+            break;
+        }
+        // SAFETY: as above.
+        let text = unsafe { core::ffi::CStr::from_ptr(pointer.cast()) }.to_bytes();
+        if !text.starts_with(prefix) {
+            if count + 2 >= MAX_ENV {
+                return process.envp;
+            }
+            env[count] = pointer;
+            count += 1;
+        }
+        // SAFETY: not past the terminating NULL.
+        from = unsafe { from.add(1) };
+    }
+    env[count] = entry.as_ptr();
+    env[count + 1] = core::ptr::null();
+    env.as_ptr()
 }
 
 /// Makes stdin an in-memory file holding `input` and then the rest of the current stdin.
@@ -665,10 +742,16 @@ fn replay_stdin(input: &[u8]) -> bool {
     let mut chunk = [0u8; 16 * 1024];
     while ok {
         let read = sys::read(sys::STDIN, &mut chunk);
-        if read <= 0 {
+        if read == 0 {
             break;
         }
-        ok = sys::write_all(fd, &chunk[..read as usize]);
+        if read == -sys::EAGAIN {
+            // A non-blocking stdin: wait for more rather than take this for the end.
+            let _ = sys::wait(sys::STDIN, sys::READABLE, 1000);
+            continue;
+        }
+        // An error is not the end of the input: a shortened list would be judged as the whole.
+        ok = read > 0 && sys::write_all(fd, &chunk[..read as usize]);
     }
     ok = ok && sys::rewind(fd) == 0 && sys::dup2(fd, sys::STDIN) == 0;
     sys::close(fd);

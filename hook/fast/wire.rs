@@ -672,7 +672,8 @@ impl Table {
     }
 
     /// Decodes one header block, calling `field` with each (name, value). `scratch` holds
-    /// Huffman-decoded strings; it must be at least twice the block's length.
+    /// decoded strings, a name in its first half and a value in its second; a string that
+    /// decodes to more than half of it (Huffman text grows by up to 8/5) is [`Unsure`].
     pub fn decode(
         &mut self,
         mut block: &[u8],

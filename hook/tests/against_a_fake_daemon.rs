@@ -84,7 +84,11 @@ impl HookService for FakeDaemon {
         if self.fail_reports {
             return Err(Status::unavailable("store is shutting down"));
         }
-        self.reported.lock().expect("lock").push(request.into_inner());
+        let request = request.into_inner();
+        if request.updates.iter().any(|u| u.ref_name.contains("slow")) {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        self.reported.lock().expect("lock").push(request);
         Ok(Response::new(ReportPushResponse {
             result: Some(ProcessResult {
                 states_released: 1,
@@ -657,4 +661,29 @@ async fn a_push_too_large_for_the_fast_hook_goes_whole_to_the_full_hook() {
     assert_eq!(authorized.len(), 1);
     assert_eq!(authorized[0].updates.len(), 1000);
     assert_eq!(authorized[0].updates[999].ref_name, "refs/tags/t0999");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_fast_hook_times_out_the_full_hook_spools_after_one_second_more() {
+    if FAST_HOOK.is_empty() {
+        return;
+    }
+    let world = World::new(Layout::Fast);
+    world.serve(FakeDaemon::default());
+    let output = world
+        .run(
+            &world.hook("post-receive"),
+            &[],
+            &[("GRASP_HOOK_TIMEOUT_SECS", "2")],
+            &update("refs/heads/slow"),
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0));
+    // The full hook was given one second, not a second full deadline, and then spooled.
+    assert!(
+        stderr(&output).contains("no answer within 1 s"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(world.spooled().len(), 1);
 }

@@ -55,7 +55,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GitError + use<> {
     move |source| GitError::Io { path, source }
 }
 
-/// Points the symbolic link `link` at `target`, replacing whatever is there.
+/// Points the symbolic link `link` at `target`, replacing whatever is there atomically: the new
+/// link is made beside it and renamed over it, so a push arriving meanwhile never finds the hook
+/// missing (git would then run no pre-receive at all and accept the push unchecked).
 fn ensure_link(link: &Path, target: &Path, dry_run: bool, changes: &mut Vec<String>) -> Result<(), GitError> {
     if std::fs::read_link(link).ok().as_deref() == Some(target) {
         return Ok(());
@@ -64,10 +66,12 @@ fn ensure_link(link: &Path, target: &Path, dry_run: bool, changes: &mut Vec<Stri
     if dry_run {
         return Ok(());
     }
-    if link.symlink_metadata().is_ok() {
-        std::fs::remove_file(link).map_err(io(link))?;
+    let temporary = link.with_extension("new-link");
+    if temporary.symlink_metadata().is_ok() {
+        std::fs::remove_file(&temporary).map_err(io(&temporary))?;
     }
-    std::os::unix::fs::symlink(target, link).map_err(io(link))
+    std::os::unix::fs::symlink(target, &temporary).map_err(io(&temporary))?;
+    std::fs::rename(&temporary, link).map_err(io(link))
 }
 
 /// Writes the fast hook (mode 0755) unless the same bytes are already there; atomically, so a
@@ -86,9 +90,16 @@ fn write_fast_hook(path: &Path, dry_run: bool, changes: &mut Vec<String>) -> Res
     if dry_run {
         return Ok(());
     }
+    // Written whole and synced before it takes the name: after a crash the hook is the old one
+    // or the new one, never a truncated file.
     let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, FAST_HOOK).map_err(io(&temporary))?;
-    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755)).map_err(io(&temporary))?;
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&temporary)?;
+        std::io::Write::write_all(&mut file, FAST_HOOK)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+        file.sync_all()
+    };
+    write().map_err(io(&temporary))?;
     std::fs::rename(&temporary, path).map_err(io(path))
 }
 
@@ -170,6 +181,16 @@ mod tests {
             prepare_hooks_dir(&hooks, false).expect("again").is_empty(),
             "idempotent"
         );
+
+        // An older layout (hooks linked to the full hook directly) is replaced link by link.
+        std::fs::remove_file(dir.join("pre-receive")).expect("unlink");
+        std::os::unix::fs::symlink(&hooks.hook_binary, dir.join("pre-receive")).expect("link");
+        assert_eq!(prepare_hooks_dir(&hooks, false).expect("upgrade").len(), 1);
+        assert_eq!(
+            std::fs::read_link(dir.join("pre-receive")).expect("link"),
+            Path::new(FAST_NAME)
+        );
+        assert!(!dir.join("pre-receive.new-link").exists());
 
         // A stale or damaged fast hook (an older graspd's) is replaced whole.
         std::fs::write(&fast, b"old").expect("write");
