@@ -228,12 +228,8 @@ impl Bench {
         let dir = self.server.git_root().join("true-hooks");
         if !dir.exists() {
             std::fs::create_dir_all(&dir).expect("mkdir");
-            let true_path = ["/bin/true", "/usr/bin/true"]
-                .into_iter()
-                .find(|p| Path::new(p).exists())
-                .expect("a `true` executable");
             for name in ["pre-receive", "post-receive"] {
-                std::os::unix::fs::symlink(true_path, dir.join(name)).expect("link");
+                std::os::unix::fs::symlink(support::true_executable(), dir.join(name)).expect("link");
             }
         }
         dir

@@ -127,7 +127,7 @@ impl Bench {
         // (nothing is authorized or released; the pushes land because nothing refuses them).
         let scratch = tempfile::tempdir().expect("temp dir");
         for name in ["pre-receive", "post-receive"] {
-            std::os::unix::fs::symlink(which_true(), scratch.path().join(name)).expect("link");
+            std::os::unix::fs::symlink(support::true_executable(), scratch.path().join(name)).expect("link");
         }
         let (graspd, plain) = self
             .compare(work.path(), &oid, "true-hooks", SMALL_RUNS, Some(scratch.path()))
@@ -343,15 +343,6 @@ fn print_comparison(label: &str, runs: usize, graspd: &[Duration], plain: &[Dura
         ms(min(graspd)),
         ms(min(plain))
     );
-}
-
-/// `true`'s path, for hooks that link to it.
-fn which_true() -> std::path::PathBuf {
-    ["/bin/true", "/usr/bin/true"]
-        .iter()
-        .map(std::path::PathBuf::from)
-        .find(|path| path.exists())
-        .expect("a `true` executable")
 }
 
 fn run_hook(hook: &Path, args: &[&str], repo: &Path, stdin: &str) -> Duration {

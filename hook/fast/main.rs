@@ -143,9 +143,7 @@ struct Buffers {
     message: &'static mut [u8],
     request: &'static mut [u8],
     read: &'static mut [u8],
-    block: &'static mut [u8],
-    scratch: &'static mut [u8],
-    answer: &'static mut [u8],
+    io: Io,
 }
 
 impl Buffers {
@@ -167,9 +165,11 @@ impl Buffers {
             message,
             request,
             read,
-            block,
-            scratch,
-            answer,
+            io: Io {
+                block,
+                scratch,
+                answer,
+            },
         };
         (stdin, buffers)
     }
@@ -182,7 +182,7 @@ fn run(process: &Process) -> i32 {
         (1, Some(b"post-receive")) => Mode::PostReceive,
         _ => return full(process, None, None, None),
     };
-    let (filled, complete) = read_stdin(stdin);
+    let (filled, complete) = read_all(sys::STDIN, stdin);
     let input: &[u8] = &stdin[..filled];
     if !complete {
         return full(process, Some(mode), Some(input), None);
@@ -203,13 +203,14 @@ fn file_name(path: &[u8]) -> &[u8] {
     }
 }
 
-/// Reads stdin into `buf`: (bytes read, whether that was all of it).
-fn read_stdin(buf: &mut [u8]) -> (usize, bool) {
+/// Reads `fd` into `buf` until its end: (bytes read, whether that was all of it). An error
+/// counts as not all.
+fn read_all(fd: i32, buf: &mut [u8]) -> (usize, bool) {
     let mut filled = 0;
     while filled < buf.len() {
-        let read = sys::read(sys::STDIN, &mut buf[filled..]);
+        let read = sys::read(fd, &mut buf[filled..]);
         if read == -sys::EAGAIN {
-            let _ = sys::wait(sys::STDIN, sys::READABLE, 1000);
+            let _ = sys::wait(fd, sys::READABLE, 1000);
             continue;
         }
         if read < 0 {
@@ -247,9 +248,7 @@ fn fast(process: &Process, mode: Mode, input: &[u8], buffers: Buffers) -> Result
         message,
         request,
         read,
-        block,
-        scratch,
-        answer,
+        io,
     } = buffers;
     let mut slots = [Update::default(); MAX_UPDATES];
     let count = wire::parse_updates(input, &mut slots)?;
@@ -278,17 +277,7 @@ fn fast(process: &Process, mode: Mode, input: &[u8], buffers: Buffers) -> Result
     let mut request = Out::new(request);
     wire::call(&mut request, method, message.bytes())?;
 
-    let answer = match exchange(
-        socket,
-        request.bytes(),
-        timeout_secs * 1000,
-        read,
-        Io {
-            block,
-            scratch,
-            answer,
-        },
-    ) {
+    let answer = match exchange(socket, request.bytes(), timeout_secs * 1000, read, io) {
         Ok(answer) => answer,
         Err(Failure::TimedOut) if mode == Mode::PreReceive => {
             let mut secs = [0u8; 20];
@@ -379,19 +368,7 @@ fn read_file<'a>(path: &[u8], buf: &'a mut [u8]) -> Sure<&'a [u8]> {
     if fd < 0 {
         return Err(Unsure);
     }
-    let (filled, complete) = {
-        let mut filled = 0;
-        let mut complete = false;
-        while filled < buf.len() {
-            let read = sys::read(fd as i32, &mut buf[filled..]);
-            if read <= 0 {
-                complete = read == 0;
-                break;
-            }
-            filled += read as usize;
-        }
-        (filled, complete)
-    };
+    let (filled, complete) = read_all(fd as i32, buf);
     sys::close(fd as i32);
     if !complete {
         return Err(Unsure);

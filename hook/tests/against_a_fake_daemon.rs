@@ -128,11 +128,9 @@ macro_rules! layouts {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn fast() {
-                    if super::FAST_HOOK.is_empty() {
-                        eprintln!("skipped: no fast hook on this target");
-                        return;
+                    if super::has_fast_hook() {
+                        super::$name(super::Layout::Fast).await;
                     }
-                    super::$name(super::Layout::Fast).await;
                 }
             }
         )*
@@ -570,14 +568,23 @@ layouts! {
 
 // The fast hook's own behaviour.
 
+/// Whether this target has a fast hook; says the test is skipped when not.
+fn has_fast_hook() -> bool {
+    if FAST_HOOK.is_empty() {
+        eprintln!("skipped: no fast hook on this target");
+    }
+    !FAST_HOOK.is_empty()
+}
+
+/// A world in the fast layout; `None` on a target without a fast hook.
+fn fast_world() -> Option<World> {
+    has_fast_hook().then(|| World::new(Layout::Fast))
+}
+
 /// A fast-layout world whose `grasp-hook` link is gone: whatever still works is the fast hook
 /// alone.
 fn world_without_full_hook() -> Option<World> {
-    if FAST_HOOK.is_empty() {
-        eprintln!("skipped: no fast hook on this target");
-        return None;
-    }
-    let world = World::new(Layout::Fast);
+    let world = fast_world()?;
     std::fs::remove_file(world.hook("grasp-hook")).expect("unlink");
     Some(world)
 }
@@ -641,10 +648,7 @@ async fn without_the_full_hook_to_fall_back_to_pre_receive_still_fails_closed() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_too_large_for_the_fast_hook_goes_whole_to_the_full_hook() {
-    if FAST_HOOK.is_empty() {
-        return;
-    }
-    let world = World::new(Layout::Fast);
+    let Some(world) = fast_world() else { return };
     let daemon = FakeDaemon::default();
     world.serve(daemon.clone());
     // About 110 KiB of input: more than the fast hook reads, so stdin is replayed to the full
@@ -665,10 +669,7 @@ async fn a_push_too_large_for_the_fast_hook_goes_whole_to_the_full_hook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_fast_hook_times_out_the_full_hook_spools_after_one_second_more() {
-    if FAST_HOOK.is_empty() {
-        return;
-    }
-    let world = World::new(Layout::Fast);
+    let Some(world) = fast_world() else { return };
     world.serve(FakeDaemon::default());
     let output = world
         .run(

@@ -561,3 +561,13 @@ where
 
 /// nginx + fcgiwrap in front of graspd (tests/nginx.rs, benches/nginx.rs).
 pub mod nginx;
+
+/// The `true` executable, for hooks that do nothing (the benches' measure of git's own cost of
+/// running hooks).
+pub fn true_executable() -> PathBuf {
+    ["/bin/true", "/usr/bin/true"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists())
+        .expect("a `true` executable")
+}

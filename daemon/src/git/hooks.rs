@@ -133,13 +133,13 @@ pub(super) fn configure_repo(path: &Path, hooks: &HookSetup, dry_run: bool) -> R
 mod tests {
     use super::*;
 
+    /// graspd's own layout under `data`, with the full hook in `data/bin`.
     fn setup(data: &Path) -> HookSetup {
-        HookSetup {
-            socket: data.join("graspd.sock"),
-            hooks_dir: data.join("hooks"),
-            spool_dir: data.join("spool"),
-            hook_binary: data.join("bin").join("grasp-hook"),
-        }
+        let args = crate::config::HookArgs {
+            grpc_socket: None,
+            hook_binary: Some(data.join("bin").join("grasp-hook")),
+        };
+        HookSetup::resolve(data, &args)
     }
 
     #[test]
