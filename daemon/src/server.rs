@@ -34,12 +34,6 @@ pub enum ServeError {
 /// Runs the server until `stop` resolves.
 pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
     let app = App::open(config.clone()).await?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: config.listen,
-            source,
-        })?;
     for change in app.git().prepare_hooks_dir(false).await? {
         tracing::info!("hooks: {change}");
     }
@@ -62,6 +56,18 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             "grasp-hook not found: pushes will fail until it is installed there (see --hook-binary)");
     }
     let rpc_listeners = rpc::bind(&config.hooks.socket, config.grpc_socket_mode, config.grpc_listen).await?;
+    // The public port opens last: whoever waits for it (systemd, a load balancer, the tests) may
+    // rely on the gRPC socket that the hooks of the first push will call.
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(source) => {
+            let _ = std::fs::remove_file(&config.hooks.socket);
+            return Err(ServeError::Listen {
+                addr: config.listen,
+                source,
+            });
+        }
+    };
     let relay = relay::build(&app);
     let (shutdown, signal): (Shutdown, Signal) = Shutdown::new();
 
