@@ -431,3 +431,62 @@ fn hook_with_malformed_stdin_refuses_with_a_clear_message() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("line 1"), "{err}");
 }
+
+/// Git's `gc` check runs in the daemon after the push, not inside it: graspd's repositories set
+/// `receive.autogc=false`, and the daemon's housekeeping packs a repository git finds due.
+#[tokio::test]
+async fn housekeeping_runs_after_the_push_instead_of_inside_it() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let (work, first) = work_tree_with_commit("first");
+    let mut client = server.client().await;
+    client.publish(&announcement(&owner, &server, "tidy")).await;
+    let old = Timestamp::from(Timestamp::now().as_secs() - 10);
+    let st = state_at(&owner, "tidy", &[("refs/heads/main", &first)], None, old);
+    assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
+    let url = server.clone_url(&owner, "tidy");
+    git(work.path(), &["push", "-q", &url, "main"]);
+
+    let repo = server.repo_path(&owner, "tidy");
+    assert_eq!(git(&repo, &["config", "receive.autogc"]), "false");
+    // Git finds a repository with more than one pack due for `gc`.
+    git(&repo, &["config", "gc.autoPackLimit", "1"]);
+    let packs = || {
+        std::fs::read_dir(repo.join("objects/pack"))
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(packs(), 1, "the first push kept its pack");
+
+    std::fs::write(work.path().join("README"), "second").expect("write");
+    git(work.path(), &["commit", "-qam", "second"]);
+    let second = git(work.path(), &["rev-parse", "HEAD"]);
+    let st = state(&owner, "tidy", &[("refs/heads/main", &second)], None);
+    assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
+    let output = git_output(work.path(), &["push", &url, "main"]);
+    assert!(output.status.success(), "second push: {}", stderr(&output));
+    assert!(
+        !stderr(&output).to_lowercase().contains("auto packing"),
+        "no gc inside the push: {}",
+        stderr(&output)
+    );
+
+    eventually("the daemon packed the repository's two packs into one", || {
+        let count = packs();
+        async move { count == 1 }
+    })
+    .await;
+    assert_eq!(git(&repo, &["rev-parse", "main"]), second);
+    assert_eq!(git(&repo, &["fsck", "--no-progress"]), "");
+    let metrics = http(server.addr, "GET", "/metrics", &[]).body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("graspd_maintenance_ok_total ") && !l.ends_with(" 0")),
+        "counted: {metrics}"
+    );
+}

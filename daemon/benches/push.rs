@@ -3,15 +3,18 @@
 //! Starts the real release `graspd` on loopback with a temp data dir and, next to it, a plain
 //! smart-HTTP server: a minimal hyper server in this process that runs stock `git http-backend`
 //! through graspd's own CGI bridge, on bare repositories with `http.receivepack` and no hooks
-//! (and graspd's `transfer.unpackLimit=1`, so only the hooks and the daemon's work differ).
+//! (and graspd's `transfer.unpackLimit=1`), otherwise as git sets them up: receive-pack checks
+//! for `gc` after every push there, which graspd's repositories leave to the daemon.
 //! Every push is a real `git push` over HTTP into a fresh, empty repository (for graspd: a fresh
 //! identifier whose announcement and matching state were published first, so both hooks run and
 //! allow it). Then it measures
 //! 1. push time, graspd against plain, for a one-file commit (median of 20) and a ~100 MB commit
 //!    of incompressible data (median of 3). The client's objects are packed once beforehand, so
 //!    each push reuses them and the figure is dominated by transfer and the server side; for
-//!    scale, the small push again into graspd repositories whose two hooks are `true` (git's own
-//!    cost of running two hooks, which no hook can go below);
+//!    scale, the small push again into graspd repositories whose two hooks are `true` against
+//!    plain repositories without the `gc` check (git's own cost of running two hooks, which no
+//!    hook can go below), and like for like: graspd against plain without the `gc` check (what
+//!    the hooks and the daemon cost on their own);
 //! 2. the hook round trip: the installed pre-receive hook (the fast hook) from spawn to exit,
 //!    allowed by the daemon, and the full `grasp-hook pre-receive` beside it;
 //! 3. how long after a push the released state reaches a live websocket subscriber;
@@ -48,6 +51,9 @@ const HOOK_RUNS: usize = 200;
 const LIVE_RUNS: usize = 20;
 const BIG_MIB_ENV: &str = "GRASPD_BENCH_BIG_MB";
 const BIG_MIB_DEFAULT: u64 = 1024;
+/// graspd's repositories skip receive-pack's `gc` check (the daemon runs it after the push); set
+/// on the plain server for like-for-like figures.
+const NO_AUTOGC: &[(&str, &str)] = &[("receive.autogc", "false")];
 const ZERO_OID: &str = "0000000000000000000000000000000000000000";
 
 fn main() {
@@ -110,7 +116,9 @@ impl Bench {
     async fn push_time_small(&mut self) {
         let (work, oid) = work_tree_with_commit("small");
         let before = hook_seconds(&self.server);
-        let (graspd, plain) = self.compare(work.path(), &oid, "small", SMALL_RUNS, None).await;
+        let (graspd, plain) = self
+            .compare(work.path(), &oid, "small", SMALL_RUNS, None, &[])
+            .await;
         let after = hook_seconds(&self.server);
         print_comparison("small", SMALL_RUNS, &graspd, &plain);
         // Where the difference goes, from the daemon's own histograms (warm-up push included).
@@ -124,18 +132,38 @@ impl Bench {
         }
         // For scale: git's own cost of running two hooks, with hooks that do nothing. graspd's
         // repositories get a hooks directory whose pre-receive and post-receive are `true`
-        // (nothing is authorized or released; the pushes land because nothing refuses them).
+        // (nothing is authorized or released; the pushes land because nothing refuses them), and
+        // the plain ones skip the `gc` check as graspd's do, so only the hooks differ.
         let scratch = tempfile::tempdir().expect("temp dir");
         for name in ["pre-receive", "post-receive"] {
             std::os::unix::fs::symlink(support::true_executable(), scratch.path().join(name)).expect("link");
         }
         let (graspd, plain) = self
-            .compare(work.path(), &oid, "true-hooks", SMALL_RUNS, Some(scratch.path()))
+            .compare(
+                work.path(),
+                &oid,
+                "true-hooks",
+                SMALL_RUNS,
+                Some(scratch.path()),
+                NO_AUTOGC,
+            )
             .await;
         let (g, p) = (ms(median(&graspd)), ms(median(&plain)));
         println!(
             "push small, for scale: graspd with both hooks `true` {g:.1} ms, plain {p:.1} ms, ratio {:.2} \
              (git's own cost of running two hooks)",
+            g / p
+        );
+        // Like for like: graspd moves git's `gc` check off the push (receive.autogc=false; the
+        // daemon runs it afterwards). The plain server without that check shows what the hooks
+        // and the daemon cost on their own.
+        let (graspd, plain) = self
+            .compare(work.path(), &oid, "no-autogc", SMALL_RUNS, None, NO_AUTOGC)
+            .await;
+        let (g, p) = (ms(median(&graspd)), ms(median(&plain)));
+        println!(
+            "push small, like for like: graspd {g:.1} ms, plain without receive-pack's gc check {p:.1} ms, \
+             ratio {:.2} (what the hooks and the daemon cost on their own)",
             g / p
         );
     }
@@ -152,7 +180,9 @@ impl Bench {
             started.elapsed().as_secs_f64()
         );
         let cpu = self.server.cpu_seconds();
-        let (graspd, plain) = self.compare(work.path(), &oid, "large", LARGE_RUNS, None).await;
+        let (graspd, plain) = self
+            .compare(work.path(), &oid, "large", LARGE_RUNS, None, &[])
+            .await;
         let label = format!("{LARGE_MIB} MiB");
         print_comparison(&label, LARGE_RUNS, &graspd, &plain);
         if let (Some(before), Some(after)) = (cpu, self.server.cpu_seconds()) {
@@ -168,7 +198,8 @@ impl Bench {
 
     /// Pushes `main` of `work` to fresh repositories on both servers `runs` times (after one
     /// warm-up push each), alternating which goes first; returns the durations (graspd, plain).
-    /// `hooks` replaces graspd's hooks directory in its repositories.
+    /// `hooks` replaces graspd's hooks directory in its repositories; `plain_config` is set in
+    /// the plain server's.
     async fn compare(
         &mut self,
         work: &Path,
@@ -176,6 +207,7 @@ impl Bench {
         name: &str,
         runs: usize,
         hooks: Option<&Path>,
+        plain_config: &[(&str, &str)],
     ) -> (Vec<Duration>, Vec<Duration>) {
         let mut graspd_times = Vec::with_capacity(runs);
         let mut plain_times = Vec::with_capacity(runs);
@@ -193,7 +225,7 @@ impl Bench {
                 git(&repo, &["config", "core.hooksPath", &hooks.display().to_string()]);
             }
             let graspd_url = self.server.clone_url(&self.owner, &identifier);
-            let plain_url = self.plain.fresh_repo(&identifier);
+            let plain_url = self.plain.fresh_repo(&identifier, plain_config);
             // Alternate the order so neither side always pushes into warm caches.
             let (graspd, plain) = if run % 2 == 0 {
                 let g = push(work, &graspd_url).await.elapsed();
@@ -538,14 +570,18 @@ impl PlainServer {
         self.root.path().join(format!("{name}.git"))
     }
 
-    /// Creates an empty bare repository that accepts anonymous pushes; returns its URL.
-    fn fresh_repo(&self, name: &str) -> String {
+    /// Creates an empty bare repository that accepts anonymous pushes, with `config` set;
+    /// returns its URL.
+    fn fresh_repo(&self, name: &str, config: &[(&str, &str)]) -> String {
         let path = self.repo_path(name);
         std::fs::create_dir_all(&path).expect("mkdir");
         git(&path, &["init", "-q", "--bare", "-b", "main"]);
         git(&path, &["config", "http.receivepack", "true"]);
         // Like graspd's repositories: keep received packs as sent (a fair transfer comparison).
         git(&path, &["config", "transfer.unpackLimit", "1"]);
+        for (key, value) in config {
+            git(&path, &["config", key, value]);
+        }
         format!("http://{}/{name}.git", self.addr)
     }
 }

@@ -52,6 +52,8 @@ struct Inner {
     sync_throttle: crate::sync::ThrottleManager,
     /// Every processing result, for `StatusService.WatchProcessing`.
     processed: broadcast::Sender<Processed>,
+    /// Repositories waiting for `git maintenance` (consumed by `process::maintenance::run`).
+    housekeeping: crate::process::maintenance::Housekeeping,
 }
 
 /// One run of the unified procedure, as watchers see it.
@@ -135,6 +137,7 @@ impl App {
                 sync_queue: crate::sync::SyncQueue::new(),
                 sync_throttle,
                 processed: broadcast::channel(256).0,
+                housekeeping: Default::default(),
             }),
         })
     }
@@ -153,6 +156,10 @@ impl App {
 
     pub fn git(&self) -> &GitRepos {
         &self.inner.git
+    }
+
+    pub fn housekeeping(&self) -> &crate::process::maintenance::Housekeeping {
+        &self.inner.housekeeping
     }
 
     pub fn sync_queue(&self) -> &crate::sync::SyncQueue {
@@ -188,6 +195,7 @@ impl App {
             purgatory_entries: self.purgatory().len() as u64,
             placeholders: self.purgatory().placeholder_count() as u64,
             sync_queue_length: self.inner.sync_queue.len() as u64,
+            maintenance_queue_length: self.inner.housekeeping.len() as u64,
             spooled_reports: spooled_reports as u64,
             stored_events: self
                 .store()

@@ -73,6 +73,9 @@ pub struct Metrics {
     pub pushes_refused: AtomicU64,
     pub syncs_ok: AtomicU64,
     pub syncs_failed: AtomicU64,
+    /// Background `git maintenance` checks (see `process::maintenance`).
+    pub maintenance_ok: AtomicU64,
+    pub maintenance_failed: AtomicU64,
     pub websocket_connections: AtomicI64,
     pub git_requests_in_flight: AtomicI64,
     /// AuthorizePush handling time.
@@ -97,6 +100,8 @@ impl Default for Metrics {
             pushes_refused: AtomicU64::new(0),
             syncs_ok: AtomicU64::new(0),
             syncs_failed: AtomicU64::new(0),
+            maintenance_ok: AtomicU64::new(0),
+            maintenance_failed: AtomicU64::new(0),
             websocket_connections: AtomicI64::new(0),
             git_requests_in_flight: AtomicI64::new(0),
             authorize_seconds: Histogram::default(),
@@ -143,6 +148,7 @@ pub struct Snapshot {
     pub purgatory_entries: u64,
     pub placeholders: u64,
     pub sync_queue_length: u64,
+    pub maintenance_queue_length: u64,
     pub spooled_reports: u64,
     pub stored_events: u64,
     /// Bytes of the store's in-memory id filters (see `store::memo`).
@@ -169,7 +175,7 @@ impl Metrics {
     /// Prometheus text exposition format (version 0.0.4).
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let mut out = String::with_capacity(8192);
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "graspd_events_accepted_total",
                 "Events accepted and stored.",
@@ -210,6 +216,16 @@ impl Metrics {
                 "Failed sync fetches.",
                 &self.syncs_failed,
             ),
+            (
+                "graspd_maintenance_ok_total",
+                "Background git maintenance checks that succeeded (whether or not git had work to do).",
+                &self.maintenance_ok,
+            ),
+            (
+                "graspd_maintenance_failed_total",
+                "Background git maintenance checks that failed.",
+                &self.maintenance_failed,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
@@ -218,7 +234,7 @@ impl Metrics {
                 get(value)
             );
         }
-        let gauges: [(&str, &str, i64); 9] = [
+        let gauges: [(&str, &str, i64); 10] = [
             (
                 "graspd_uptime_seconds",
                 "Seconds since start.",
@@ -253,6 +269,11 @@ impl Metrics {
                 "graspd_sync_queue_length",
                 "Identifiers in the sync queue.",
                 to_i64(snapshot.sync_queue_length),
+            ),
+            (
+                "graspd_maintenance_queue_length",
+                "Repositories waiting for a background git maintenance check.",
+                to_i64(snapshot.maintenance_queue_length),
             ),
             (
                 "graspd_spooled_reports",

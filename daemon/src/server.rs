@@ -5,7 +5,7 @@ use tokio::net::TcpListener;
 use crate::app::{App, StartError};
 use crate::config::Config;
 use crate::http::{self, Front};
-use crate::process::{self, expiry};
+use crate::process::{self, expiry, maintenance};
 use crate::relay;
 use crate::rpc;
 use crate::shutdown::{Shutdown, Signal};
@@ -96,6 +96,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         tokio::spawn(rpc::serve(app.clone(), rpc_listeners, signal.clone())),
         tokio::spawn(rpc::spool::run(app.clone(), signal.clone())),
         tokio::spawn(expiry::run(app.clone(), signal.clone())),
+        tokio::spawn(maintenance::run(app.clone(), signal.clone())),
         tokio::spawn(relay::forward_served(app.clone(), relay.clone(), signal.clone())),
         tokio::spawn(http::serve(
             listener,

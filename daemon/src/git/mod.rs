@@ -43,6 +43,9 @@ pub(crate) const REPO_CONFIG: &[(&str, &str)] = &[
     // Keep received packs as they are (indexed, not exploded into loose objects and compressed
     // again): large pushes and fetches cost what git's transfer costs.
     ("transfer.unpackLimit", "1"),
+    // No `gc` check on the pusher's clock: the daemon runs it after the push, in the background
+    // (see `process::maintenance`).
+    ("receive.autogc", "false"),
 ];
 
 /// What aligning a repository with a state changed.
@@ -171,6 +174,36 @@ impl GitRepos {
         } else {
             Err(GitError::Command {
                 what: format!("fetch objects from {from} into {to}"),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            })
+        }
+    }
+
+    /// Runs `git maintenance run --auto` in the repository and waits for it: git packs and prunes
+    /// what is due (by default `gc --auto`: too many packs or loose objects), or does nothing.
+    /// The process is not killed if this future is dropped: an interrupted run would leave its
+    /// lock file behind, and git skips maintenance while that exists.
+    pub async fn maintain(&self, repo: &RepoId) -> Result<(), GitError> {
+        let path = self.path(repo);
+        let output = tokio::process::Command::new(self.git_program())
+            // Run in the foreground, so the daemon's one-at-a-time order holds.
+            .args(["-c", "maintenance.autoDetach=false", "-c", "gc.autoDetach=false"])
+            .arg("-C")
+            .arg(&path)
+            .args(["maintenance", "run", "--auto", "--quiet"])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|source| GitError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(GitError::Command {
+                what: format!("run maintenance in {repo}"),
                 stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             })
         }
@@ -429,6 +462,28 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[tokio::test]
+    async fn maintenance_outside_a_repository_is_an_error_naming_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let args = crate::config::HookArgs {
+            grpc_socket: None,
+            hook_binary: None,
+        };
+        let repos = GitRepos::new(
+            root.path().to_owned(),
+            HookSetup::resolve(root.path(), &args),
+            PathBuf::from("git"),
+        );
+        let repo = RepoId::new(
+            nostr::Keys::generate().public_key(),
+            crate::nip34::Identifier::parse("absent").expect("identifier"),
+        );
+        match repos.maintain(&repo).await {
+            Err(GitError::Io { .. }) | Err(GitError::Command { .. }) => {}
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
 
     /// The unified procedure relies on this when it trusts a push's report that objects arrived:
     /// a ref is never pointed at an object the repository does not hold.

@@ -12,6 +12,7 @@
 //! sync steps ([`apply_state_now`], [`apply_pull_request_now`]) and lets the relay store it.
 
 pub mod expiry;
+pub mod maintenance;
 
 use std::collections::HashSet;
 
@@ -120,6 +121,10 @@ pub async fn process_newly_available_git_data(
     }
     // The source repository holds data now, whatever the events: its announcement is served.
     releases.touched.push(source.clone());
+    // New packs arrived in these (pushed, fetched or copied): let git check them soon.
+    for repo in &releases.touched {
+        app.housekeeping().request(repo);
+    }
     match releases.commit(app).await {
         Ok(announcements) => result.announcements_released += announcements,
         Err(error) => {

@@ -1,0 +1,162 @@
+//! Repository housekeeping, off the push path.
+//!
+//! Git normally checks after every push whether a repository needs `gc` (receive-pack starts
+//! `git maintenance run --auto` and waits for it: a few milliseconds on every push, paid by the
+//! pusher). graspd's repositories set `receive.autogc=false`, and the fetches graspd makes itself
+//! pass `--no-auto-gc`; instead, every run of the unified procedure asks for housekeeping of the
+//! repositories it touched, and this task runs `git maintenance run --auto` for them in the
+//! background, one repository at a time, a moment after the data arrived (so bursts of pushes or
+//! fetches into one repository are checked once). Git decides what is due (too many packs or
+//! loose objects), exactly as it would have after the push.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::metrics;
+use crate::nip34::RepoId;
+use crate::shutdown::Signal;
+
+/// How long after a request a repository is checked: requests arriving meanwhile coalesce.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// Requests for housekeeping, each repository queued at most once.
+#[derive(Debug)]
+pub struct Housekeeping {
+    queue: mpsc::UnboundedSender<(RepoId, Instant)>,
+    pending: Mutex<HashSet<RepoId>>,
+    /// Taken by [`run`].
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<(RepoId, Instant)>>>,
+}
+
+impl Default for Housekeeping {
+    fn default() -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        Self {
+            queue,
+            pending: Mutex::new(HashSet::new()),
+            receiver: Mutex::new(Some(receiver)),
+        }
+    }
+}
+
+impl Housekeeping {
+    /// Asks for `repo` to be checked soon; a repository already waiting is not queued twice.
+    pub fn request(&self, repo: &RepoId) {
+        let newly = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(repo.clone());
+        if newly {
+            let _ = self.queue.send((repo.clone(), Instant::now()));
+        }
+    }
+
+    /// Repositories waiting to be checked.
+    pub fn len(&self) -> usize {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn take(&self, repo: &RepoId) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(repo);
+    }
+}
+
+/// Runs the requested checks until shutdown. A check that is running when shutdown comes is not
+/// waited for and not killed: git finishes it (or cleans up on the service manager's SIGTERM),
+/// so no lock file is left behind to block later runs.
+pub async fn run(app: App, mut shutdown: Signal) {
+    let taken = app
+        .housekeeping()
+        .receiver
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    let Some(mut requests) = taken else {
+        tracing::error!("housekeeping started twice; the second task does nothing");
+        return;
+    };
+    loop {
+        let (repo, requested) = tokio::select! {
+            next = requests.recv() => match next {
+                Some(next) => next,
+                None => return,
+            },
+            _ = shutdown.wait() => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(requested + SETTLE) => {}
+            _ = shutdown.wait() => return,
+        }
+        // Taken off the list before the check: data arriving during it asks again.
+        app.housekeeping().take(&repo);
+        if !app.git().exists(&repo) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let outcome = tokio::select! {
+            outcome = app.git().maintain(&repo) => outcome,
+            _ = shutdown.wait() => return,
+        };
+        match outcome {
+            Ok(()) => {
+                metrics::inc(&app.metrics().maintenance_ok);
+                tracing::debug!(repo = %repo, ms = started.elapsed().as_millis() as u64, "housekeeping checked");
+            }
+            Err(error) => {
+                metrics::inc(&app.metrics().maintenance_failed);
+                tracing::warn!(repo = %repo, %error, "housekeeping failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(identifier: &str) -> RepoId {
+        RepoId::new(
+            nostr::Keys::generate().public_key(),
+            crate::nip34::Identifier::parse(identifier).expect("identifier"),
+        )
+    }
+
+    #[test]
+    fn a_repository_waits_once_however_often_it_is_asked_for() {
+        let housekeeping = Housekeeping::default();
+        let (a, b) = (repo("a"), repo("b"));
+        housekeeping.request(&a);
+        housekeeping.request(&a);
+        housekeeping.request(&b);
+        assert_eq!(housekeeping.len(), 2);
+        let mut receiver = housekeeping
+            .receiver
+            .lock()
+            .expect("lock")
+            .take()
+            .expect("receiver");
+        assert_eq!(receiver.try_recv().expect("first").0, a);
+        assert_eq!(receiver.try_recv().expect("second").0, b);
+        assert!(receiver.try_recv().is_err(), "a is queued once");
+        // Once a check starts, new data asks again.
+        housekeeping.take(&a);
+        housekeeping.request(&a);
+        assert_eq!(receiver.try_recv().expect("again").0, a);
+    }
+}
