@@ -322,7 +322,8 @@ async fn pull_request_git_first_with_another_tip_removes_the_ref_and_waits() {
 
 #[tokio::test]
 async fn a_placeholder_whose_event_never_comes_expires() {
-    let server = Server::start_with(&["--purgatory-expiry-secs", "1"]);
+    // Long enough for the announcement and state to outlive the first push on a loaded machine.
+    let server = Server::start_with(&["--purgatory-expiry-secs", "4"]);
     let owner = Keys::generate();
     let mut client = server.client().await;
     // An announcement with data keeps the repository: give it a state and push.

@@ -4,6 +4,7 @@
 mod support;
 
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use nostr::{Keys, Timestamp};
 use serde_json::json;
@@ -404,7 +405,7 @@ async fn garbage_on_the_grpc_socket_is_refused_and_the_daemon_keeps_serving() {
         .await
         .expect("write");
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut buf)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
     // Still serving hooks: a real push goes through.
     let output = push(&f, "garbage", &["main:refs/heads/main", "main:refs/heads/dev"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -475,18 +476,18 @@ async fn housekeeping_runs_after_the_push_instead_of_inside_it() {
         stderr(&output)
     );
 
+    // The count moves when `git maintenance` exits, after the repack.
+    let maintained = || {
+        http(server.addr, "GET", "/metrics", &[])
+            .body
+            .lines()
+            .any(|l| l.starts_with("graspd_maintenance_ok_total ") && !l.ends_with(" 0"))
+    };
     eventually("the daemon packed the repository's two packs into one", || {
-        let count = packs();
-        async move { count == 1 }
+        let done = packs() == 1 && maintained();
+        async move { done }
     })
     .await;
     assert_eq!(git(&repo, &["rev-parse", "main"]), second);
     assert_eq!(git(&repo, &["fsck", "--no-progress"]), "");
-    let metrics = http(server.addr, "GET", "/metrics", &[]).body;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("graspd_maintenance_ok_total ") && !l.ends_with(" 0")),
-        "counted: {metrics}"
-    );
 }

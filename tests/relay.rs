@@ -574,7 +574,9 @@ async fn every_event_answered_ok_survives_kill_9() {
 
 #[tokio::test]
 async fn expired_announcement_deletes_its_empty_repository() {
-    let server = Server::start_with(&["--purgatory-expiry-secs", "1"]);
+    // Long enough that the repository is still there when the OK has been read, however loaded
+    // the machine.
+    let server = Server::start_with(&["--purgatory-expiry-secs", "3"]);
     let owner = Keys::generate();
     let mut client = server.client().await;
     assert_eq!(

@@ -153,15 +153,18 @@ async fn watch_receives_the_result_of_a_push_made_while_watching() {
         .expect("ready line");
     assert!(ready.contains("watching"), "{ready}");
     let stdout = watcher.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
+    let (lines, line_read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        let _ = lines.send(BufReader::new(stdout).read_line(&mut line).map(|_| line));
     });
     let url = server.clone_url(&owner, "w");
     git(work.path(), &["push", "-q", &url, "main"]);
-    let line = reader.join().expect("reader").expect("a line");
+    // A lost event fails the test instead of hanging it.
+    let line = line_read.recv_timeout(DEADLINE);
     let _ = watcher.kill();
     let _ = watcher.wait();
+    let line = line.expect("a line in time").expect("a line");
     let event: Value = serde_json::from_str(&line).expect("one JSON object per line");
     assert_eq!(event["source"], "push");
     assert_eq!(event["repository"], format!("{}/w", npub(&owner)));

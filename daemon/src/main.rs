@@ -15,7 +15,8 @@ async fn main() -> anyhow::Result<()> {
             let args = *args;
             init_logging(&args.log, args.log_format)?;
             let config = Config::from_args(&args)?;
-            graspd::server::run(config, stop_signal()).await?;
+            let stop = stop_signal();
+            graspd::server::run(config, stop).await?;
         }
         Command::InstallHooks(args) => install_hooks(args).await?,
         Command::Status(args) => graspd::status_cli::run(args).await?,
@@ -130,30 +131,32 @@ fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Starts listening for SIGINT and SIGTERM now, before start-up's catch-up work (a signal during
+/// it then stops the server cleanly instead of killing it), and returns a future that resolves on
+/// either.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    let listen = |kind: SignalKind, name: &str| match signal(kind) {
+        Ok(stream) => Some(stream),
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for {name}");
+            None
         }
     };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
+    let mut interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
+    async fn received(stream: &mut Option<Signal>) {
+        match stream {
+            Some(stream) => {
+                stream.recv().await;
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+            None => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    }
+    async move {
+        tokio::select! {
+            _ = received(&mut interrupt) => {}
+            _ = received(&mut terminate) => {}
+        }
     }
 }

@@ -249,7 +249,19 @@ async fn run_in(cwd: &Path, program: &Path, args: &[&str], env: &[(&str, &str)],
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawn grasp-hook");
+    // A fast hook copied into a world moments ago can still be open for writing in a child that
+    // another test thread forked meanwhile (until that child execs): exec then fails with
+    // ETXTBSY. Retry that, nothing else.
+    let mut attempts = 0;
+    let mut child = loop {
+        match command.spawn() {
+            Err(error) if error.raw_os_error() == Some(26) && attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            spawned => break spawned.expect("spawn grasp-hook"),
+        }
+    };
     let mut input = child.stdin.take().expect("stdin");
     input.write_all(stdin.as_bytes()).await.expect("write stdin");
     drop(input);

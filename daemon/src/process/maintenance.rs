@@ -118,6 +118,10 @@ pub async fn run(app: App, mut shutdown: Signal) {
                 metrics::inc(&app.metrics().maintenance_ok);
                 tracing::debug!(repo = %repo, ms = started.elapsed().as_millis() as u64, "housekeeping checked");
             }
+            // Deleted meanwhile (an announcement expired before any data): nothing to keep.
+            Err(error) if !app.git().exists(&repo) => {
+                tracing::debug!(repo = %repo, %error, "housekeeping skipped: the repository is gone");
+            }
             Err(error) => {
                 metrics::inc(&app.metrics().maintenance_failed);
                 tracing::warn!(repo = %repo, %error, "housekeeping failed");
