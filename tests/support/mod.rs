@@ -49,11 +49,29 @@ impl Server {
             data,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
         };
-        server.spawn();
-        server
+        // The port was free when picked but is bound only later, by graspd: should another
+        // process take it meanwhile, start again on another one.
+        for _ in 0..5 {
+            let logged = server.log().len();
+            match server.try_spawn() {
+                Ok(()) => return server,
+                Err(log) if log[logged.min(log.len())..].contains("cannot listen on") => {
+                    server.addr = free_addr_on(ip);
+                }
+                Err(log) => panic!("graspd exited early: {log}"),
+            }
+        }
+        panic!("graspd found no free port: {}", server.log());
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("graspd exited early: {log}");
+        }
+    }
+
+    /// Starts graspd and waits until it listens; `Err` with its log if it exited first.
+    fn try_spawn(&mut self) -> Result<(), String> {
         ensure_hook_built();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -77,19 +95,20 @@ impl Server {
             .spawn()
             .expect("start graspd");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
         while start.elapsed() < DEADLINE {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("graspd exited early with {status}: {}", self.log());
+                self.child = None;
+                return Err(format!("exit status {status}: {}", self.log()));
             }
             if TcpStream::connect(self.addr).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
