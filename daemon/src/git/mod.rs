@@ -296,17 +296,19 @@ impl GitRepos {
     ) -> Result<bool, GitError> {
         let path = self.path(repo);
         blocking(move || {
-            let repository = git2::Repository::open_bare(&path)?;
-            let target = git2::Oid::from_str(oid.as_str())?;
-            let current = repository
-                .find_reference(name.as_str())
-                .ok()
-                .and_then(|r| r.target());
-            if current == Some(target) {
-                return Ok(false);
-            }
-            repository.reference(name.as_str(), target, true, &reason)?;
-            Ok(true)
+            waiting_out_locks(|| {
+                let repository = git2::Repository::open_bare(&path)?;
+                let target = git2::Oid::from_str(oid.as_str())?;
+                let current = repository
+                    .find_reference(name.as_str())
+                    .ok()
+                    .and_then(|r| r.target());
+                if current == Some(target) {
+                    return Ok(false);
+                }
+                repository.reference(name.as_str(), target, true, &reason)?;
+                Ok(true)
+            })
         })
         .await
     }
@@ -354,17 +356,19 @@ impl GitRepos {
     pub async fn delete_ref_if(&self, repo: &RepoId, name: RefName, expected: Oid) -> Result<bool, GitError> {
         let path = self.path(repo);
         blocking(move || {
-            let repository = git2::Repository::open_bare(&path)?;
-            let mut reference = match repository.find_reference(name.as_str()) {
-                Ok(reference) => reference,
-                Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(false),
-                Err(e) => return Err(e.into()),
-            };
-            if reference.target().map(|o| o.to_string()).as_deref() != Some(expected.as_str()) {
-                return Ok(false);
-            }
-            reference.delete()?;
-            Ok(true)
+            waiting_out_locks(|| {
+                let repository = git2::Repository::open_bare(&path)?;
+                let mut reference = match repository.find_reference(name.as_str()) {
+                    Ok(reference) => reference,
+                    Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(false),
+                    Err(e) => return Err(e.into()),
+                };
+                if reference.target().map(|o| o.to_string()).as_deref() != Some(expected.as_str()) {
+                    return Ok(false);
+                }
+                reference.delete()?;
+                Ok(true)
+            })
         })
         .await
     }
@@ -376,7 +380,31 @@ impl GitRepos {
     pub async fn align(&self, repo: &RepoId, state: &RepoState) -> Result<RefChanges, GitError> {
         let path = self.path(repo);
         let state = state.clone();
-        blocking(move || align_at(&path, &state)).await
+        blocking(move || waiting_out_locks(|| align_at(&path, &state))).await
+    }
+}
+
+/// How long ref writes wait for a lock another git process holds (git's own
+/// `core.packedRefsTimeout` default is one second).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `attempt` again while it fails on a lock file: git holds ref and `packed-refs` locks only
+/// briefly (a concurrent receive-pack, `git maintenance` packing refs), and libgit2 does not wait
+/// for them. `attempt` must be idempotent.
+fn waiting_out_locks<T>(mut attempt: impl FnMut() -> Result<T, GitError>) -> Result<T, GitError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match attempt() {
+            Err(GitError::Git(error))
+                if error.code() == git2::ErrorCode::Locked && std::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(%error, "ref lock held by another process; retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
+            outcome => return outcome,
+        }
     }
 }
 
@@ -482,6 +510,76 @@ mod tests {
         match repos.maintain(&repo).await {
             Err(GitError::Io { .. }) | Err(GitError::Command { .. }) => {}
             other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// Creates a bare repository whose `refs/heads/main` points at a fresh empty-tree commit;
+    /// returns the commit.
+    fn repository_with_commit(path: &Path) -> git2::Oid {
+        let repository = git2::Repository::init_bare(path).expect("init");
+        let signature = git2::Signature::now("t", "t@example.org").expect("signature");
+        let tree = repository
+            .treebuilder(None)
+            .expect("tree")
+            .write()
+            .expect("write tree");
+        let tree = repository.find_tree(tree).expect("find tree");
+        repository
+            .commit(Some("refs/heads/main"), &signature, &signature, "c", &tree, &[])
+            .expect("commit")
+    }
+
+    fn state_with(refs: &[(&str, git2::Oid)]) -> RepoState {
+        RepoState {
+            id: nostr::EventId::all_zeros(),
+            author: nostr::Keys::generate().public_key(),
+            identifier: crate::nip34::Identifier::parse("r").expect("identifier"),
+            created_at: nostr::Timestamp::from(1),
+            refs: refs
+                .iter()
+                .map(|(name, oid)| {
+                    (
+                        RefName::parse(name).expect("ref"),
+                        Oid::parse(&oid.to_string()).expect("oid"),
+                    )
+                })
+                .collect(),
+            head: None,
+        }
+    }
+
+    #[test]
+    fn aligning_waits_out_a_lock_another_git_holds_briefly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.git");
+        let commit = repository_with_commit(&path);
+        let lock = path.join("refs/heads/dev.lock");
+        std::fs::write(&lock, "").expect("lock");
+        let releaser = std::thread::spawn({
+            let lock = lock.clone();
+            move || {
+                std::thread::sleep(std::time::Duration::from_millis(150));
+                std::fs::remove_file(lock).expect("unlock");
+            }
+        });
+        let state = state_with(&[("refs/heads/main", commit), ("refs/heads/dev", commit)]);
+        let changes = waiting_out_locks(|| align_at(&path, &state)).expect("aligned once unlocked");
+        releaser.join().expect("releaser");
+        assert_eq!(changes.created, 1);
+        let repository = git2::Repository::open_bare(&path).expect("open");
+        assert_eq!(repository.refname_to_id("refs/heads/dev").expect("dev"), commit);
+    }
+
+    #[test]
+    fn a_lock_that_stays_is_an_error_in_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.git");
+        let commit = repository_with_commit(&path);
+        std::fs::write(path.join("refs/heads/dev.lock"), "").expect("lock");
+        let state = state_with(&[("refs/heads/main", commit), ("refs/heads/dev", commit)]);
+        match waiting_out_locks(|| align_at(&path, &state)) {
+            Err(GitError::Git(error)) => assert_eq!(error.code(), git2::ErrorCode::Locked),
+            other => panic!("expected a lock error, got {other:?}"),
         }
     }
 
