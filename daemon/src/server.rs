@@ -72,10 +72,23 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     let (shutdown, signal): (Shutdown, Signal) = Shutdown::new();
 
     // Catch up before taking new work: expire what fell due while we were down, process reports
-    // hooks spooled, and reconcile waiting events with git data already on disk.
-    expiry::expire_due(&app).await;
-    rpc::spool::drain(&app).await;
-    let reconciled = process::reconcile(&app).await;
+    // hooks spooled, and reconcile waiting events with git data already on disk. Each step is
+    // idempotent, so a stop request during a long catch-up ends it; the next start redoes it.
+    let mut stop = std::pin::pin!(stop);
+    let catch_up = async {
+        expiry::expire_due(&app).await;
+        rpc::spool::drain(&app).await;
+        process::reconcile(&app).await
+    };
+    let reconciled = tokio::select! {
+        reconciled = catch_up => reconciled,
+        () = &mut stop => {
+            tracing::info!("stopped during start-up catch-up");
+            drop(rpc_listeners);
+            let _ = std::fs::remove_file(&config.hooks.socket);
+            return Ok(());
+        }
+    };
     if !reconciled.is_empty() {
         for line in reconciled.summary() {
             tracing::info!("reconcile: {line}");

@@ -107,7 +107,9 @@ impl Server {
                 self.child = None;
                 return Err(format!("exit status {status}: {}", self.log()));
             }
-            if TcpStream::connect(self.addr).is_ok() {
+            // graspd binds its gRPC socket before the port: a port that answers while the
+            // socket is missing belongs to someone else.
+            if TcpStream::connect(self.addr).is_ok() && self.socket().exists() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));

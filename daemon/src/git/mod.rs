@@ -12,6 +12,7 @@ mod types;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use types::{GitValueError, Oid, RefName};
 
@@ -181,11 +182,21 @@ impl GitRepos {
 
     /// Runs `git maintenance run --auto` in the repository and waits for it: git packs and prunes
     /// what is due (by default `gc --auto`: too many packs or loose objects), or does nothing.
-    /// The process is not killed if this future is dropped: an interrupted run would leave its
-    /// lock file behind, and git skips maintenance while that exists.
-    pub async fn maintain(&self, repo: &RepoId) -> Result<(), GitError> {
+    ///
+    /// A run that takes longer than `timeout` is asked to stop with SIGTERM (git then removes its
+    /// lock files) and reported as failed. The process is not killed if this future is dropped
+    /// (at shutdown): an interrupted run would leave its lock file behind. A lock file left by a
+    /// run that was killed anyway (SIGKILL, a crash) would make git skip every later run without
+    /// a word, so one older than [`STALE_MAINTENANCE_LOCK`] is removed first.
+    pub async fn maintain(&self, repo: &RepoId, timeout: Duration) -> Result<(), GitError> {
+        use tokio::io::AsyncReadExt;
         let path = self.path(repo);
-        let output = tokio::process::Command::new(self.git_program())
+        remove_stale_maintenance_lock(&path);
+        let io_error = |source| GitError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut child = tokio::process::Command::new(self.git_program())
             // Run in the foreground, so the daemon's one-at-a-time order holds.
             .args(["-c", "maintenance.autoDetach=false", "-c", "gc.autoDetach=false"])
             .arg("-C")
@@ -193,19 +204,43 @@ impl GitRepos {
             .args(["maintenance", "run", "--auto", "--quiet"])
             .env("GIT_TERMINAL_PROMPT", "0")
             .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|source| GitError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(GitError::Command {
-                what: format!("run maintenance in {repo}"),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            })
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(io_error)?;
+        let mut stderr = child.stderr.take();
+        let mut message = Vec::new();
+        let read_stderr = async {
+            if let Some(stderr) = stderr.as_mut() {
+                let _ = stderr.read_to_end(&mut message).await;
+            }
+        };
+        let finished = tokio::time::timeout(timeout, async {
+            let (status, ()) = tokio::join!(child.wait(), read_stderr);
+            status
+        })
+        .await;
+        let failed = |stderr: String| GitError::Command {
+            what: format!("run maintenance in {repo}"),
+            stderr,
+        };
+        match finished.map(|status| status.map_err(io_error)) {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(_)) => Err(failed(String::from_utf8_lossy(&message).trim().to_owned())),
+            Ok(Err(error)) => Err(error),
+            Err(_) => {
+                ask_to_stop(&child);
+                let stopped = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+                Err(failed(format!(
+                    "still running after {} s; {}",
+                    timeout.as_secs(),
+                    if stopped.is_ok() {
+                        "stopped with SIGTERM"
+                    } else {
+                        "sent SIGTERM, left running"
+                    }
+                )))
+            }
         }
     }
 
@@ -380,20 +415,20 @@ impl GitRepos {
     pub async fn align(&self, repo: &RepoId, state: &RepoState) -> Result<RefChanges, GitError> {
         let path = self.path(repo);
         let state = state.clone();
-        blocking(move || waiting_out_locks(|| align_at(&path, &state))).await
+        blocking(move || aligned(&path, &state)).await
     }
 }
 
 /// How long ref writes wait for a lock another git process holds (git's own
 /// `core.packedRefsTimeout` default is one second).
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Runs `attempt` again while it fails on a lock file: git holds ref and `packed-refs` locks only
 /// briefly (a concurrent receive-pack, `git maintenance` packing refs), and libgit2 does not wait
 /// for them. `attempt` must be idempotent.
 fn waiting_out_locks<T>(mut attempt: impl FnMut() -> Result<T, GitError>) -> Result<T, GitError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
-    let mut pause = std::time::Duration::from_millis(5);
+    let mut pause = Duration::from_millis(5);
     loop {
         match attempt() {
             Err(GitError::Git(error))
@@ -401,9 +436,41 @@ fn waiting_out_locks<T>(mut attempt: impl FnMut() -> Result<T, GitError>) -> Res
             {
                 tracing::debug!(%error, "ref lock held by another process; retrying");
                 std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                pause = (pause * 2).min(Duration::from_millis(100));
             }
             outcome => return outcome,
+        }
+    }
+}
+
+/// A `maintenance.lock` this old was left by a run that was killed: the daemon's own runs are
+/// stopped after at most an hour, and receive-pack starts none in graspd's repositories.
+pub const STALE_MAINTENANCE_LOCK: Duration = Duration::from_secs(2 * 3600);
+
+fn remove_stale_maintenance_lock(repo: &Path) {
+    let lock = repo.join("objects").join("maintenance.lock");
+    let age = std::fs::metadata(&lock)
+        .and_then(|meta| meta.modified())
+        .ok()
+        .and_then(|modified| modified.elapsed().ok());
+    if age.is_some_and(|age| age > STALE_MAINTENANCE_LOCK) {
+        match std::fs::remove_file(&lock) {
+            Ok(()) => {
+                tracing::warn!(lock = %lock.display(), "removed a stale git maintenance lock (a run was killed)")
+            }
+            Err(error) => {
+                tracing::warn!(lock = %lock.display(), %error, "cannot remove a stale git maintenance lock")
+            }
+        }
+    }
+}
+
+/// Sends SIGTERM to a child that has not been reaped yet (so its pid is still its own).
+fn ask_to_stop(child: &tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|id| libc::pid_t::try_from(id).ok()) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
         }
     }
 }
@@ -441,9 +508,16 @@ fn is_aligned_namespace(name: &str) -> bool {
     name.starts_with("refs/heads/") || name.starts_with("refs/tags/")
 }
 
-fn align_at(path: &Path, state: &RepoState) -> Result<RefChanges, GitError> {
-    let repository = git2::Repository::open_bare(path)?;
+/// [`align_at`], again while a lock is in the way; the changes count every attempt's work.
+fn aligned(path: &Path, state: &RepoState) -> Result<RefChanges, GitError> {
     let mut changes = RefChanges::default();
+    waiting_out_locks(|| align_at(path, state, &mut changes))?;
+    Ok(changes)
+}
+
+/// One attempt at aligning; what it changed is added to `changes`, also when it fails part way.
+fn align_at(path: &Path, state: &RepoState, changes: &mut RefChanges) -> Result<(), GitError> {
+    let repository = git2::Repository::open_bare(path)?;
     let reflog = format!("graspd: align with state {}", state.id);
 
     let mut stale = Vec::new();
@@ -482,7 +556,7 @@ fn align_at(path: &Path, state: &RepoState) -> Result<RefChanges, GitError> {
             changes.head_changed = true;
         }
     }
-    Ok(changes)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -491,26 +565,152 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn maintenance_outside_a_repository_is_an_error_naming_it() {
-        let root = tempfile::tempdir().expect("tempdir");
+    /// Repositories under `root`, run with `git_program`.
+    fn repos_at(root: &Path, git_program: &Path) -> GitRepos {
         let args = crate::config::HookArgs {
             grpc_socket: None,
             hook_binary: None,
         };
-        let repos = GitRepos::new(
-            root.path().to_owned(),
-            HookSetup::resolve(root.path(), &args),
-            PathBuf::from("git"),
-        );
-        let repo = RepoId::new(
+        GitRepos::new(
+            root.to_owned(),
+            HookSetup::resolve(root, &args),
+            git_program.to_owned(),
+        )
+    }
+
+    fn repo_id(identifier: &str) -> RepoId {
+        RepoId::new(
             nostr::Keys::generate().public_key(),
-            crate::nip34::Identifier::parse("absent").expect("identifier"),
-        );
-        match repos.maintain(&repo).await {
-            Err(GitError::Io { .. }) | Err(GitError::Command { .. }) => {}
+            crate::nip34::Identifier::parse(identifier).expect("identifier"),
+        )
+    }
+
+    fn cli(dir: &Path, args: &[&str]) -> String {
+        let output = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.org")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.org")
+            .output()
+            .expect("git");
+        assert!(output.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    fn packs(repo: &Path) -> usize {
+        std::fs::read_dir(repo.join("objects/pack"))
+            .expect("pack dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn maintenance_outside_a_repository_is_an_error_naming_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let repos = repos_at(root.path(), Path::new("git"));
+        let repo = repo_id("absent");
+        match repos.maintain(&repo, Duration::from_secs(60)).await {
+            Err(error @ GitError::Command { .. }) => {
+                assert!(
+                    error.to_string().contains(&format!("run maintenance in {repo}")),
+                    "{error}"
+                )
+            }
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    /// The daemon's one-at-a-time order (and its timeout) hold only if git does the work before
+    /// it exits instead of detaching a background `gc`.
+    #[tokio::test]
+    async fn maintenance_has_packed_the_repository_when_it_returns() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let repos = repos_at(root.path(), Path::new("git"));
+        let repo = repo_id("packs");
+        let path = repos.path(&repo);
+        std::fs::create_dir_all(&path).expect("mkdir");
+        cli(&path, &["init", "-q", "--bare"]);
+        for round in ["one", "two"] {
+            let blob = path.join(round);
+            std::fs::write(&blob, round).expect("write");
+            let oid = cli(&path, &["hash-object", "-w", blob.to_str().expect("utf-8")]);
+            cli(&path, &["update-ref", &format!("refs/tags/{round}"), &oid]);
+            cli(&path, &["repack", "-q"]);
+        }
+        assert_eq!(packs(&path), 2);
+        cli(&path, &["config", "gc.autoPackLimit", "1"]);
+        repos
+            .maintain(&repo, Duration::from_secs(60))
+            .await
+            .expect("maintain");
+        assert_eq!(packs(&path), 1, "packed before maintain returned");
+    }
+
+    #[tokio::test]
+    async fn maintenance_that_runs_too_long_is_stopped_and_reported() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let fake_git = root.path().join("slow-git");
+        std::fs::write(&fake_git, "#!/bin/sh\nexec sleep 60\n").expect("write");
+        std::fs::set_permissions(&fake_git, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        // Another test thread may still hold the new script open in a forked child (ETXTBSY).
+        for _ in 0..50 {
+            match std::process::Command::new(&fake_git).arg("--version").spawn() {
+                Err(error) if error.raw_os_error() == Some(26) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(mut probe) => {
+                    let _ = probe.kill();
+                    let _ = probe.wait();
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let repos = repos_at(root.path(), &fake_git);
+        let started = std::time::Instant::now();
+        let outcome = repos.maintain(&repo_id("slow"), Duration::from_millis(300)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "did not wait for the run"
+        );
+        match outcome {
+            Err(error) => assert!(error.to_string().contains("stopped with SIGTERM"), "{error}"),
+            Ok(()) => panic!("a run past its timeout is a failure"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_maintenance_lock_is_removed_and_a_fresh_one_kept() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let repos = repos_at(root.path(), Path::new("git"));
+        let (stale, fresh) = (repo_id("stale"), repo_id("fresh"));
+        for repo in [&stale, &fresh] {
+            let path = repos.path(repo);
+            std::fs::create_dir_all(&path).expect("mkdir");
+            cli(&path, &["init", "-q", "--bare"]);
+            std::fs::write(path.join("objects/maintenance.lock"), "").expect("lock");
+        }
+        let old = std::time::SystemTime::now() - STALE_MAINTENANCE_LOCK - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(repos.path(&stale).join("objects/maintenance.lock"))
+            .expect("open lock")
+            .set_modified(old)
+            .expect("age the lock");
+        for repo in [&stale, &fresh] {
+            repos
+                .maintain(repo, Duration::from_secs(60))
+                .await
+                .expect("maintain");
+        }
+        assert!(!repos.path(&stale).join("objects/maintenance.lock").exists());
+        assert!(repos.path(&fresh).join("objects/maintenance.lock").exists());
     }
 
     /// Creates a bare repository whose `refs/heads/main` points at a fresh empty-tree commit;
@@ -558,12 +758,12 @@ mod tests {
         let releaser = std::thread::spawn({
             let lock = lock.clone();
             move || {
-                std::thread::sleep(std::time::Duration::from_millis(150));
+                std::thread::sleep(Duration::from_millis(150));
                 std::fs::remove_file(lock).expect("unlock");
             }
         });
         let state = state_with(&[("refs/heads/main", commit), ("refs/heads/dev", commit)]);
-        let changes = waiting_out_locks(|| align_at(&path, &state)).expect("aligned once unlocked");
+        let changes = aligned(&path, &state).expect("aligned once unlocked");
         releaser.join().expect("releaser");
         assert_eq!(changes.created, 1);
         let repository = git2::Repository::open_bare(&path).expect("open");
@@ -577,7 +777,7 @@ mod tests {
         let commit = repository_with_commit(&path);
         std::fs::write(path.join("refs/heads/dev.lock"), "").expect("lock");
         let state = state_with(&[("refs/heads/main", commit), ("refs/heads/dev", commit)]);
-        match waiting_out_locks(|| align_at(&path, &state)) {
+        match aligned(&path, &state) {
             Err(GitError::Git(error)) => assert_eq!(error.code(), git2::ErrorCode::Locked),
             other => panic!("expected a lock error, got {other:?}"),
         }
@@ -599,7 +799,7 @@ mod tests {
             refs: BTreeMap::from([(RefName::parse("refs/heads/main").expect("ref"), missing)]),
             head: None,
         };
-        assert!(align_at(&path, &state).is_err());
+        assert!(aligned(&path, &state).is_err());
         let repository = git2::Repository::open_bare(&path).expect("open");
         assert!(
             repository.find_reference("refs/heads/main").is_err(),

@@ -24,6 +24,10 @@ use crate::shutdown::Signal;
 /// How long after a request a repository is checked: requests arriving meanwhile coalesce.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
+/// Longest one run may take before it is asked to stop (a stuck or enormous `gc` must not hold
+/// up every other repository).
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Requests for housekeeping, each repository queued at most once.
 #[derive(Debug)]
 pub struct Housekeeping {
@@ -110,7 +114,7 @@ pub async fn run(app: App, mut shutdown: Signal) {
         }
         let started = std::time::Instant::now();
         let outcome = tokio::select! {
-            outcome = app.git().maintain(&repo) => outcome,
+            outcome = app.git().maintain(&repo, RUN_TIMEOUT) => outcome,
             _ = shutdown.wait() => return,
         };
         match outcome {

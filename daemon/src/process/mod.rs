@@ -241,6 +241,7 @@ async fn sync_state(
     for repo in repos {
         if repo != source && !app.git().has_objects(repo, wanted.clone()).await? {
             app.git().copy_objects(source, repo, wanted.clone()).await?;
+            app.housekeeping().request(repo);
         }
         let change = app.git().align(repo, state).await?;
         tracing::info!(repo = %repo, state = %state.id, created = change.created, updated = change.updated,
@@ -382,6 +383,7 @@ async fn sync_pull_request(
     for repo in targets {
         if repo != source && !app.git().has_objects(repo, vec![pr.tip.clone()]).await? {
             app.git().copy_objects(source, repo, vec![pr.tip.clone()]).await?;
+            app.housekeeping().request(repo);
         }
         app.git()
             .set_ref(
