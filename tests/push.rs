@@ -433,6 +433,17 @@ fn hook_with_malformed_stdin_refuses_with_a_clear_message() {
     assert!(err.contains("line 1"), "{err}");
 }
 
+/// Packs in a bare repository.
+fn pack_count(repo: &std::path::Path) -> usize {
+    std::fs::read_dir(repo.join("objects/pack"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Git's `gc` check runs in the daemon after the push, not inside it: graspd's repositories set
 /// `receive.autogc=false`, and the daemon's housekeeping packs a repository git finds due.
 #[tokio::test]
@@ -452,15 +463,7 @@ async fn housekeeping_runs_after_the_push_instead_of_inside_it() {
     assert_eq!(git(&repo, &["config", "receive.autogc"]), "false");
     // Git finds a repository with more than one pack due for `gc`.
     git(&repo, &["config", "gc.autoPackLimit", "1"]);
-    let packs = || {
-        std::fs::read_dir(repo.join("objects/pack"))
-            .map(|dir| {
-                dir.filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
+    let packs = || pack_count(&repo);
     assert_eq!(packs(), 1, "the first push kept its pack");
     // The count moves when a `git maintenance` run exits (after any repack).
     let runs = || {
@@ -498,4 +501,30 @@ async fn housekeeping_runs_after_the_push_instead_of_inside_it() {
     .await;
     assert_eq!(git(&repo, &["rev-parse", "main"]), second);
     assert_eq!(git(&repo, &["fsck", "--no-progress"]), "");
+}
+
+/// Repositories nobody pushes to are checked too: a hand-made repository whose packs piled up
+/// is packed by the periodic sweep.
+#[tokio::test]
+async fn the_periodic_sweep_packs_a_repository_nobody_pushes_to() {
+    let server = Server::start_with(&["--housekeeping-interval-secs", "1"]);
+    let owner = Keys::generate();
+    let repo = server.repo_path(&owner, "idle");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q", "--bare"]);
+    for round in ["one", "two"] {
+        let file = repo.join(format!("{round}.txt"));
+        std::fs::write(&file, round).expect("write");
+        let oid = git(&repo, &["hash-object", "-w", file.to_str().expect("utf-8")]);
+        git(&repo, &["update-ref", &format!("refs/tags/{round}"), &oid]);
+        git(&repo, &["repack", "-q"]);
+    }
+    git(&repo, &["config", "gc.autoPackLimit", "1"]);
+    let packs = || pack_count(&repo);
+    assert_eq!(packs(), 2);
+    eventually("the sweep packed the idle repository", || {
+        let done = packs() == 1;
+        async move { done }
+    })
+    .await;
 }

@@ -277,6 +277,12 @@ pub struct ServeArgs {
     #[arg(long, env = "GRASPD_PURGATORY_EXPIRY_SECS", default_value_t = 1800)]
     pub purgatory_expiry_secs: u64,
 
+    /// Seconds between checks of every repository with `git maintenance run --auto`, new data
+    /// or not (repositories are also checked after each push or fetch). The first comes an hour
+    /// after start, or after this many seconds if fewer. 0 turns the periodic check off.
+    #[arg(long, env = "GRASPD_HOUSEKEEPING_INTERVAL_SECS", default_value_t = 86400)]
+    pub housekeeping_interval_secs: u64,
+
     /// Relay name shown in the NIP-11 document and on pages.
     #[arg(long, env = "GRASPD_NAME", default_value = "graspd")]
     pub name: String,
@@ -520,6 +526,8 @@ pub struct Config {
     pub database_url: String,
     pub git_root: PathBuf,
     pub purgatory_expiry: Duration,
+    /// Between sweeps of every repository by housekeeping; `None`: no sweeps.
+    pub housekeeping_interval: Option<Duration>,
     pub name: String,
     pub description: String,
     pub limits: Limits,
@@ -557,6 +565,8 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| args.data_dir.join("repos")),
             purgatory_expiry: Duration::from_secs(args.purgatory_expiry_secs),
+            housekeeping_interval: (args.housekeeping_interval_secs > 0)
+                .then(|| Duration::from_secs(args.housekeeping_interval_secs)),
             name: args.name.clone(),
             description: args.description.clone(),
             limits: Limits {

@@ -24,6 +24,12 @@ use crate::shutdown::Signal;
 /// How long after a request a repository is checked: requests arriving meanwhile coalesce.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
+/// Every repository on disk is checked this long after start (or after the configured interval,
+/// if shorter), and then once per `--housekeeping-interval-secs`, new data or not: repositories
+/// that received data before graspd took over their `gc` check get packed too, and git's
+/// time-based work (pruning, expiring reflogs) happens in repositories nobody pushes to.
+pub const FIRST_SWEEP: Duration = Duration::from_secs(3600);
+
 /// Longest one run may take before it is asked to stop (a stuck or enormous `gc` must not hold
 /// up every other repository).
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -95,12 +101,19 @@ pub async fn run(app: App, mut shutdown: Signal) {
         tracing::error!("housekeeping started twice; the second task does nothing");
         return;
     };
+    let interval = app.config().housekeeping_interval;
+    let mut next_sweep = interval.map(|interval| Instant::now() + interval.min(FIRST_SWEEP));
     loop {
         let (repo, requested) = tokio::select! {
             next = requests.recv() => match next {
                 Some(next) => next,
                 None => return,
             },
+            () = sweep_due(next_sweep) => {
+                next_sweep = interval.map(|interval| Instant::now() + interval);
+                sweep(&app).await;
+                continue;
+            }
             _ = shutdown.wait() => return,
         };
         tokio::select! {
@@ -131,6 +144,34 @@ pub async fn run(app: App, mut shutdown: Signal) {
                 tracing::warn!(repo = %repo, %error, "housekeeping failed");
             }
         }
+    }
+}
+
+/// Resolves at `at`; never without one.
+async fn sweep_due(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Queues every repository on disk.
+async fn sweep(app: &App) {
+    let git = app.git().clone();
+    let repos = tokio::task::spawn_blocking(move || {
+        git.list_repo_dirs()
+            .into_iter()
+            .filter_map(|path| git.repo_at(&path))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    tracing::info!(
+        repositories = repos.len(),
+        "housekeeping: checking every repository"
+    );
+    for repo in &repos {
+        app.housekeeping().request(repo);
     }
 }
 
