@@ -448,18 +448,12 @@ fn pack_count(repo: &std::path::Path) -> usize {
 /// `receive.autogc=false`, and the daemon's housekeeping packs a repository git finds due.
 #[tokio::test]
 async fn housekeeping_runs_after_the_push_instead_of_inside_it() {
-    let server = Server::start();
-    let owner = Keys::generate();
-    let (work, first) = work_tree_with_commit("first");
-    let mut client = server.client().await;
-    client.publish(&announcement(&owner, &server, "tidy")).await;
-    let old = Timestamp::from(Timestamp::now().as_secs() - 10);
-    let st = state_at(&owner, "tidy", &[("refs/heads/main", &first)], None, old);
-    assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
-    let url = server.clone_url(&owner, "tidy");
-    git(work.path(), &["push", "-q", &url, "main"]);
+    let f = announced_with_pending_state("tidy").await;
+    let output = push(&f, "tidy", &["main:refs/heads/main", "main:refs/heads/dev"]);
+    assert!(output.status.success(), "first push: {}", stderr(&output));
+    let server = &f.server;
 
-    let repo = server.repo_path(&owner, "tidy");
+    let repo = server.repo_path(&f.owner, "tidy");
     assert_eq!(git(&repo, &["config", "receive.autogc"]), "false");
     // Git finds a repository with more than one pack due for `gc`.
     git(&repo, &["config", "gc.autoPackLimit", "1"]);
@@ -481,12 +475,20 @@ async fn housekeeping_runs_after_the_push_instead_of_inside_it() {
     .await;
     assert_eq!(packs(), 1, "one pack is not due for gc");
 
-    std::fs::write(work.path().join("README"), "second").expect("write");
-    git(work.path(), &["commit", "-qam", "second"]);
-    let second = git(work.path(), &["rev-parse", "HEAD"]);
-    let st = state(&owner, "tidy", &[("refs/heads/main", &second)], None);
+    let work = f.work.path();
+    std::fs::write(work.join("README"), "second").expect("write");
+    git(work, &["commit", "-qam", "second"]);
+    let second = git(work, &["rev-parse", "HEAD"]);
+    // Newer than the fixture's state, even within the same second.
+    let later = Timestamp::from(Timestamp::now().as_secs() + 1);
+    let refs = [
+        ("refs/heads/main", second.as_str()),
+        ("refs/heads/dev", second.as_str()),
+    ];
+    let st = state_at(&f.owner, "tidy", &refs, Some("dev"), later);
+    let mut client = server.client().await;
     assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
-    let output = git_output(work.path(), &["push", &url, "main"]);
+    let output = push(&f, "tidy", &["main:refs/heads/main", "main:refs/heads/dev"]);
     assert!(output.status.success(), "second push: {}", stderr(&output));
     assert!(
         !stderr(&output).to_lowercase().contains("auto packing"),

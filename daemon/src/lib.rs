@@ -18,3 +18,5 @@ pub mod shutdown;
 pub mod status_cli;
 pub mod store;
 pub mod sync;
+#[cfg(test)]
+mod testing;

@@ -564,6 +564,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::testing::git;
 
     /// Repositories under `root`, run with `git_program`.
     fn repos_at(root: &Path, git_program: &Path) -> GitRepos {
@@ -583,22 +584,6 @@ mod tests {
             nostr::Keys::generate().public_key(),
             crate::nip34::Identifier::parse(identifier).expect("identifier"),
         )
-    }
-
-    fn cli(dir: &Path, args: &[&str]) -> String {
-        let output = std::process::Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.org")
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.org")
-            .output()
-            .expect("git");
-        assert!(output.status.success(), "git {args:?}");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     fn packs(repo: &Path) -> usize {
@@ -634,16 +619,16 @@ mod tests {
         let repo = repo_id("packs");
         let path = repos.path(&repo);
         std::fs::create_dir_all(&path).expect("mkdir");
-        cli(&path, &["init", "-q", "--bare"]);
+        git(&path, &["init", "-q", "--bare"]);
         for round in ["one", "two"] {
             let blob = path.join(round);
             std::fs::write(&blob, round).expect("write");
-            let oid = cli(&path, &["hash-object", "-w", blob.to_str().expect("utf-8")]);
-            cli(&path, &["update-ref", &format!("refs/tags/{round}"), &oid]);
-            cli(&path, &["repack", "-q"]);
+            let oid = git(&path, &["hash-object", "-w", blob.to_str().expect("utf-8")]);
+            git(&path, &["update-ref", &format!("refs/tags/{round}"), &oid]);
+            git(&path, &["repack", "-q"]);
         }
         assert_eq!(packs(&path), 2);
-        cli(&path, &["config", "gc.autoPackLimit", "1"]);
+        git(&path, &["config", "gc.autoPackLimit", "1"]);
         repos
             .maintain(&repo, Duration::from_secs(60))
             .await
@@ -693,7 +678,7 @@ mod tests {
         for repo in [&stale, &fresh] {
             let path = repos.path(repo);
             std::fs::create_dir_all(&path).expect("mkdir");
-            cli(&path, &["init", "-q", "--bare"]);
+            git(&path, &["init", "-q", "--bare"]);
             std::fs::write(path.join("objects/maintenance.lock"), "").expect("lock");
         }
         let old = std::time::SystemTime::now() - STALE_MAINTENANCE_LOCK - Duration::from_secs(60);

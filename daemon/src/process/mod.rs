@@ -121,10 +121,8 @@ pub async fn process_newly_available_git_data(
     }
     // The source repository holds data now, whatever the events: its announcement is served.
     releases.touched.push(source.clone());
-    // New packs arrived in these (pushed, fetched or copied): let git check them soon.
-    for repo in &releases.touched {
-        app.housekeeping().request(repo);
-    }
+    // A pack arrived here (pushed or fetched); object copies ask for their targets.
+    app.housekeeping().request(source);
     match releases.commit(app).await {
         Ok(announcements) => result.announcements_released += announcements,
         Err(error) => {
