@@ -24,7 +24,7 @@ struct Fixture {
 }
 
 async fn announced_with_pending_state(identifier: &str) -> Fixture {
-    let server = Server::start();
+    let server = Server::start_with_metrics(&[]);
     let owner = Keys::generate();
     let (work, oid) = work_tree_with_commit("first");
     let mut client = server.client().await;
@@ -461,7 +461,8 @@ async fn housekeeping_runs_after_the_push_instead_of_inside_it() {
     assert_eq!(packs(), 1, "the first push kept its pack");
     // The count moves when a `git maintenance` run exits (after any repack).
     let runs = || {
-        http(server.addr, "GET", "/metrics", &[])
+        server
+            .metrics()
             .body
             .lines()
             .find_map(|l| l.strip_prefix("graspd_maintenance_ok_total "))

@@ -319,7 +319,7 @@ fn status_without_a_daemon_says_so() {
 
 #[tokio::test]
 async fn metrics_are_prometheus_text_and_move_after_a_push() {
-    let server = Server::start();
+    let server = Server::start_with_metrics(&[]);
     let owner = Keys::generate();
     let (work, oid) = work_tree_with_commit("m");
     let mut client = server.client().await;
@@ -343,7 +343,7 @@ async fn metrics_are_prometheus_text_and_move_after_a_push() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} in /metrics"))
     };
-    let before = http(server.addr, "GET", "/metrics", &[]);
+    let before = server.metrics();
     assert_eq!(before.status, 200);
     assert!(
         before
@@ -369,7 +369,7 @@ async fn metrics_are_prometheus_text_and_move_after_a_push() {
         work.path(),
         &["push", "-q", &server.clone_url(&owner, "metrics"), "main"],
     );
-    let after = http(server.addr, "GET", "/metrics", &[]).body;
+    let after = server.metrics().body;
     assert_eq!(value(&after, "graspd_pushes_allowed_total"), 1.0);
     assert_eq!(value(&after, "graspd_events_released_total"), 2.0);
     assert_eq!(value(&after, "graspd_hook_authorize_seconds_count"), 1.0);

@@ -84,7 +84,7 @@ struct Bench {
 
 /// graspd with rate limits out of the way and quiet logs, as a production server would run.
 fn start_graspd() -> Server {
-    Server::start_with(&[
+    Server::start_with_metrics(&[
         "--event-burst",
         "100000000",
         "--events-per-minute",
@@ -351,7 +351,7 @@ struct HookSeconds {
 }
 
 fn hook_seconds(server: &Server) -> HookSeconds {
-    let body = support::http(server.addr, "GET", "/metrics", &[]).body;
+    let body = server.metrics().body;
     let value = |name: &str| {
         body.lines()
             .find(|line| line.split_whitespace().next() == Some(name))

@@ -54,6 +54,17 @@ struct Inner {
     processed: broadcast::Sender<Processed>,
     /// Repositories waiting for `git maintenance` (consumed by `process::maintenance::run`).
     housekeeping: crate::process::maintenance::Housekeeping,
+    /// What `/readyz` reports besides the store and the git root.
+    readiness: Readiness,
+}
+
+/// Flags the serving tasks set for the readiness probe (`/readyz`).
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// The gRPC server on the Unix socket is serving (the hooks of a push can reach us).
+    pub grpc_serving: std::sync::atomic::AtomicBool,
+    /// Shutdown has begun: a balancer should stop sending new work.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// One run of the unified procedure, as watchers see it.
@@ -122,6 +133,7 @@ impl App {
             config.git_root.clone(),
             config.hooks.clone(),
             config.git_program.clone(),
+            config.initial_head.clone(),
         );
         let (served, _) = broadcast::channel(1024);
         let sync_throttle = crate::sync::throttle_for(&config.sync);
@@ -138,6 +150,7 @@ impl App {
                 sync_throttle,
                 processed: broadcast::channel(256).0,
                 housekeeping: Default::default(),
+                readiness: Readiness::default(),
             }),
         })
     }
@@ -168,6 +181,10 @@ impl App {
 
     pub fn sync_throttle(&self) -> &crate::sync::ThrottleManager {
         &self.inner.sync_throttle
+    }
+
+    pub fn readiness(&self) -> &Readiness {
+        &self.inner.readiness
     }
 
     pub fn metrics(&self) -> &Metrics {

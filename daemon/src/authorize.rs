@@ -99,6 +99,15 @@ pub async fn authoritative_state(
 
 fn state_ref(update: &RefUpdate, event: &Event, state: &RepoState) -> Verdict {
     let short_event = &event.id.to_hex()[..12];
+    if let Some(value) = state.unresolved.get(&update.name) {
+        return refuse(
+            update,
+            &format!(
+                "the state ({short_event}…) lists it at '{value}', which is not a full object id; \
+                 publish a state that names the commit by its full id"
+            ),
+        );
+    }
     match state.refs.get(&update.name) {
         Some(wanted) if *wanted == update.new => allow(update),
         Some(wanted) if update.new.is_zero() => refuse(

@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::git::RefName;
+
+pub mod file;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "graspd",
@@ -35,6 +39,20 @@ pub enum Command {
     /// Ask a running graspd what it hosts, what waits and why (gRPC StatusService). Without a
     /// subcommand: an overview.
     Status(StatusArgs),
+    /// Print a shell completion script, e.g. `graspd completions bash >
+    /// /etc/bash_completion.d/graspd`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout, or write one page per command into a directory,
+    /// e.g. `graspd man --out-dir /usr/local/share/man/man1`.
+    Man {
+        /// Write graspd.1 and graspd-<command>.1 here instead.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// `graspd status`: how to reach the daemon, output format, what to show.
@@ -183,6 +201,16 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// TOML file with any of these flags as keys (`listen = "0.0.0.0:8080"`). A flag or its
+    /// environment variable wins over the file. Default: /etc/graspd/graspd.toml, if it exists.
+    #[arg(long, env = "GRASPD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration as TOML (where each value came from in a comment) and
+    /// exit.
+    #[arg(long)]
+    pub print_config: bool,
+
     /// Address the HTTP listener (relay, git, pages) binds to.
     #[arg(long, env = "GRASPD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -222,6 +250,11 @@ pub struct ServeArgs {
     #[arg(long, env = "GRASPD_GRPC_TOKEN_FILE")]
     pub grpc_token_file: Option<PathBuf>,
 
+    /// Serve Prometheus metrics at `http://<ADDR>/metrics` (e.g. 127.0.0.1:9464). Off by
+    /// default; never served on the public --listen address.
+    #[arg(long, env = "GRASPD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Also serve the hook service on --grpc-listen (hooks normally use the Unix socket).
     #[arg(long, env = "GRASPD_GRPC_TCP_HOOKS")]
     pub grpc_tcp_hooks: bool,
@@ -229,6 +262,12 @@ pub struct ServeArgs {
     /// The git executable used for `git http-backend` and object copies.
     #[arg(long, env = "GRASPD_GIT", default_value = "git")]
     pub git_program: PathBuf,
+
+    /// Branch HEAD of a new repository names until a maintainer's state says otherwise (what an
+    /// empty clone checks out). Default: what `git init --bare` would choose on this machine,
+    /// the --git executable's `init.defaultBranch`, or git's own `master` when that is unset.
+    #[arg(long, env = "GRASPD_INITIAL_BRANCH")]
+    pub initial_branch: Option<String>,
 
     /// Who serves git smart HTTP: `embedded` (graspd runs `git http-backend`) or `external` (a
     /// front web server does, e.g. nginx + fcgiwrap from `graspd nginx-config`).
@@ -380,6 +419,34 @@ pub fn absolute(path: &std::path::Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
+/// `refs/heads/<name>`, when that is a valid ref name.
+fn branch_ref(name: &str) -> Option<RefName> {
+    RefName::parse(&format!("refs/heads/{name}")).ok()
+}
+
+/// The branch `git init --bare` would start a repository on here: `init.defaultBranch` as the
+/// `git` executable reads it (system and global config of graspd's user), else git's built-in
+/// `master`. An unusable value is reported and ignored, as git itself would refuse it.
+pub fn git_default_branch(git_program: &std::path::Path) -> RefName {
+    let fallback = || RefName::parse("refs/heads/master").expect("a valid ref name");
+    // From `/`, so that no repository's own config is read.
+    let output = std::process::Command::new(git_program)
+        .args(["config", "--get", "init.defaultBranch"])
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Ok(output) = output else { return fallback() };
+    let name = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || name.is_empty() {
+        return fallback();
+    }
+    branch_ref(&name).unwrap_or_else(|| {
+        tracing::warn!(init_default_branch = %name, "git's init.defaultBranch is not a valid branch name: using master");
+        fallback()
+    })
+}
+
 /// The status token from --grpc-token-file (trimmed); required when --grpc-listen is set.
 fn read_token(args: &ServeArgs) -> Result<Option<String>, ConfigError> {
     let Some(path) = &args.grpc_token_file else {
@@ -413,6 +480,8 @@ pub enum ConfigError {
     TokenRequired,
     #[error("--grpc-token-file: {0}")]
     Token(String),
+    #[error("--initial-branch '{0}': not a valid branch name")]
+    InitialBranch(String),
 }
 
 /// The public `host[:port]` announcements must name.
@@ -519,8 +588,12 @@ pub struct Config {
     /// Bearer token for the status service on TCP (read from --grpc-token-file).
     pub grpc_token: Option<String>,
     pub grpc_tcp_hooks: bool,
+    /// Where Prometheus metrics are served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub git_program: PathBuf,
     pub git_http: GitHttp,
+    /// HEAD of a new repository (`refs/heads/<branch>`).
+    pub initial_head: RefName,
     pub domain: Domain,
     pub data_dir: PathBuf,
     pub database_url: String,
@@ -548,6 +621,10 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("graspd.db").display()));
         let data_dir = absolute(&args.data_dir);
+        let initial_head = match &args.initial_branch {
+            Some(name) => branch_ref(name).ok_or_else(|| ConfigError::InitialBranch(name.clone()))?,
+            None => git_default_branch(&args.git_program),
+        };
         Ok(Self {
             listen: args.listen,
             hooks: HookSetup::resolve(&data_dir, &args.hooks),
@@ -555,8 +632,10 @@ impl Config {
             grpc_listen: args.grpc_listen,
             grpc_token: read_token(args)?,
             grpc_tcp_hooks: args.grpc_tcp_hooks,
+            metrics_listen: args.metrics_listen,
             git_program: args.git_program.clone(),
             git_http: args.git_http,
+            initial_head,
             domain,
             data_dir: args.data_dir.clone(),
             database_url,

@@ -3,7 +3,8 @@
 //! In this mode (`graspd serve --git-http external`) nginx is the only listener the world sees.
 //! It runs stock `git http-backend` through fcgiwrap for the git smart-HTTP paths
 //! (`/<npub>/<identifier>.git/...`) and proxies everything else — the websocket relay at `/`,
-//! NIP-11, pages, `/metrics` — to graspd. The hook in each repository reaches graspd over its Unix
+//! NIP-11, pages, the `/healthz` and `/readyz` probes — to graspd (never `/metrics`, which graspd
+//! serves only on its own `--metrics-listen` address). The hook in each repository reaches graspd over its Unix
 //! socket, found through the repository's git config, so nothing here needs to know about it.
 //!
 //! [`nginx_config`] is a pure function of a [`NginxSite`], so the text is unit-tested here and
@@ -256,7 +257,7 @@ server {{
     }}
 
     # Everything else is graspd's: the websocket relay and NIP-11 at /, repository pages,
-    # /metrics.
+    # the /healthz and /readyz probes.
     location / {{
         proxy_pass http://{upstream};
         proxy_http_version 1.1;

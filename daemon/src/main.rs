@@ -1,6 +1,6 @@
 //! The `graspd` binary.
 
-use clap::Parser;
+use clap::CommandFactory;
 use graspd::config::{
     Cli, Command, Config, DoctorArgs, HookSetup, InstallHooksArgs, LogFormat, NginxConfigArgs, absolute,
 };
@@ -9,8 +9,25 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
+    let loaded = match graspd::config::file::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("graspd: {error}");
+            std::process::exit(2);
+        }
+    };
+    match &loaded.cli.command {
+        Command::Serve(args) if args.print_config => {
+            print!("{}", graspd::config::file::render(&loaded));
+            return Ok(());
+        }
+        Command::NginxConfig(args) if args.serve.print_config => {
+            print!("{}", graspd::config::file::render(&loaded));
+            return Ok(());
+        }
+        _ => {}
+    }
+    match loaded.cli.command {
         Command::Serve(args) => {
             let args = *args;
             init_logging(&args.log, args.log_format)?;
@@ -26,6 +43,34 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "graspd", &mut std::io::stdout());
+        }
+        Command::Man { out_dir } => man(out_dir)?,
+    }
+    Ok(())
+}
+
+/// `graspd man`: the manual page of `graspd` on stdout, or with `--out-dir` one page per command
+/// (`graspd.1`, `graspd-serve.1`, ...) written there.
+fn man(out_dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let command = Cli::command();
+    let Some(dir) = out_dir else {
+        clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+        return Ok(());
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let mut pages = vec![("graspd.1".to_owned(), command.clone())];
+    for sub in command.get_subcommands() {
+        let name = format!("graspd-{}", sub.get_name());
+        pages.push((format!("{name}.1"), sub.clone().display_name(name)));
+    }
+    for (file, page) in pages {
+        let path = dir.join(&file);
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(&path, out).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        println!("{}", path.display());
     }
     Ok(())
 }
@@ -68,7 +113,12 @@ async fn doctor(args: DoctorArgs) -> bool {
              http-backend runs as too (e.g. sudo -u www-data -g graspd graspd doctor ...)"
         );
     }
-    let git = GitRepos::new(git_root, hooks, "git".into());
+    let git = GitRepos::new(
+        git_root,
+        hooks,
+        "git".into(),
+        graspd::config::git_default_branch("git".as_ref()),
+    );
     let findings = graspd::doctor::run(&git, &install_hooks).await;
     for finding in &findings {
         println!("{finding}");
@@ -91,7 +141,12 @@ async fn install_hooks(args: InstallHooksArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(absolute)
         .unwrap_or_else(|| data_dir.join("repos"));
-    let git = GitRepos::new(git_root.clone(), hooks, "git".into());
+    let git = GitRepos::new(
+        git_root.clone(),
+        hooks,
+        "git".into(),
+        graspd::config::git_default_branch("git".as_ref()),
+    );
     let verb = if args.dry_run { "would" } else { "did" };
     let mut changes = git.prepare_hooks_dir(args.dry_run).await?;
     let repos = git.list_repo_dirs();

@@ -31,6 +31,15 @@ pub enum ServeError {
     },
 }
 
+/// Binds a TCP listener; on failure removes the gRPC socket bound before it, as the server will
+/// not start.
+async fn bind_tcp(addr: std::net::SocketAddr, socket: &std::path::Path) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| {
+        let _ = std::fs::remove_file(socket);
+        ServeError::Listen { addr, source }
+    })
+}
+
 /// Runs the server until `stop` resolves.
 pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
     let app = App::open(config.clone()).await?;
@@ -56,18 +65,13 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             "grasp-hook not found: pushes will fail until it is installed there (see --hook-binary)");
     }
     let rpc_listeners = rpc::bind(&config.hooks.socket, config.grpc_socket_mode, config.grpc_listen).await?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind_tcp(addr, &config.hooks.socket).await?),
+        None => None,
+    };
     // The public port opens last: whoever waits for it (systemd, a load balancer, the tests) may
     // rely on the gRPC socket that the hooks of the first push will call.
-    let listener = match TcpListener::bind(config.listen).await {
-        Ok(listener) => listener,
-        Err(source) => {
-            let _ = std::fs::remove_file(&config.hooks.socket);
-            return Err(ServeError::Listen {
-                addr: config.listen,
-                source,
-            });
-        }
-    };
+    let listener = bind_tcp(config.listen, &config.hooks.socket).await?;
     let relay = relay::build(&app);
     let (shutdown, signal): (Shutdown, Signal) = Shutdown::new();
 
@@ -104,7 +108,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         app.sync_throttle().clone(),
         &config.sync,
     );
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(crate::sync::run(syncer, signal.clone())),
         tokio::spawn(rpc::serve(app.clone(), rpc_listeners, signal.clone())),
         tokio::spawn(rpc::spool::run(app.clone(), signal.clone())),
@@ -117,12 +121,21 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             signal.clone(),
         )),
     ];
+    if let Some(listener) = metrics_listener {
+        tasks.push(tokio::spawn(http::health::serve_metrics(
+            listener,
+            app.clone(),
+            signal.clone(),
+        )));
+    }
     tracing::info!(
         listen = %config.listen,
         domain = %config.domain,
         data_dir = %config.data_dir.display(),
         git_root = %config.git_root.display(),
         grpc_socket = %config.hooks.socket.display(),
+        metrics = ?config.metrics_listen,
+        initial_head = %config.initial_head,
         database = %config.database_url,
         purgatory = app.purgatory().len(),
         "graspd listening on http://{} (relay ws://{}), data in {}",
@@ -131,6 +144,9 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
 
     stop.await;
     tracing::info!("shutting down");
+    app.readiness()
+        .stopping
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     shutdown.trigger();
     relay.shutdown();
     for task in tasks {

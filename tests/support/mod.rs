@@ -28,6 +28,10 @@ pub struct Server {
     pub addr: SocketAddr,
     pub data: tempfile::TempDir,
     extra_args: Vec<String>,
+    /// Environment variables set for graspd besides the test's own.
+    envs: Vec<(String, String)>,
+    /// `--metrics-listen`, when the test reads metrics.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -41,6 +45,24 @@ impl Server {
 
     /// Starts on another loopback address (127.0.0.2, ...), as a second, independent server.
     pub fn start_on(ip: &str, extra: &[&str]) -> Self {
+        Self::start_full(ip, extra, &[])
+    }
+
+    /// Starts with extra flags and environment variables (e.g. the git config graspd's git reads).
+    pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_full("127.0.0.1", extra, envs)
+    }
+
+    /// Starts with a metrics listener too (see [`Server::metrics`]).
+    pub fn start_with_metrics(extra: &[&str]) -> Self {
+        Self::start_full_metrics("127.0.0.1", extra, &[], true)
+    }
+
+    fn start_full(ip: &str, extra: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_full_metrics(ip, extra, envs, false)
+    }
+
+    fn start_full_metrics(ip: &str, extra: &[&str], envs: &[(&str, &str)], metrics: bool) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
         let addr = free_addr_on(ip);
         let mut server = Self {
@@ -48,6 +70,8 @@ impl Server {
             addr,
             data,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            metrics_addr: metrics.then(|| free_addr_on(ip)),
         };
         // The port was free when picked but is bound only later, by graspd: should another
         // process take it meanwhile, start again on another one.
@@ -57,6 +81,9 @@ impl Server {
                 Ok(()) => return server,
                 Err(log) if log[logged.min(log.len())..].contains("cannot listen on") => {
                     server.addr = free_addr_on(ip);
+                    if server.metrics_addr.is_some() {
+                        server.metrics_addr = Some(free_addr_on(ip));
+                    }
                 }
                 Err(log) => panic!("graspd exited early: {log}"),
             }
@@ -90,6 +117,12 @@ impl Server {
                 &["--log", "graspd=debug,info"][..]
             })
             .args(&self.extra_args)
+            .args(
+                self.metrics_addr
+                    .iter()
+                    .flat_map(|addr| ["--metrics-listen".to_owned(), addr.to_string()]),
+            )
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -199,6 +232,12 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// `GET /metrics` on the metrics listener (started with [`Server::start_with_metrics`]).
+    pub fn metrics(&self) -> HttpResponse {
+        let addr = self.metrics_addr.expect("started with a metrics listener");
+        http(addr, "GET", "/metrics", &[])
     }
 
     pub async fn client(&self) -> Client {

@@ -69,15 +69,20 @@ struct Inner {
     root: PathBuf,
     hooks: HookSetup,
     git_program: PathBuf,
+    /// Where a new repository's HEAD points until a state says otherwise.
+    initial_head: RefName,
 }
 
 impl GitRepos {
-    pub fn new(root: PathBuf, hooks: HookSetup, git_program: PathBuf) -> Self {
+    /// `initial_head` is the unborn branch new repositories start on (`refs/heads/<name>`), as
+    /// `git init --bare` would choose it (see `config::git_default_branch`).
+    pub fn new(root: PathBuf, hooks: HookSetup, git_program: PathBuf, initial_head: RefName) -> Self {
         Self {
             inner: Arc::new(Inner {
                 root,
                 hooks,
                 git_program,
+                initial_head,
             }),
         }
     }
@@ -265,7 +270,8 @@ impl GitRepos {
     pub async fn provision(&self, repo: &RepoId) -> Result<bool, GitError> {
         let path = self.path(repo);
         let hooks = self.inner.hooks.clone();
-        blocking(move || provision_at(&path, &hooks)).await
+        let head = self.inner.initial_head.clone();
+        blocking(move || provision_at(&path, &hooks, &head)).await
     }
 
     /// Whether the repository has any ref (has received git data).
@@ -483,7 +489,7 @@ where
     tokio::task::spawn_blocking(f).await?
 }
 
-fn provision_at(path: &Path, hooks: &HookSetup) -> Result<bool, GitError> {
+fn provision_at(path: &Path, hooks: &HookSetup, head: &RefName) -> Result<bool, GitError> {
     if path.join("HEAD").is_file() {
         return Ok(false);
     }
@@ -498,7 +504,7 @@ fn provision_at(path: &Path, hooks: &HookSetup) -> Result<bool, GitError> {
         .bare(true)
         .no_reinit(true)
         .mkpath(true)
-        .initial_head("main");
+        .initial_head(head.as_str());
     git2::Repository::init_opts(path, &options)?;
     hooks::configure_repo(path, hooks, false)?;
     Ok(true)
@@ -576,6 +582,7 @@ mod tests {
             root.to_owned(),
             HookSetup::resolve(root, &args),
             git_program.to_owned(),
+            RefName::parse("refs/heads/master").expect("ref"),
         )
     }
 
@@ -729,6 +736,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            unresolved: BTreeMap::new(),
             head: None,
         }
     }
@@ -782,6 +790,7 @@ mod tests {
             identifier: crate::nip34::Identifier::parse("r").expect("identifier"),
             created_at: nostr::Timestamp::from(1),
             refs: BTreeMap::from([(RefName::parse("refs/heads/main").expect("ref"), missing)]),
+            unresolved: BTreeMap::new(),
             head: None,
         };
         assert!(aligned(&path, &state).is_err());

@@ -1,8 +1,10 @@
 //! The HTTP front: one listener for the NIP-11 document, the websocket relay at `/`, repository
-//! pages and git smart-HTTP paths. Every response carries GRASP's CORS headers; `OPTIONS` anywhere
+//! pages, git smart-HTTP paths and the `/healthz` and `/readyz` probes (`/metrics` has a listener
+//! of its own, see `health`). Every response carries GRASP's CORS headers; `OPTIONS` anywhere
 //! is `204 No Content`.
 
 pub mod cgi;
+pub mod health;
 pub mod pages;
 pub mod ws;
 
@@ -118,10 +120,12 @@ async fn route(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Respon
     if path == "/" {
         return root(front, req, peer);
     }
-    if path == "/metrics" && matches!(*req.method(), Method::GET | Method::HEAD) {
-        let snapshot = front.app.snapshot().await;
-        let body = front.app.metrics().render(&snapshot);
-        return with_type(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body);
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        match path.as_str() {
+            "/healthz" => return health::healthz(),
+            "/readyz" => return health::readyz(&front.app).await,
+            _ => {}
+        }
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if segments.first().is_some_and(|s| s.starts_with("npub1")) {

@@ -34,7 +34,7 @@ pub enum Nip34Error {
     BadMaintainer(String),
     #[error("bad ref tag: {0}")]
     BadRef(String),
-    #[error("bad HEAD tag '{0}': expected 'ref: refs/...'")]
+    #[error("bad HEAD tag '{0}': expected 'ref: refs/...' (or 'refs/...')")]
     BadHead(String),
     #[error("missing 'c' tag (the tip commit)")]
     MissingTip,
@@ -153,6 +153,10 @@ pub struct RepoState {
     /// Branches, tags and other refs with their targets. Peeled `^{}` entries are not refs and
     /// are left out.
     pub refs: BTreeMap<RefName, Oid>,
+    /// Refs whose value is not a full object id (an abbreviated `abc123`, a typo), as found in
+    /// the wild. Such a state is still a state: it is held and a push is checked against it, but
+    /// no git data can ever satisfy it, so it is never released (see [`RepoState::is_satisfiable`]).
+    pub unresolved: BTreeMap<RefName, String>,
     pub head: Option<HeadTarget>,
 }
 
@@ -160,16 +164,16 @@ impl RepoState {
     pub fn parse(event: &Event) -> Result<Self, Nip34Error> {
         let identifier = Identifier::parse(&identifier_of(event)?)?;
         let mut refs = BTreeMap::new();
+        let mut unresolved = BTreeMap::new();
         let mut head = None;
         for tag in event.tags.iter() {
             let values = tag.as_slice();
             let Some(name) = values.first() else { continue };
             if name == "HEAD" {
                 let value = values.get(1).map(String::as_str).unwrap_or_default();
-                let target = value
-                    .strip_prefix("ref: ")
-                    .and_then(|r| RefName::parse(r).ok())
-                    .ok_or_else(|| Nip34Error::BadHead(value.chars().take(80).collect()))?;
+                // NIP-34 writes `ref: refs/heads/main`; some clients leave out the `ref: `.
+                let target = RefName::parse(value.strip_prefix("ref: ").unwrap_or(value))
+                    .map_err(|_| Nip34Error::BadHead(printable(value)))?;
                 head = Some(HeadTarget(target));
             } else if name.starts_with("refs/") {
                 if name.ends_with("^{}") {
@@ -177,8 +181,15 @@ impl RepoState {
                 }
                 let ref_name = RefName::parse(name).map_err(|e| Nip34Error::BadRef(e.to_string()))?;
                 let value = values.get(1).map(String::as_str).unwrap_or_default();
-                let oid = Oid::parse(value).map_err(|e| Nip34Error::BadRef(format!("{ref_name}: {e}")))?;
-                refs.insert(ref_name, oid);
+                match ref_target(value) {
+                    Ok(Some(oid)) => {
+                        refs.insert(ref_name, oid);
+                    }
+                    Ok(None) => {
+                        unresolved.insert(ref_name, value.to_owned());
+                    }
+                    Err(why) => return Err(Nip34Error::BadRef(format!("{ref_name}: {why}"))),
+                }
             }
         }
         Ok(Self {
@@ -187,8 +198,14 @@ impl RepoState {
             identifier,
             created_at: event.created_at,
             refs,
+            unresolved,
             head,
         })
+    }
+
+    /// Whether git data could ever satisfy this state: every ref names a full object id.
+    pub fn is_satisfiable(&self) -> bool {
+        self.unresolved.is_empty()
     }
 
     /// Distinct objects the state needs on disk.
@@ -198,6 +215,24 @@ impl RepoState {
         oids.dedup();
         oids
     }
+}
+
+/// The target of a ref tag: `Some` for a full object id (hex in either case), `None` for any
+/// other value a state in the wild may carry (an abbreviated id); an error only for values that
+/// cannot be part of an event a client means (control characters, absurd lengths).
+fn ref_target(value: &str) -> Result<Option<Oid>, String> {
+    if value.chars().any(char::is_control) {
+        return Err(format!("'{}' contains control characters", printable(value)));
+    }
+    if value.len() > 256 {
+        return Err(format!("'{}…' is too long for an object id", printable(value)));
+    }
+    Ok(Oid::parse(&value.to_ascii_lowercase()).ok())
+}
+
+/// At most 80 characters of `value`, control characters escaped: safe to show a client.
+fn printable(value: &str) -> String {
+    value.chars().take(80).flat_map(char::escape_debug).collect()
 }
 
 /// A pull request (1618) or pull request update (1619).
@@ -318,16 +353,72 @@ mod tests {
     }
 
     #[test]
-    fn state_with_a_bad_oid_or_head_is_refused() {
+    fn state_head_without_the_ref_prefix_means_the_same() {
         let keys = Keys::generate();
-        let bad_oid = event(
+        let plain = event(
             &keys,
             KIND_STATE,
-            vec![vec!["d", "r"], vec!["refs/heads/main", "xyz"]],
+            vec![vec!["d", "r"], vec!["HEAD", "refs/heads/develop"]],
         );
-        assert!(matches!(RepoState::parse(&bad_oid), Err(Nip34Error::BadRef(_))));
+        let prefixed = event(
+            &keys,
+            KIND_STATE,
+            vec![vec!["d", "r"], vec!["HEAD", "ref: refs/heads/develop"]],
+        );
+        let expected = Some(HeadTarget(RefName::parse("refs/heads/develop").expect("ref")));
+        assert_eq!(RepoState::parse(&plain).expect("plain").head, expected);
+        assert_eq!(RepoState::parse(&prefixed).expect("prefixed").head, expected);
+    }
+
+    #[test]
+    fn state_with_an_abbreviated_oid_is_a_state_that_cannot_be_satisfied() {
+        let keys = Keys::generate();
+        let full = "a".repeat(40);
+        let ev = event(
+            &keys,
+            KIND_STATE,
+            vec![
+                vec!["d", "r"],
+                vec!["refs/heads/main", "abc123"],
+                vec!["refs/heads/dev", &full],
+            ],
+        );
+        let state = RepoState::parse(&ev).expect("state");
+        assert!(!state.is_satisfiable());
+        assert_eq!(state.unresolved.len(), 1);
+        assert_eq!(state.refs.len(), 1);
+        assert_eq!(state.wanted_oids(), vec![Oid::parse(&full).expect("oid")]);
+        let upper = event(
+            &keys,
+            KIND_STATE,
+            vec![vec!["d", "r"], vec!["refs/heads/main", &"A".repeat(40)]],
+        );
+        let upper = RepoState::parse(&upper).expect("uppercase hex is still an object id");
+        assert!(upper.is_satisfiable());
+    }
+
+    #[test]
+    fn state_that_cannot_be_a_state_is_refused() {
+        let keys = Keys::generate();
+        let control = event(
+            &keys,
+            KIND_STATE,
+            vec![vec!["d", "r"], vec!["refs/heads/main", "abc\n123"]],
+        );
+        assert!(matches!(RepoState::parse(&control), Err(Nip34Error::BadRef(_))));
+        let bad_name = event(
+            &keys,
+            KIND_STATE,
+            vec![vec!["d", "r"], vec!["refs/heads/a..b", "abc"]],
+        );
+        assert!(matches!(RepoState::parse(&bad_name), Err(Nip34Error::BadRef(_))));
         let bad_head = event(&keys, KIND_STATE, vec![vec!["d", "r"], vec!["HEAD", "main"]]);
         assert!(matches!(RepoState::parse(&bad_head), Err(Nip34Error::BadHead(_))));
+        let no_d = event(&keys, KIND_STATE, vec![vec!["refs/heads/main", "abc"]]);
+        assert!(matches!(
+            RepoState::parse(&no_d),
+            Err(Nip34Error::MissingIdentifier)
+        ));
         let traversal = event(&keys, KIND_STATE, vec![vec!["d", "../x"]]);
         assert!(matches!(
             RepoState::parse(&traversal),

@@ -153,6 +153,9 @@ async fn discover(
                 let Ok(state) = RepoState::parse(&entry.event) else {
                     continue;
                 };
+                if !state.is_satisfiable() {
+                    continue;
+                }
                 let wanted = state.wanted_oids();
                 // Quick skip: nothing this state needs just arrived.
                 if !new_oids.is_empty() && !wanted.is_empty() && !wanted.iter().any(|o| new_oids.contains(o))
@@ -289,6 +292,9 @@ pub async fn apply_state_now(
     repos: &[RepoId],
     state: &RepoState,
 ) -> Result<Option<RefChanges>, ProcessError> {
+    if !state.is_satisfiable() {
+        return Ok(None);
+    }
     let _serial = app.lock_identifier(&state.identifier).await;
     let wanted = state.wanted_oids();
     let mut source = None;

@@ -1,6 +1,7 @@
 //! The gRPC edge: `grasp.v1.HookService` on a Unix socket (and optionally TCP). Translates
 //! protobuf messages into domain types, calls the domain, translates back. Decides nothing.
 
+pub mod authority;
 pub mod hook;
 pub mod spool;
 pub mod status;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use grasp_proto::v1::hook_service_server::HookServiceServer;
 use grasp_proto::v1::status_service_server::StatusServiceServer;
 use tokio::net::UnixListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 use crate::app::App;
@@ -124,14 +126,21 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: Signal) {
                 .add_service(reflect)
                 .add_service(reflect_alpha);
             let mut stop = shutdown.clone();
+            let app = app.clone();
             tasks.push(tokio::spawn(async move {
-                let incoming = UnixListenerStream::new(unix);
+                // Clients of gRPC's C core and grpc-java send the socket path as :authority.
+                let incoming =
+                    UnixListenerStream::new(unix).map(|accepted| accepted.map(authority::Normalized::new));
+                // The socket is bound, so connections made from here on are queued and served.
+                let serving = &app.readiness().grpc_serving;
+                serving.store(true, std::sync::atomic::Ordering::Relaxed);
                 if let Err(error) = router
                     .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
                     .await
                 {
                     tracing::error!(%error, "gRPC server on the Unix socket failed");
                 }
+                serving.store(false, std::sync::atomic::Ordering::Relaxed);
             }));
         }
         Err(error) => tracing::error!(%error, "cannot build gRPC reflection; gRPC not served"),

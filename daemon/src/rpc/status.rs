@@ -249,6 +249,7 @@ impl StatusService for StatusApi {
         let mut names: BTreeSet<String> = on_disk.iter().map(|(n, _)| n.clone()).collect();
         if let Some((_, state)) = &state {
             names.extend(state.refs.keys().map(|r| r.to_string()));
+            names.extend(state.unresolved.keys().map(|r| r.to_string()));
         }
         let refs = names
             .into_iter()
@@ -261,10 +262,12 @@ impl StatusService for StatusApi {
                 in_state: state
                     .as_ref()
                     .and_then(|(_, s)| {
-                        s.refs
-                            .iter()
-                            .find(|(r, _)| r.as_str() == name)
-                            .map(|(_, o)| o.to_string())
+                        let found = s.refs.iter().find(|(r, _)| r.as_str() == name);
+                        found.map(|(_, o)| o.to_string()).or_else(|| {
+                            // Shown as the state wrote it: an abbreviated id is why it waits.
+                            let unresolved = s.unresolved.iter().find(|(r, _)| r.as_str() == name);
+                            unresolved.map(|(_, value)| value.clone())
+                        })
                     })
                     .unwrap_or_default(),
                 name,

@@ -471,6 +471,12 @@ impl Store {
         self.memo.ids.heap_bytes() + self.memo.referenced.heap_bytes()
     }
 
+    /// Whether the database answers a query (readiness probes).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Counts of stored events, for start-up logging and status.
     pub async fn event_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) FROM events")

@@ -186,9 +186,10 @@ impl SyncContext for RealSyncContext {
                     let Ok(state) = RepoState::parse(&entry.event) else {
                         continue;
                     };
-                    // Fetching for a state nobody hosted lets its author speak for would be
-                    // wasted: the procedure would not release it.
-                    if !group.owners_authorizing(&state.author).is_empty() {
+                    // Fetching for a state nobody hosted lets its author speak for, or for
+                    // one that names refs by abbreviated ids, would be wasted: the procedure
+                    // would not release it.
+                    if state.is_satisfiable() && !group.owners_authorizing(&state.author).is_empty() {
                         wanted.extend(state.wanted_oids());
                     }
                 }
