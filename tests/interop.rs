@@ -445,6 +445,46 @@ fn configuration_file_with_an_unknown_key_is_refused_naming_key_and_file() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/graspd.toml"));
 }
 
+#[tokio::test]
+async fn status_finds_the_daemon_through_the_configuration_file() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("graspd.toml");
+    // Keys only `serve` has (listen, name) are for the daemon; `status` takes data-dir.
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:1\"\nname = \"x\"\ndata-dir = \"{}\"\n",
+            server.data.path().display()
+        ),
+    )
+    .expect("write");
+    let config = file.to_str().expect("utf-8");
+    let overview = graspd(&["status", "--json"], &[("GRASPD_CONFIG", config)]);
+    assert!(
+        overview.status.success(),
+        "{}",
+        String::from_utf8_lossy(&overview.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&overview.stdout).expect("JSON");
+    assert_eq!(answer["domain"], server.domain().as_str());
+    // Also with a nested subcommand after it.
+    let waiting = graspd(&["status", "--json", "purgatory"], &[("GRASPD_CONFIG", config)]);
+    assert!(
+        waiting.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waiting.stderr)
+    );
+    // A flag still wins over the file.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let missed = graspd(
+        &["status", "--data-dir", elsewhere.path().to_str().expect("utf-8")],
+        &[("GRASPD_CONFIG", config)],
+    );
+    assert!(!missed.status.success());
+    assert!(String::from_utf8_lossy(&missed.stderr).contains("cannot reach graspd"));
+}
+
 #[test]
 fn shell_completions_and_man_pages_come_from_the_command_definitions() {
     let bash = graspd(&["completions", "bash"], &[]);

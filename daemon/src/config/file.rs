@@ -1,5 +1,7 @@
 //! The configuration file: every `serve` flag as a TOML key (`listen = "0.0.0.0:8080"`,
-//! `data-dir = "/var/lib/graspd"`), read by `serve` and `nginx-config`.
+//! `data-dir = "/var/lib/graspd"`). `serve` and `nginx-config` read all of it; `status`,
+//! `doctor` and `install-hooks` read the keys they share with `serve` (`data-dir`, `git-root`,
+//! `grpc-socket`, `hook-binary`), so on a configured host they find the daemon without flags.
 //!
 //! Precedence is flag > environment > file > default. The file is applied by turning each key
 //! that neither a flag nor the environment set into the flag it names and parsing the command
@@ -17,8 +19,12 @@ use super::Cli;
 /// Read when neither `--config` nor `GRASPD_CONFIG` names a file, if it exists.
 pub const DEFAULT_PATH: &str = "/etc/graspd/graspd.toml";
 
-/// Subcommands that take `--config`.
-const CONFIGURED: [&str; 2] = ["serve", "nginx-config"];
+/// Subcommands that read the file (`serve` and `nginx-config` also take `--config`; the others
+/// find it through `GRASPD_CONFIG` or at the default path).
+const CONFIGURED: [&str; 5] = ["serve", "nginx-config", "status", "doctor", "install-hooks"];
+
+/// Names the file for subcommands without `--config`.
+const CONFIG_ENV: &str = "GRASPD_CONFIG";
 
 /// Flags of those subcommands that are not configuration.
 const NOT_KEYS: [&str; 3] = ["config", "print-config", "help"];
@@ -49,7 +55,7 @@ pub struct Loaded {
 }
 
 /// Parses `argv` (clap prints help, version and usage errors and exits, as usual), then applies
-/// the configuration file of `serve` and `nginx-config`.
+/// the configuration file.
 pub fn load(argv: Vec<OsString>) -> Result<Loaded, FileError> {
     let matches = Cli::command().get_matches_from(argv.clone());
     let Some((name, sub)) = matches.subcommand() else {
@@ -58,10 +64,14 @@ pub fn load(argv: Vec<OsString>) -> Result<Loaded, FileError> {
     if !CONFIGURED.contains(&name) {
         return finish(matches, None, Vec::new());
     }
-    let file = match sub.get_one::<PathBuf>("config") {
-        Some(path) => Some(path.clone()),
-        None => Some(PathBuf::from(DEFAULT_PATH)).filter(|path| path.is_file()),
+    let named = match sub.try_get_one::<PathBuf>("config") {
+        Ok(given) => given.cloned(),
+        // No --config on this subcommand: the variable clap reads for the others.
+        Err(_) => std::env::var_os(CONFIG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
     };
+    let file = named.or_else(|| Some(PathBuf::from(DEFAULT_PATH)).filter(|path| path.is_file()));
     let Some(path) = file else {
         return finish(matches, None, Vec::new());
     };
@@ -73,9 +83,15 @@ pub fn load(argv: Vec<OsString>) -> Result<Loaded, FileError> {
     if extra.is_empty() {
         return finish(matches, Some(path), from_file);
     }
-    // The file's flags go after the subcommand's own, where clap reads them as that subcommand's.
+    // The file's flags go right after the subcommand's name, where clap reads them as that
+    // subcommand's (also when a nested subcommand such as `status repo X` follows).
     let mut argv = argv;
-    argv.extend(extra);
+    let at = argv
+        .iter()
+        .skip(1)
+        .position(|arg| arg.as_os_str() == std::ffi::OsStr::new(name))
+        .map_or(argv.len(), |i| i + 2);
+    argv.splice(at..at, extra);
     let matches = Cli::command()
         .try_get_matches_from(argv)
         .map_err(|error| FileError::Invalid {
@@ -111,12 +127,15 @@ fn flags_from_file(
         message: error.message().to_owned(),
     })?;
     // The keys are `serve`'s flags whichever subcommand reads the file (`nginx-config` has them
-    // all, and its own flags stay flags), so one file serves both.
+    // all, and its own flags stay flags; the others take the ones they have), so one file serves
+    // every subcommand.
     let command = Cli::command();
     let serve = command
         .find_subcommand("serve")
         .expect("graspd has a serve subcommand");
-    debug_assert!(command.find_subcommand(name).is_some());
+    let target = command
+        .find_subcommand(name)
+        .expect("load() only asks for a subcommand it found");
     let mut flags = Vec::new();
     let mut from_file = Vec::new();
     for (key, value) in &table {
@@ -129,6 +148,12 @@ fn flags_from_file(
                 key: key.clone(),
             })?;
         let id = arg.get_id().as_str();
+        let shared = target
+            .get_arguments()
+            .any(|own| own.get_id().as_str() == id && own.get_long() == Some(long.as_str()));
+        if !shared {
+            continue;
+        }
         if matches!(
             matches.value_source(id),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
