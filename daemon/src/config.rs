@@ -1,381 +1,20 @@
-//! Command line and environment configuration (clap). Every flag has a `GRASPD_*` environment
-//! variable; `docs/configuration.md` lists them all.
+//! The resolved configuration of a running server and the value types it is made of. The
+//! command line, environment and configuration file that produce it are the binary's
+//! (`src/cli/flags.rs`); the library takes a finished [`Config`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::git::RefName;
 
-pub mod file;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "graspd",
-    version,
-    about = "GRASP server: a Nostr relay and git smart-HTTP host for NIP-34 repositories"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the server: relay at `/`, repositories at `/<npub>/<identifier>.git`.
-    Serve(Box<ServeArgs>),
-    /// Bring existing bare repositories under graspd: point their hooks at grasp-hook and write
-    /// the git config the hook and GRASP-01 need. Idempotent; reports what it changed.
-    InstallHooks(InstallHooksArgs),
-    /// Print an nginx configuration (a `map` and a `server` block) that serves git through
-    /// fcgiwrap + `git http-backend` and proxies everything else to `graspd serve` started with
-    /// the same flags. See docs/deployment.md.
-    NginxConfig(Box<NginxConfigArgs>),
-    /// Check a deployment: hooks, the gRPC socket as the hook sees it, repository git config,
-    /// permissions. Prints OK/FAIL lines with fixes; exits 1 when a check fails.
-    Doctor(DoctorArgs),
-    /// Ask a running graspd what it hosts, what waits and why (gRPC StatusService). Without a
-    /// subcommand: an overview.
-    Status(StatusArgs),
-    /// Print a shell completion script, e.g. `graspd completions bash >
-    /// /etc/bash_completion.d/graspd`.
-    Completions {
-        /// bash, zsh, fish, elvish or powershell.
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-    /// Print the manual page (roff) on stdout, or write one page per command into a directory,
-    /// e.g. `graspd man --out-dir /usr/local/share/man/man1`.
-    Man {
-        /// Write graspd.1 and graspd-<command>.1 here instead.
-        #[arg(long)]
-        out_dir: Option<PathBuf>,
-    },
-}
-
-/// `graspd status`: how to reach the daemon, output format, what to show.
-#[derive(Debug, Clone, Args)]
-pub struct StatusArgs {
-    /// Data directory of the daemon (its socket is `<data-dir>/graspd.sock`).
-    #[arg(long, env = "GRASPD_DATA_DIR", default_value = "./graspd-data")]
-    pub data_dir: PathBuf,
-
-    /// The daemon's gRPC Unix socket. Default: `<data-dir>/graspd.sock`.
-    #[arg(long, env = "GRASPD_GRPC_SOCKET")]
-    pub grpc_socket: Option<PathBuf>,
-
-    /// Reach the daemon over TCP instead, e.g. `http://127.0.0.1:50051` (needs --token-file).
-    #[arg(long, env = "GRASPD_GRPC_ENDPOINT")]
-    pub grpc_endpoint: Option<String>,
-
-    /// File with the bearer token for --grpc-endpoint.
-    #[arg(long, env = "GRASPD_GRPC_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-
-    /// Print JSON (stable field names: those of proto/grasp/v1/status.proto) instead of tables.
-    #[arg(long, global = true)]
-    pub json: bool,
-
-    #[command(subcommand)]
-    pub what: Option<StatusCommand>,
-}
-
-#[derive(Debug, Clone, Subcommand)]
-pub enum StatusCommand {
-    /// Hosted repositories.
-    Repos {
-        /// Only this owner (npub).
-        #[arg(long)]
-        owner: Option<String>,
-        /// Only identifiers starting with this.
-        #[arg(long)]
-        prefix: Option<String>,
-    },
-    /// One repository: `<npub>/<identifier>`.
-    Repo { repository: String },
-    /// Events waiting in purgatory and what they miss.
-    Purgatory {
-        /// Only this identifier.
-        #[arg(long)]
-        identifier: Option<String>,
-    },
-    /// The sync queue and per-domain throttles; `sync trigger <identifier>` syncs one now.
-    Sync {
-        #[command(subcommand)]
-        action: Option<SyncAction>,
-    },
-    /// Print every processing result as it happens (Ctrl-C to stop).
-    Watch,
-}
-
-#[derive(Debug, Clone, Subcommand)]
-pub enum SyncAction {
-    /// Sync an identifier now.
-    Trigger { identifier: String },
-}
-
-/// `graspd nginx-config`: the `serve` flags of the deployment, plus where nginx listens and how
-/// it reaches fcgiwrap.
-#[derive(Debug, Clone, Args)]
-pub struct NginxConfigArgs {
-    #[command(flatten)]
-    pub serve: ServeArgs,
-
-    /// nginx's `listen` parameter, e.g. `80`, `127.0.0.1:8081` or `443 ssl`. Default: the port
-    /// of --domain, or 80 when --domain has none.
-    #[arg(long)]
-    pub nginx_listen: Option<String>,
-
-    /// The Unix socket fcgiwrap listens on (Debian's fcgiwrap.socket: /run/fcgiwrap.socket).
-    #[arg(long, default_value = "/run/fcgiwrap.socket")]
-    pub fcgiwrap_socket: PathBuf,
-
-    /// The `git-http-backend` program fcgiwrap runs. Default: `$(git --exec-path)/git-http-backend`
-    /// of the --git executable.
-    #[arg(long)]
-    pub http_backend: Option<PathBuf>,
-}
-
-/// `graspd doctor`: the same locations as `install-hooks`.
-#[derive(Debug, Clone, Args)]
-pub struct DoctorArgs {
-    /// Directory for the database and other state (hooks directory, spool).
-    #[arg(long, env = "GRASPD_DATA_DIR", default_value = "./graspd-data")]
-    pub data_dir: PathBuf,
-
-    /// Where the bare repositories live. Default: `<data-dir>/repos`.
-    #[arg(long, env = "GRASPD_GIT_ROOT")]
-    pub git_root: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub hooks: HookArgs,
-}
-
 /// Who serves git smart HTTP (`/<npub>/<identifier>.git/...`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GitHttp {
     /// graspd runs `git http-backend` itself.
     Embedded,
     /// A front web server (nginx + fcgiwrap) runs it; graspd answers those paths with 404.
     External,
-}
-
-/// Where the hook and the daemon meet: shared by `serve` and `install-hooks`.
-#[derive(Debug, Clone, Args)]
-pub struct HookArgs {
-    /// Unix socket of the gRPC API (hooks and operators). Default: `<data-dir>/graspd.sock`.
-    #[arg(long, env = "GRASPD_GRPC_SOCKET")]
-    pub grpc_socket: Option<PathBuf>,
-
-    /// The grasp-hook binary installed as each repository's pre-receive and post-receive hook.
-    /// Default: `grasp-hook` next to the graspd executable.
-    #[arg(long, env = "GRASPD_HOOK_BINARY")]
-    pub hook_binary: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct InstallHooksArgs {
-    /// Directory for the database and other state (hooks directory, spool).
-    #[arg(long, env = "GRASPD_DATA_DIR", default_value = "./graspd-data")]
-    pub data_dir: PathBuf,
-
-    /// Where the bare repositories live. Default: `<data-dir>/repos`.
-    #[arg(long, env = "GRASPD_GIT_ROOT")]
-    pub git_root: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub hooks: HookArgs,
-
-    /// Show what would change without changing anything.
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// TOML file with any of these flags as keys (`listen = "0.0.0.0:8080"`). A flag or its
-    /// environment variable wins over the file. Default: /etc/graspd/graspd.toml, if it exists.
-    #[arg(long, env = "GRASPD_CONFIG")]
-    pub config: Option<PathBuf>,
-
-    /// Print the effective configuration as TOML (where each value came from in a comment) and
-    /// exit.
-    #[arg(long)]
-    pub print_config: bool,
-
-    /// Address the HTTP listener (relay, git, pages) binds to.
-    #[arg(long, env = "GRASPD_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-
-    /// Public `host[:port]` of this server. Announcements must list
-    /// `http(s)://<domain>/<npub>/<identifier>.git` in `clone` and `ws(s)://<domain>` in `relays`.
-    /// Default: the listen address.
-    #[arg(long, env = "GRASPD_DOMAIN")]
-    pub domain: Option<String>,
-
-    /// Directory for the database and other state.
-    #[arg(long, env = "GRASPD_DATA_DIR", default_value = "./graspd-data")]
-    pub data_dir: PathBuf,
-
-    /// Database URL. Default: `sqlite://<data-dir>/graspd.db`.
-    #[arg(long, env = "GRASPD_DATABASE_URL")]
-    pub database_url: Option<String>,
-
-    /// Where bare repositories live (`<git-root>/<npub>/<identifier>.git`). Default: `<data-dir>/repos`.
-    #[arg(long, env = "GRASPD_GIT_ROOT")]
-    pub git_root: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub hooks: HookArgs,
-
-    /// Permissions of the gRPC socket (octal). 0600: only graspd's user; 0660: also its group
-    /// (e.g. when nginx/fcgiwrap run the hooks as another user in graspd's group).
-    #[arg(long, env = "GRASPD_GRPC_SOCKET_MODE", default_value = "0600", value_parser = parse_mode)]
-    pub grpc_socket_mode: u32,
-
-    /// Also serve the gRPC API on this TCP address (e.g. 127.0.0.1:50051).
-    #[arg(long, env = "GRASPD_GRPC_LISTEN")]
-    pub grpc_listen: Option<SocketAddr>,
-
-    /// File holding the bearer token TCP clients of the status service must send
-    /// (`authorization: Bearer <token>`). Required with --grpc-listen.
-    #[arg(long, env = "GRASPD_GRPC_TOKEN_FILE")]
-    pub grpc_token_file: Option<PathBuf>,
-
-    /// Serve Prometheus metrics at `http://<ADDR>/metrics` (e.g. 127.0.0.1:9464). Off by
-    /// default; never served on the public --listen address.
-    #[arg(long, env = "GRASPD_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-
-    /// Also serve the hook service on --grpc-listen (hooks normally use the Unix socket).
-    #[arg(long, env = "GRASPD_GRPC_TCP_HOOKS")]
-    pub grpc_tcp_hooks: bool,
-
-    /// The git executable used for `git http-backend` and object copies.
-    #[arg(long, env = "GRASPD_GIT", default_value = "git")]
-    pub git_program: PathBuf,
-
-    /// Branch HEAD of a new repository names until a maintainer's state says otherwise (what an
-    /// empty clone checks out). Default: what `git init --bare` would choose on this machine,
-    /// the --git executable's `init.defaultBranch`, or git's own `master` when that is unset.
-    #[arg(long, env = "GRASPD_INITIAL_BRANCH")]
-    pub initial_branch: Option<String>,
-
-    /// Who serves git smart HTTP: `embedded` (graspd runs `git http-backend`) or `external` (a
-    /// front web server does, e.g. nginx + fcgiwrap from `graspd nginx-config`).
-    #[arg(long, env = "GRASPD_GIT_HTTP", value_enum, default_value_t = GitHttp::Embedded)]
-    pub git_http: GitHttp,
-
-    /// Seconds the sync waits before fetching the git data of a state or pull request a user
-    /// published from the repository's other servers: the push that carries it usually follows.
-    #[arg(long, env = "GRASPD_SYNC_DEFAULT_DELAY_SECS", default_value_t = 180)]
-    pub sync_default_delay_secs: u64,
-
-    /// Milliseconds the sync waits before fetching the git data of an event that came from
-    /// another server's sync (its data is already out there).
-    #[arg(long, env = "GRASPD_SYNC_IMMEDIATE_DELAY_MS", default_value_t = 500)]
-    pub sync_immediate_delay_ms: u64,
-
-    /// Longest pause of the sync loop, in milliseconds. The loop wakes at the next due
-    /// identifier or when one is queued; this is only a safety net.
-    #[arg(long, env = "GRASPD_SYNC_LOOP_INTERVAL_MS", default_value_t = 1000,
-        value_parser = clap::value_parser!(u64).range(1..))]
-    pub sync_loop_interval_ms: u64,
-
-    /// Sync fetches in flight at once against one domain (host[:port]).
-    #[arg(long, env = "GRASPD_SYNC_DOMAIN_CONCURRENT", default_value_t = 5,
-        value_parser = clap::value_parser!(u32).range(1..))]
-    pub sync_domain_concurrent: u32,
-
-    /// Sync fetches started against one domain in any sliding minute.
-    #[arg(long, env = "GRASPD_SYNC_DOMAIN_RATE_LIMIT", default_value_t = 30,
-        value_parser = clap::value_parser!(u32).range(1..))]
-    pub sync_domain_rate_limit: u32,
-
-    /// Seconds one sync fetch (a `git fetch` child process) may run before it is killed.
-    #[arg(long, env = "GRASPD_SYNC_FETCH_TIMEOUT_SECS", default_value_t = 60,
-        value_parser = clap::value_parser!(u64).range(1..))]
-    pub sync_fetch_timeout_secs: u64,
-
-    /// Let the sync fetch from clone URLs whose host is, or resolves to, a loopback, private,
-    /// link-local or otherwise non-public address. Off by default, so that an announcement
-    /// cannot make the server probe its own network; turn it on for mirrors on a LAN (and for
-    /// tests on loopback).
-    #[arg(long, env = "GRASPD_SYNC_PRIVATE_ADDRESSES")]
-    pub sync_private_addresses: bool,
-
-    /// Seconds an event waits in purgatory for its git data before it is discarded.
-    #[arg(long, env = "GRASPD_PURGATORY_EXPIRY_SECS", default_value_t = 1800)]
-    pub purgatory_expiry_secs: u64,
-
-    /// Seconds between checks of every repository with `git maintenance run --auto`, new data
-    /// or not (repositories are also checked after each push or fetch). The first comes an hour
-    /// after start, or after this many seconds if fewer. 0 turns the periodic check off.
-    #[arg(long, env = "GRASPD_HOUSEKEEPING_INTERVAL_SECS", default_value_t = 86400)]
-    pub housekeeping_interval_secs: u64,
-
-    /// Relay name shown in the NIP-11 document and on pages.
-    #[arg(long, env = "GRASPD_NAME", default_value = "graspd")]
-    pub name: String,
-
-    /// Relay description shown in the NIP-11 document and on pages.
-    #[arg(
-        long,
-        env = "GRASPD_DESCRIPTION",
-        default_value = "A GRASP server: git repositories authorized by signed Nostr events"
-    )]
-    pub description: String,
-
-    /// Largest websocket message accepted, in bytes.
-    #[arg(long, env = "GRASPD_MAX_MESSAGE_BYTES", default_value_t = 512 * 1024)]
-    pub max_message_bytes: usize,
-
-    /// Largest event accepted (its EVENT message), in bytes.
-    #[arg(long, env = "GRASPD_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
-    pub max_event_bytes: usize,
-
-    /// Open subscriptions allowed per connection.
-    #[arg(long, env = "GRASPD_MAX_SUBSCRIPTIONS", default_value_t = 100)]
-    pub max_subscriptions: usize,
-
-    /// Largest `limit` honoured in a filter; larger ones are lowered to it.
-    #[arg(long, env = "GRASPD_MAX_FILTER_LIMIT", default_value_t = 5000)]
-    pub max_filter_limit: usize,
-
-    /// Events per minute a connection may publish once its burst is spent (token bucket refill).
-    #[arg(long, env = "GRASPD_EVENTS_PER_MINUTE", default_value_t = 600)]
-    pub events_per_minute: u32,
-
-    /// Events a connection may publish in a burst (token bucket size).
-    #[arg(long, env = "GRASPD_EVENT_BURST", default_value_t = 200)]
-    pub event_burst: u32,
-
-    /// Simultaneous websocket connections allowed.
-    #[arg(long, env = "GRASPD_MAX_CONNECTIONS", default_value_t = 4096)]
-    pub max_connections: usize,
-
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `graspd=debug`.
-    #[arg(long, env = "GRASPD_LOG", default_value = "info")]
-    pub log: String,
-
-    /// Log line format.
-    #[arg(long, env = "GRASPD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-}
-
-fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|mode| *mode <= 0o777)
-        .ok_or_else(|| format!("'{s}' is not an octal file mode such as 0600"))
 }
 
 /// Where the hook and the daemon meet, resolved.
@@ -392,19 +31,19 @@ pub struct HookSetup {
 }
 
 impl HookSetup {
-    pub fn resolve(data_dir: &std::path::Path, args: &HookArgs) -> Self {
+    /// The layout under `data_dir`; `grpc_socket` and `hook_binary` override their defaults
+    /// (`<data-dir>/graspd.sock`, `grasp-hook` next to the running executable).
+    pub fn resolve(data_dir: &Path, grpc_socket: Option<&Path>, hook_binary: Option<&Path>) -> Self {
         let data_dir = absolute(data_dir);
-        let hook_binary = args.hook_binary.clone().map(|p| absolute(&p)).unwrap_or_else(|| {
+        let hook_binary = hook_binary.map(absolute).unwrap_or_else(|| {
             std::env::current_exe()
                 .ok()
                 .and_then(|exe| exe.parent().map(|dir| dir.join("grasp-hook")))
                 .unwrap_or_else(|| PathBuf::from("grasp-hook"))
         });
         Self {
-            socket: args
-                .grpc_socket
-                .clone()
-                .map(|p| absolute(&p))
+            socket: grpc_socket
+                .map(absolute)
                 .unwrap_or_else(|| data_dir.join("graspd.sock")),
             hooks_dir: data_dir.join("hooks"),
             spool_dir: data_dir.join("spool"),
@@ -413,76 +52,21 @@ impl HookSetup {
     }
 }
 
+/// Where the repositories live: `--git-root`, else `<data-dir>/repos`.
+pub fn git_root(data_dir: &Path, git_root: Option<&Path>) -> PathBuf {
+    git_root.map_or_else(|| data_dir.join("repos"), Path::to_owned)
+}
+
 /// `path` made absolute against the current directory (without resolving links), so paths
 /// written into git config work from any working directory.
-pub fn absolute(path: &std::path::Path) -> PathBuf {
+pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
-/// `refs/heads/<name>`, when that is a valid ref name.
-fn branch_ref(name: &str) -> Option<RefName> {
-    RefName::parse(&format!("refs/heads/{name}")).ok()
-}
-
-/// The branch `git init --bare` would start a repository on here: `init.defaultBranch` as the
-/// `git` executable reads it (system and global config of graspd's user), else git's built-in
-/// `master`. An unusable value is reported and ignored, as git itself would refuse it.
-pub fn git_default_branch(git_program: &std::path::Path) -> RefName {
-    let fallback = || RefName::parse("refs/heads/master").expect("a valid ref name");
-    // From `/`, so that no repository's own config is read.
-    let output = std::process::Command::new(git_program)
-        .args(["config", "--get", "init.defaultBranch"])
-        .current_dir("/")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output();
-    let Ok(output) = output else { return fallback() };
-    let name = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    if !output.status.success() || name.is_empty() {
-        return fallback();
-    }
-    branch_ref(&name).unwrap_or_else(|| {
-        tracing::warn!(init_default_branch = %name, "git's init.defaultBranch is not a valid branch name: using master");
-        fallback()
-    })
-}
-
-/// The status token from --grpc-token-file (trimmed); required when --grpc-listen is set.
-fn read_token(args: &ServeArgs) -> Result<Option<String>, ConfigError> {
-    let Some(path) = &args.grpc_token_file else {
-        return if args.grpc_listen.is_some() {
-            Err(ConfigError::TokenRequired)
-        } else {
-            Ok(None)
-        };
-    };
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Token(format!("cannot read {}: {e}", path.display())))?
-        .trim()
-        .to_owned();
-    if token.len() < 16 {
-        return Err(ConfigError::Token(format!(
-            "{} holds fewer than 16 characters",
-            path.display()
-        )));
-    }
-    Ok(Some(token))
-}
-
-/// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("--domain '{0}': expected host[:port] without scheme or path")]
-    Domain(String),
-    #[error("--event-burst and --events-per-minute must be at least 1")]
-    RateLimit,
-    #[error("--grpc-listen needs --grpc-token-file: the status service on TCP requires a bearer token")]
-    TokenRequired,
-    #[error("--grpc-token-file: {0}")]
-    Token(String),
-    #[error("--initial-branch '{0}': not a valid branch name")]
-    InitialBranch(String),
-}
+/// `--domain` is not a `host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--domain '{0}': expected host[:port] without scheme or path")]
+pub struct DomainError(pub String);
 
 /// The public `host[:port]` announcements must name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,8 +76,8 @@ pub struct Domain {
 }
 
 impl Domain {
-    pub fn parse(s: &str) -> Result<Self, ConfigError> {
-        let bad = || ConfigError::Domain(s.to_owned());
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        let bad = || DomainError(s.to_owned());
         let url = url::Url::parse(&format!("http://{s}/")).map_err(|_| bad())?;
         if url.path() != "/" || url.username() != "" || url.query().is_some() {
             return Err(bad());
@@ -605,69 +189,6 @@ pub struct Config {
     pub description: String,
     pub limits: Limits,
     pub sync: SyncSettings,
-}
-
-impl Config {
-    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
-        let domain = match &args.domain {
-            Some(domain) => Domain::parse(domain)?,
-            None => Domain::parse(&args.listen.to_string())?,
-        };
-        if args.event_burst == 0 || args.events_per_minute == 0 {
-            return Err(ConfigError::RateLimit);
-        }
-        let database_url = args
-            .database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("graspd.db").display()));
-        let data_dir = absolute(&args.data_dir);
-        let initial_head = match &args.initial_branch {
-            Some(name) => branch_ref(name).ok_or_else(|| ConfigError::InitialBranch(name.clone()))?,
-            None => git_default_branch(&args.git_program),
-        };
-        Ok(Self {
-            listen: args.listen,
-            hooks: HookSetup::resolve(&data_dir, &args.hooks),
-            grpc_socket_mode: args.grpc_socket_mode,
-            grpc_listen: args.grpc_listen,
-            grpc_token: read_token(args)?,
-            grpc_tcp_hooks: args.grpc_tcp_hooks,
-            metrics_listen: args.metrics_listen,
-            git_program: args.git_program.clone(),
-            git_http: args.git_http,
-            initial_head,
-            domain,
-            data_dir: args.data_dir.clone(),
-            database_url,
-            git_root: args
-                .git_root
-                .clone()
-                .unwrap_or_else(|| args.data_dir.join("repos")),
-            purgatory_expiry: Duration::from_secs(args.purgatory_expiry_secs),
-            housekeeping_interval: (args.housekeeping_interval_secs > 0)
-                .then(|| Duration::from_secs(args.housekeeping_interval_secs)),
-            name: args.name.clone(),
-            description: args.description.clone(),
-            limits: Limits {
-                max_message_bytes: args.max_message_bytes,
-                max_event_bytes: args.max_event_bytes,
-                max_subscriptions: args.max_subscriptions,
-                max_filter_limit: args.max_filter_limit,
-                events_per_minute: args.events_per_minute,
-                event_burst: args.event_burst,
-                max_connections: args.max_connections,
-            },
-            sync: SyncSettings {
-                default_delay: Duration::from_secs(args.sync_default_delay_secs),
-                immediate_delay: Duration::from_millis(args.sync_immediate_delay_ms),
-                loop_interval: Duration::from_millis(args.sync_loop_interval_ms),
-                domain_concurrent: usize::try_from(args.sync_domain_concurrent).unwrap_or(usize::MAX),
-                domain_rate_limit: usize::try_from(args.sync_domain_rate_limit).unwrap_or(usize::MAX),
-                fetch_timeout: Duration::from_secs(args.sync_fetch_timeout_secs),
-                private_addresses: args.sync_private_addresses,
-            },
-        })
-    }
 }
 
 #[cfg(test)]

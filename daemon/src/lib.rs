@@ -1,13 +1,14 @@
 //! graspd: a GRASP server. See `docs/architecture.md` for the map of this crate.
 
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod authorize;
 pub mod config;
-pub mod deploy;
-pub mod doctor;
 pub mod git;
 pub mod http;
 pub mod metrics;
+pub mod nip01;
 pub mod nip34;
 pub mod process;
 pub mod purgatory;
@@ -15,7 +16,6 @@ pub mod relay;
 pub mod rpc;
 pub mod server;
 pub mod shutdown;
-pub mod status_cli;
 pub mod store;
 pub mod sync;
 #[cfg(test)]

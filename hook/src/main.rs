@@ -8,6 +8,8 @@
 //! * pre-receive fails closed: no answer from graspd means the push is refused.
 //! * post-receive never fails: the push has landed; an undelivered report goes to the spool.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod client;
 mod config;

@@ -135,11 +135,7 @@ mod tests {
 
     /// graspd's own layout under `data`, with the full hook in `data/bin`.
     fn setup(data: &Path) -> HookSetup {
-        let args = crate::config::HookArgs {
-            grpc_socket: None,
-            hook_binary: Some(data.join("bin").join("grasp-hook")),
-        };
-        HookSetup::resolve(data, &args)
+        HookSetup::resolve(data, None, Some(&data.join("bin").join("grasp-hook")))
     }
 
     #[test]

@@ -58,6 +58,16 @@ pub struct RefChanges {
     pub head_changed: bool,
 }
 
+impl RefChanges {
+    /// Adds another alignment's changes to these.
+    pub fn absorb(&mut self, other: &RefChanges) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.deleted += other.deleted;
+        self.head_changed |= other.head_changed;
+    }
+}
+
 /// Handle to the git root. Cloning is shallow.
 #[derive(Debug, Clone)]
 pub struct GitRepos {
@@ -75,7 +85,7 @@ struct Inner {
 
 impl GitRepos {
     /// `initial_head` is the unborn branch new repositories start on (`refs/heads/<name>`), as
-    /// `git init --bare` would choose it (see `config::git_default_branch`).
+    /// `git init --bare` would choose it (see [`default_branch`]).
     pub fn new(root: PathBuf, hooks: HookSetup, git_program: PathBuf, initial_head: RefName) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -310,19 +320,29 @@ impl GitRepos {
 
     /// Whether every object in `oids` is in the repository's object store.
     pub async fn has_objects(&self, repo: &RepoId, oids: Vec<Oid>) -> Result<bool, GitError> {
+        Ok(self.missing_objects(repo, oids).await?.is_empty())
+    }
+
+    /// Which of `oids` the repository lacks (all of them when it does not exist).
+    pub async fn missing_objects(
+        &self,
+        repo: &RepoId,
+        oids: Vec<Oid>,
+    ) -> Result<std::collections::HashSet<Oid>, GitError> {
         let path = self.path(repo);
         blocking(move || {
             if !path.join("HEAD").is_file() {
-                return Ok(false);
+                return Ok(oids.into_iter().collect());
             }
             let repository = git2::Repository::open_bare(&path)?;
             let odb = repository.odb()?;
-            for oid in &oids {
+            let mut missing = std::collections::HashSet::new();
+            for oid in oids {
                 if !odb.exists(git2::Oid::from_str(oid.as_str())?) {
-                    return Ok(false);
+                    missing.insert(oid);
                 }
             }
-            Ok(true)
+            Ok(missing)
         })
         .await
     }
@@ -473,12 +493,37 @@ fn remove_stale_maintenance_lock(repo: &Path) {
 
 /// Sends SIGTERM to a child that has not been reaped yet (so its pid is still its own).
 fn ask_to_stop(child: &tokio::process::Child) {
-    if let Some(pid) = child.id().and_then(|id| libc::pid_t::try_from(id).ok()) {
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(pid) = pid {
+        // It may have exited meanwhile (then it is reaped later, and this fails harmlessly).
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
+}
+
+/// The branch `git init --bare` would start a repository on here: `init.defaultBranch` as the
+/// `git` executable reads it (system and global config of graspd's user), else git's built-in
+/// `master`. An unusable value is reported and ignored, as git itself would refuse it.
+pub fn default_branch(git_program: &Path) -> RefName {
+    let fallback = || RefName::branch("master").expect("a valid ref name");
+    // From `/`, so that no repository's own config is read.
+    let output = std::process::Command::new(git_program)
+        .args(["config", "--get", "init.defaultBranch"])
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Ok(output) = output else { return fallback() };
+    let name = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || name.is_empty() {
+        return fallback();
+    }
+    RefName::branch(&name).unwrap_or_else(|| {
+        tracing::warn!(init_default_branch = %name, "git's init.defaultBranch is not a valid branch name: using master");
+        fallback()
+    })
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, GitError>
@@ -574,13 +619,9 @@ mod tests {
 
     /// Repositories under `root`, run with `git_program`.
     fn repos_at(root: &Path, git_program: &Path) -> GitRepos {
-        let args = crate::config::HookArgs {
-            grpc_socket: None,
-            hook_binary: None,
-        };
         GitRepos::new(
             root.to_owned(),
-            HookSetup::resolve(root, &args),
+            HookSetup::resolve(root, None, None),
             git_program.to_owned(),
             RefName::parse("refs/heads/master").expect("ref"),
         )

@@ -61,6 +61,11 @@ impl RefName {
         }
     }
 
+    /// `refs/heads/<name>`, when that is a valid ref name.
+    pub fn branch(name: &str) -> Option<Self> {
+        Self::parse(&format!("refs/heads/{name}")).ok()
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -285,9 +285,9 @@ struct Head {
 async fn read_head(stdout: &mut ChildStdout) -> Result<(Head, Bytes), CgiError> {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     loop {
-        if let Some(len) = head_len(&buf[..buf.len().min(HEAD_LIMIT)]) {
-            let head = buf.split_to(len);
-            return Ok((parse_head(&head)?, buf.freeze()));
+        if let Some((len, head)) = parse_head(&buf[..buf.len().min(HEAD_LIMIT)])? {
+            let _ = buf.split_to(len);
+            return Ok((head, buf.freeze()));
         }
         if buf.len() >= HEAD_LIMIT {
             return Err(CgiError::HeadTooLarge);
@@ -299,42 +299,36 @@ async fn read_head(stdout: &mut ChildStdout) -> Result<(Head, Bytes), CgiError> 
     }
 }
 
-/// The length of the CGI head at the start of `buf`, blank line included, once it is complete.
-/// Lines end with `\n` or `\r\n`.
-fn head_len(buf: &[u8]) -> Option<usize> {
-    let mut start = 0;
-    while let Some(offset) = buf[start..].iter().position(|&b| b == b'\n') {
-        let line = &buf[start..start + offset];
-        start += offset + 1;
-        if line.is_empty() || line == b"\r" {
-            return Some(start);
-        }
-    }
-    None
-}
+/// Most header lines git's response head may have (it sends about five).
+const MAX_HEAD_FIELDS: usize = 64;
 
-/// Parses CGI header lines: `Status: 404 Not Found` sets the status (200 when absent), every other
-/// header is copied except hop-by-hop ones, which are hyper's to manage.
-fn parse_head(head: &[u8]) -> Result<Head, CgiError> {
+/// Parses the CGI head at the start of `buf` once it is complete (`None` until then): lines end
+/// with `\n` or `\r\n` and a blank line ends the head (httparse reads both). `Status: 404 Not
+/// Found` sets the status (200 when absent); every other header is copied except hop-by-hop ones,
+/// which are hyper's to manage. Returns the head's length, blank line included, with it.
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, CgiError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEAD_FIELDS];
+    let (len, fields) = match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete(parsed)) => parsed,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(CgiError::BadHeader(error.to_string())),
+    };
     let mut status = StatusCode::OK;
     let mut headers = HeaderMap::new();
-    for line in head.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue; // the blank line closing the head
-        }
-        let bad = || CgiError::BadHeader(String::from_utf8_lossy(line).into_owned());
-        let colon = line.iter().position(|&b| b == b':').ok_or_else(bad)?;
-        let name = HeaderName::from_bytes(line[..colon].trim_ascii()).map_err(|_| bad())?;
-        let value = line[colon + 1..].trim_ascii();
+    for field in fields {
+        let bad = || {
+            let value = String::from_utf8_lossy(field.value);
+            CgiError::BadHeader(format!("{}: {value}", field.name))
+        };
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| bad())?;
         if name.as_str() == "status" {
-            let code = value.split(|&b| b == b' ').next().unwrap_or_default();
+            let code = field.value.split(|&b| b == b' ').next().unwrap_or_default();
             status = StatusCode::from_bytes(code).map_err(|_| bad())?;
         } else if name != header::CONNECTION && name != header::TRANSFER_ENCODING {
-            headers.append(name, HeaderValue::from_bytes(value).map_err(|_| bad())?);
+            headers.append(name, HeaderValue::from_bytes(field.value).map_err(|_| bad())?);
         }
     }
-    Ok(Head { status, headers })
+    Ok(Some((len, Head { status, headers })))
 }
 
 /// A started `git http-backend`. Dropping it kills git (`kill_on_drop`) and stops feeding it.
@@ -893,13 +887,17 @@ esac
 
     #[test]
     fn heads_end_at_the_first_blank_line_with_either_line_ending() {
-        assert_eq!(head_len(b"A: b\n\nbody"), Some(6));
-        assert_eq!(head_len(b"A: b\r\n\r\nbody"), Some(8));
-        assert_eq!(head_len(b"\r\nbody"), Some(2));
-        assert_eq!(head_len(b"A: b\r\nC: d\r\n"), None);
-        let head = parse_head(b"Status: 304 Not Modified\r\nExpires: never\r\n\r\n").expect("head");
+        let len = |buf: &[u8]| parse_head(buf).expect("head").map(|(len, _)| len);
+        assert_eq!(len(b"A: b\n\nbody"), Some(6));
+        assert_eq!(len(b"A: b\r\n\r\nbody"), Some(8));
+        assert_eq!(len(b"\r\nbody"), Some(2));
+        assert_eq!(len(b"A: b\r\nC: d\r\n"), None);
+        let (_, head) = parse_head(b"Status: 304 Not Modified\r\nExpires: never\r\n\r\n")
+            .expect("head")
+            .expect("complete");
         assert_eq!(head.status, StatusCode::NOT_MODIFIED);
         assert_eq!(head.headers["expires"], "never");
         assert!(parse_head(b"Status: banana\n\n").is_err());
+        assert!(parse_head(b"no colon here\n\n").is_err());
     }
 }

@@ -300,15 +300,11 @@ pub fn repo_coordinates(event: &Event) -> Vec<RepoId> {
 
 /// Parses `30617:<owner-hex>:<identifier>`.
 pub fn parse_repo_coordinate(value: &str) -> Option<RepoId> {
-    let mut parts = value.splitn(3, ':');
-    let kind = parts.next()?;
-    let owner = parts.next()?;
-    let identifier = parts.next()?;
-    if kind != "30617" {
+    let address = crate::nip01::Address::parse(value)?;
+    if address.kind != Kind::from(KIND_ANNOUNCEMENT) {
         return None;
     }
-    let owner = PublicKey::from_hex(owner).ok()?;
-    Some(RepoId::new(owner, Identifier::parse(identifier).ok()?))
+    Some(RepoId::new(address.author, Identifier::parse(address.d).ok()?))
 }
 
 #[cfg(test)]

@@ -54,6 +54,18 @@ impl ProcessResult {
         self.refs_deleted += changes.deleted;
     }
 
+    /// Adds another run's counts and errors to these (start-up reconciliation sums its runs).
+    pub fn absorb(&mut self, other: ProcessResult) {
+        self.states_released += other.states_released;
+        self.pull_requests_released += other.pull_requests_released;
+        self.announcements_released += other.announcements_released;
+        self.repos_synced += other.repos_synced;
+        self.refs_created += other.refs_created;
+        self.refs_updated += other.refs_updated;
+        self.refs_deleted += other.refs_deleted;
+        self.errors.extend(other.errors);
+    }
+
     /// Whether anything happened worth telling the pusher.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
@@ -274,8 +286,7 @@ pub async fn authoritative_repos(
         let superseded = stored_states.iter().any(|stored| {
             maintainers.contains(&stored.pubkey)
                 && stored.id != state.id
-                && (stored.created_at, std::cmp::Reverse(stored.id))
-                    > (state.created_at, std::cmp::Reverse(state.id))
+                && crate::nip01::newer((stored.created_at, stored.id), (state.created_at, state.id))
         });
         if !superseded {
             repos.push(repo);
@@ -307,10 +318,7 @@ pub async fn apply_state_now(
     let Some(source) = source else { return Ok(None) };
     let mut total = RefChanges::default();
     for change in sync_state(app, &source, repos, state).await? {
-        total.created += change.created;
-        total.updated += change.updated;
-        total.deleted += change.deleted;
-        total.head_changed |= change.head_changed;
+        total.absorb(&change);
     }
     for repo in repos {
         promote_announcement(app, repo).await?;
@@ -533,14 +541,7 @@ pub async fn reconcile(app: &App) -> ProcessResult {
             }
             let result = process_newly_available_git_data(app, &repo, &HashSet::new()).await;
             app.publish_processed("reconcile", &repo, &result);
-            total.states_released += result.states_released;
-            total.pull_requests_released += result.pull_requests_released;
-            total.announcements_released += result.announcements_released;
-            total.repos_synced += result.repos_synced;
-            total.refs_created += result.refs_created;
-            total.refs_updated += result.refs_updated;
-            total.refs_deleted += result.refs_deleted;
-            total.errors.extend(result.errors);
+            total.absorb(result);
         }
     }
     total

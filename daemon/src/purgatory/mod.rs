@@ -418,16 +418,11 @@ impl Purgatory {
                     }
                 }
                 (Some("a"), Some(value)) => {
-                    let mut parts = value.splitn(3, ':');
-                    let (Some(kind), Some(author), Some(d)) = (parts.next(), parts.next(), parts.next())
-                    else {
+                    let Some(address) = crate::nip01::Address::parse(value) else {
                         continue;
                     };
-                    let (Ok(kind), Ok(author), Ok(identifier)) = (
-                        kind.parse::<u16>(),
-                        PublicKey::from_hex(author),
-                        Identifier::parse(d),
-                    ) else {
+                    let (kind, author) = (address.kind.as_u16(), address.author);
+                    let Ok(identifier) = Identifier::parse(address.d) else {
                         continue;
                     };
                     if author != deletion.pubkey {
@@ -532,10 +527,7 @@ impl Purgatory {
     }
 }
 
-/// NIP-01 order for events at one address: the later `created_at` wins; on a tie, the lower id.
-pub fn is_newer(a: &Event, b: &Event) -> bool {
-    (a.created_at, std::cmp::Reverse(a.id)) > (b.created_at, std::cmp::Reverse(b.id))
-}
+pub use crate::nip01::is_newer;
 
 #[cfg(test)]
 mod tests;

@@ -392,15 +392,11 @@ impl GraspPolicy {
     }
 
     async fn known_address(&self, value: &str) -> Result<bool, PolicyError> {
-        let mut parts = value.splitn(3, ':');
-        let (Some(kind), Some(author), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
-            return Ok(false);
-        };
-        let (Ok(kind), Ok(author)) = (kind.parse::<u16>(), nostr::PublicKey::from_hex(author)) else {
+        let Some(crate::nip01::Address { kind, author, d }) = crate::nip01::Address::parse(value) else {
             return Ok(false);
         };
         // An announcement or state waiting in purgatory is accepted too.
-        if let (Some(nip34), Ok(identifier)) = (Nip34Kind::of(Kind::from(kind)), Identifier::parse(d))
+        if let (Some(nip34), Ok(identifier)) = (Nip34Kind::of(kind), Identifier::parse(d))
             && self
                 .app
                 .purgatory()
@@ -409,12 +405,7 @@ impl GraspPolicy {
         {
             return Ok(true);
         }
-        Ok(self
-            .app
-            .store()
-            .at_address(Kind::from(kind), &author, d)
-            .await?
-            .is_some())
+        Ok(self.app.store().at_address(kind, &author, d).await?.is_some())
     }
 
     /// Accepts a related event; a NIP-09 deletion also removes the author's entries from

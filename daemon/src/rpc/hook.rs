@@ -56,8 +56,23 @@ pub fn parse_updates(updates: &[pb::RefUpdate]) -> Result<Vec<RefUpdate>, Status
         .collect()
 }
 
+/// What a reported push sets off, whether the report came over the socket or from the spool:
+/// placeholders for pushed pull request refs, the unified procedure on the objects it brought, and
+/// the result to watchers (`source`: "push" or "spool").
+pub async fn process_push(
+    app: &App,
+    repo: &RepoId,
+    updates: &[RefUpdate],
+    source: &'static str,
+) -> ProcessResult {
+    process::record_placeholders(app, repo, &pushed_refs(updates)).await;
+    let result = process::process_newly_available_git_data(app, repo, &new_oids(updates)).await;
+    app.publish_processed(source, repo, &result);
+    result
+}
+
 /// The objects a push brought (new tips; deletions bring none).
-pub fn new_oids(updates: &[RefUpdate]) -> HashSet<Oid> {
+fn new_oids(updates: &[RefUpdate]) -> HashSet<Oid> {
     updates
         .iter()
         .filter(|u| !u.new.is_zero())
@@ -66,7 +81,7 @@ pub fn new_oids(updates: &[RefUpdate]) -> HashSet<Oid> {
 }
 
 /// (ref, new tip) of each update.
-pub fn pushed_refs(updates: &[RefUpdate]) -> Vec<(RefName, Oid)> {
+fn pushed_refs(updates: &[RefUpdate]) -> Vec<(RefName, Oid)> {
     updates.iter().map(|u| (u.name.clone(), u.new.clone())).collect()
 }
 
@@ -163,10 +178,8 @@ impl HookService for Hooks {
         let request = request.into_inner();
         let repo = self.repo(&request.repo_path)?;
         let updates = parse_updates(&request.updates)?;
-        process::record_placeholders(&self.app, &repo, &pushed_refs(&updates)).await;
-        let result = process::process_newly_available_git_data(&self.app, &repo, &new_oids(&updates)).await;
+        let result = process_push(&self.app, &repo, &updates, "push").await;
         self.app.metrics().report_seconds.observe(started.elapsed());
-        self.app.publish_processed("push", &repo, &result);
         Ok(Response::new(pb::ReportPushResponse {
             messages: result.summary(),
             result: Some(to_proto(&result)),

@@ -8,9 +8,8 @@ use std::time::Duration;
 use grasp_proto::v1 as pb;
 use prost::Message;
 
-use super::hook::{new_oids, parse_updates, pushed_refs};
+use super::hook::{parse_updates, process_push};
 use crate::app::App;
-use crate::process;
 use crate::shutdown::Signal;
 
 /// How often the spool is checked while running.
@@ -53,9 +52,7 @@ async fn process_file(app: &App, file: &Path) -> Result<(), String> {
         .repo_at(Path::new(&report.repo_path))
         .ok_or_else(|| format!("'{}' is not a graspd repository", report.repo_path))?;
     let updates = parse_updates(&report.updates).map_err(|s| s.message().to_owned())?;
-    process::record_placeholders(app, &repo, &pushed_refs(&updates)).await;
-    let result = process::process_newly_available_git_data(app, &repo, &new_oids(&updates)).await;
-    app.publish_processed("spool", &repo, &result);
+    process_push(app, &repo, &updates, "spool").await;
     Ok(())
 }
 

@@ -415,9 +415,7 @@ fn save_in(
             .optional()?;
         if let Some((current_id, current_at)) = current {
             // NIP-01: newest wins; on equal timestamps the lowest id is kept.
-            if (current_at, std::cmp::Reverse(current_id.as_str()))
-                > (created_at, std::cmp::Reverse(id.as_str()))
-            {
+            if crate::nip01::newer((current_at, current_id.as_str()), (created_at, id.as_str())) {
                 return Ok(SaveEventStatus::Rejected(RejectedReason::Replaced));
             }
             delete_event_rows(tx, &current_id)?;
@@ -533,12 +531,13 @@ fn is_hex64(s: &str) -> bool {
 
 /// `<kind>:<pubkey-hex>:<d>` of a replaceable or addressable event.
 pub(crate) fn split_coordinate(value: &str) -> Option<(i64, PublicKey, &str)> {
-    let mut parts = value.splitn(3, ':');
-    let kind: u16 = parts.next()?.parse().ok()?;
-    let pubkey = PublicKey::from_hex(parts.next()?).ok()?;
-    let d_tag = parts.next().unwrap_or("");
-    let kind_value = Kind::from(kind);
-    (kind_value.is_replaceable() || kind_value.is_addressable()).then_some((i64::from(kind), pubkey, d_tag))
+    let address = crate::nip01::Address::parse(value)?;
+    let kind = address.kind;
+    (kind.is_replaceable() || kind.is_addressable()).then_some((
+        i64::from(kind.as_u16()),
+        address.author,
+        address.d,
+    ))
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! `git fetch` brings it, the unified procedure releases what it satisfies.
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use super::address::FetchGuard;
 use super::{Needed, SyncContext, SyncError, SyncQueue, SyncUrl, delay_for};
 use crate::app::{App, RepoGroup};
 use crate::config::Domain;
-use crate::git::{GitError, Oid};
+use crate::git::Oid;
 use crate::nip34::{Identifier, Nip34Kind, PullRequest, RepoId, RepoState};
 use crate::process::ProcessResult;
 use crate::purgatory::{Entry, now_ms};
@@ -142,27 +141,6 @@ fn needs_git_data(entry: &Entry) -> bool {
     )
 }
 
-/// Objects of `oids` not in the repository at `path` (all of them if it does not exist).
-async fn missing_objects(path: PathBuf, oids: Vec<Oid>) -> Result<HashSet<Oid>, SyncError> {
-    let missing = tokio::task::spawn_blocking(move || -> Result<HashSet<Oid>, GitError> {
-        if !path.join("HEAD").is_file() {
-            return Ok(oids.into_iter().collect());
-        }
-        let repository = git2::Repository::open_bare(&path)?;
-        let odb = repository.odb()?;
-        let mut missing = HashSet::new();
-        for oid in oids {
-            if !odb.exists(git2::Oid::from_str(oid.as_str())?) {
-                missing.insert(oid);
-            }
-        }
-        Ok(missing)
-    })
-    .await
-    .map_err(GitError::from)??;
-    Ok(missing)
-}
-
 impl SyncContext for RealSyncContext {
     async fn needed(&self, identifier: &Identifier) -> Result<Option<Needed>, SyncError> {
         let entries: Vec<_> = self
@@ -204,7 +182,11 @@ impl SyncContext for RealSyncContext {
         if wanted.is_empty() {
             return Ok(None);
         }
-        let oids = missing_objects(self.app.git().path(&target), wanted.into_iter().collect()).await?;
+        let oids = self
+            .app
+            .git()
+            .missing_objects(&target, wanted.into_iter().collect())
+            .await?;
         Ok((!oids.is_empty()).then_some(Needed { target, oids }))
     }
 
@@ -238,8 +220,11 @@ impl SyncContext for RealSyncContext {
             Ok(guard) => self.git_fetch_all(target, url, &guard, &sorted).await,
             Err(error) => Err(error),
         };
-        let still_missing =
-            missing_objects(self.app.git().path(target), oids.iter().cloned().collect()).await?;
+        let still_missing = self
+            .app
+            .git()
+            .missing_objects(target, oids.iter().cloned().collect())
+            .await?;
         let arrived: HashSet<Oid> = oids.difference(&still_missing).cloned().collect();
         let metrics = self.app.metrics();
         match outcome {
@@ -311,36 +296,15 @@ pub fn enqueue_waiting(app: &App, queue: &SyncQueue) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
     use nostr::event::FinalizeEvent;
     use nostr::{Event, EventBuilder, Keys, Kind, Tag};
 
     use super::*;
-    use crate::config::{Cli, Command, Config};
     use crate::nip34::{KIND_ANNOUNCEMENT, KIND_PULL_REQUEST, KIND_STATE};
     use crate::purgatory::Source;
 
     async fn app(dir: &std::path::Path) -> App {
-        let data_dir = dir.to_string_lossy().into_owned();
-        let cli = Cli::try_parse_from([
-            "graspd",
-            "serve",
-            "--data-dir",
-            &data_dir,
-            "--domain",
-            "ours.example",
-            "--sync-fetch-timeout-secs",
-            "20",
-            // The servers these tests fetch from are on loopback.
-            "--sync-private-addresses",
-        ])
-        .expect("arguments");
-        let Command::Serve(args) = cli.command else {
-            panic!("serve expected");
-        };
-        App::open(Config::from_args(&args).expect("config"))
-            .await
-            .expect("app")
+        App::open(crate::testing::config(dir)).await.expect("app")
     }
 
     fn event(keys: &Keys, kind: u16, tags: Vec<Vec<String>>) -> Event {

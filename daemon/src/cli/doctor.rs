@@ -11,8 +11,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::config::HookSetup;
-use crate::git::GitRepos;
+use graspd::config::HookSetup;
+use graspd::git::GitRepos;
 
 /// Repositories `grasp-hook check` is run for (one process each); the other checks cover all.
 pub const HOOK_CHECK_SAMPLE: usize = 20;
@@ -121,9 +121,9 @@ fn check_hooks_dir(hooks: &HookSetup, install_hooks: &str) -> Vec<Finding> {
     }
     let mut findings = vec![Finding::ok(format!("hooks directory {}", dir.display()))];
     // With the fast hook in front, the full hook it hands unusual runs to must work too.
-    let fast = dir.join(crate::git::FAST_HOOK_NAME).exists();
+    let fast = dir.join(graspd::git::FAST_HOOK_NAME).exists();
     let names: &[&str] = if fast {
-        &["pre-receive", "post-receive", crate::git::FULL_HOOK_NAME]
+        &["pre-receive", "post-receive", graspd::git::FULL_HOOK_NAME]
     } else {
         &HOOK_NAMES
     };
@@ -287,7 +287,7 @@ fn check_repo_writable(repo: &Path) -> Option<Finding> {
 /// repository yet, it checks the socket alone.
 fn check_hook_reaches_daemon(hooks: &HookSetup, repos: &[PathBuf]) -> Vec<Finding> {
     // The full hook: `grasp-hook` beside the fast one, else whatever pre-receive links to.
-    let full = hooks.hooks_dir.join(crate::git::FULL_HOOK_NAME);
+    let full = hooks.hooks_dir.join(graspd::git::FULL_HOOK_NAME);
     let hook = if full.exists() {
         full
     } else {
@@ -411,13 +411,14 @@ mod tests {
         let data = tempfile::tempdir().expect("tempdir");
         let hooks = setup(data.path());
         std::fs::create_dir_all(&hooks.hooks_dir).expect("mkdir");
-        let fast = hooks.hooks_dir.join(crate::git::FAST_HOOK_NAME);
+        let fast = hooks.hooks_dir.join(graspd::git::FAST_HOOK_NAME);
         std::fs::write(&fast, "#!/bin/sh\n").expect("write");
         std::fs::set_permissions(&fast, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         for name in HOOK_NAMES {
-            std::os::unix::fs::symlink(crate::git::FAST_HOOK_NAME, hooks.hooks_dir.join(name)).expect("link");
+            std::os::unix::fs::symlink(graspd::git::FAST_HOOK_NAME, hooks.hooks_dir.join(name))
+                .expect("link");
         }
-        let full = hooks.hooks_dir.join(crate::git::FULL_HOOK_NAME);
+        let full = hooks.hooks_dir.join(graspd::git::FULL_HOOK_NAME);
         std::os::unix::fs::symlink(&hooks.hook_binary, &full).expect("link");
         // The full hook is not installed where the link points.
         let findings = check_hooks_dir(&hooks, "x");

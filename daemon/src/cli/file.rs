@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 
-use super::Cli;
+use super::flags::Cli;
 
 /// Read when neither `--config` nor `GRASPD_CONFIG` names a file, if it exists.
 pub const DEFAULT_PATH: &str = "/etc/graspd/graspd.toml";
@@ -188,10 +188,13 @@ pub fn render(loaded: &Loaded) -> String {
     let Some((name, matches)) = loaded.matches.subcommand() else {
         return String::new();
     };
+    // The keys are `serve`'s (`nginx-config`'s own flags are not configuration), read from the
+    // matches of whichever of the two printed it.
     let command = Cli::command();
-    let Some(sub) = command.find_subcommand(name) else {
+    let Some(sub) = command.find_subcommand("serve") else {
         return String::new();
     };
+    debug_assert!(CONFIGURED.contains(&name));
     let mut out = String::from("# graspd configuration (graspd serve --print-config)\n");
     if let Some(file) = &loaded.file {
         out.push_str(&format!("# read from {}\n", file.display()));
@@ -260,8 +263,8 @@ fn unset_meaning(arg: &clap::Arg) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::flags::Command;
     use super::*;
-    use crate::config::Command;
 
     fn write(text: &str) -> tempfile::NamedTempFile {
         let file = tempfile::NamedTempFile::new().expect("temp file");
@@ -276,7 +279,7 @@ mod tests {
         load(argv)
     }
 
-    fn serve_args(loaded: &Loaded) -> &crate::config::ServeArgs {
+    fn serve_args(loaded: &Loaded) -> &super::super::flags::ServeArgs {
         match &loaded.cli.command {
             Command::Serve(args) => args,
             _ => panic!("not serve"),

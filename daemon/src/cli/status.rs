@@ -9,7 +9,7 @@ use grasp_proto::v1::status_service_client::StatusServiceClient;
 use serde_json::{Value, json};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::config::{StatusArgs, StatusCommand, SyncAction};
+use super::flags::{StatusArgs, StatusCommand, SyncAction};
 
 /// Why the status command failed (printed by `main`).
 #[derive(Debug, thiserror::Error)]

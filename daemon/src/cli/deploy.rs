@@ -14,8 +14,10 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, NginxConfigArgs, absolute};
-use crate::http::CORS_HEADERS;
+use graspd::config::{Config, absolute};
+use graspd::http::CORS_HEADERS;
+
+use super::flags::NginxConfigArgs;
 
 /// Timeout for git requests and proxied connections: a large push or clone, or a websocket
 /// that stays quiet between events, must not be cut at nginx's 60 s default.
@@ -279,8 +281,8 @@ server {{
 mod tests {
     use clap::Parser;
 
+    use super::super::flags::{Cli, Command};
     use super::*;
-    use crate::config::{Cli, Command};
 
     /// `graspd nginx-config <flags>` parsed as the binary parses it.
     fn args(flags: &[&str]) -> NginxConfigArgs {
@@ -293,7 +295,7 @@ mod tests {
 
     fn site(flags: &[&str]) -> Result<NginxSite, DeployError> {
         let args = args(flags);
-        let config = Config::from_args(&args.serve).expect("config");
+        let config = super::super::flags::config(&args.serve).expect("config");
         NginxSite::new(
             &config,
             &args,
