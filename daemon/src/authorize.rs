@@ -7,6 +7,8 @@
 //! state says; a ref the state does not list may only be deleted. Pushes to
 //! `refs/nostr/<event-id>` carry pull request tips and follow their own rule.
 
+use std::collections::HashMap;
+
 use nostr::{Event, EventId, Kind};
 
 use crate::app::App;
@@ -38,39 +40,120 @@ pub enum AuthorizeError {
     Store(#[from] StoreError),
 }
 
-/// Decides each update. The caller refuses the whole push if any verdict is a refusal (git's
-/// pre-receive is all or nothing).
+/// Decides each update: gathers what the decision needs ([`PushFacts`]), then [`decide`]s. The
+/// caller refuses the whole push if any verdict is a refusal (git's pre-receive is all or
+/// nothing).
 pub async fn authorize_push(
     app: &App,
     repo: &RepoId,
     updates: &[RefUpdate],
 ) -> Result<Vec<Verdict>, AuthorizeError> {
+    let facts = gather(app, repo, updates).await?;
+    Ok(decide(repo, updates, &facts))
+}
+
+/// Everything a push is decided on, as plain data.
+#[derive(Debug, Clone, Default)]
+pub struct PushFacts {
+    /// The owner's repository is announced on this server.
+    pub announced: bool,
+    /// The authoritative state: the newest, stored or pending, by the owner's maintainers.
+    pub state: Option<(EventId, RepoState)>,
+    /// What each `refs/nostr/<event-id>` update's event is, where the event is known here (an
+    /// unknown one is a placeholder).
+    pub pull_requests: HashMap<EventId, KnownPullRequest>,
+}
+
+/// A known event named by a `refs/nostr/<event-id>` ref.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KnownPullRequest {
+    /// A pull request or pull request update with this tip.
+    Tip(Oid),
+    /// Some other kind of event.
+    NotAPullRequest,
+    /// A pull request that does not parse (why).
+    Unreadable(String),
+}
+
+async fn gather(app: &App, repo: &RepoId, updates: &[RefUpdate]) -> Result<PushFacts, StoreError> {
     let group = app.repo_group(&repo.identifier).await?;
     if !group.by_owner.contains_key(&repo.owner) {
-        return Ok(refuse_all(
-            updates,
-            &format!("repository {repo} is not announced on this server"),
-        ));
+        return Ok(PushFacts::default());
     }
     let maintainers = group.maintainers(&repo.owner);
-    let state = authoritative_state(app, repo, &maintainers).await?;
-
-    let mut verdicts = Vec::with_capacity(updates.len());
+    let state = authoritative_state(app, repo, &maintainers)
+        .await?
+        .map(|(event, state)| (event.id, state));
+    let mut pull_requests = HashMap::new();
     for update in updates {
-        let verdict = if let Some(event_id) = update.name.as_str().strip_prefix("refs/nostr/") {
-            pull_request_ref(app, update, event_id).await?
-        } else {
-            match &state {
-                Some((event, state)) => state_ref(update, event, state),
+        let Some(Ok(event_id)) = pull_request_ref(&update.name) else {
+            continue;
+        };
+        let known = match app.purgatory().get(&event_id) {
+            Some(entry) => Some(entry.event.clone()),
+            None => app.store().event_by_id(&event_id).await?,
+        };
+        if let Some(event) = known {
+            pull_requests.insert(event_id, KnownPullRequest::of(&event));
+        }
+    }
+    Ok(PushFacts {
+        announced: true,
+        state,
+        pull_requests,
+    })
+}
+
+impl KnownPullRequest {
+    fn of(event: &Event) -> Self {
+        if !matches!(
+            Nip34Kind::of(event.kind),
+            Some(Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate)
+        ) {
+            return Self::NotAPullRequest;
+        }
+        match PullRequest::parse(event) {
+            Ok(pr) => Self::Tip(pr.tip),
+            Err(e) => Self::Unreadable(e.to_string()),
+        }
+    }
+}
+
+/// GRASP-01 [36], [45]: the verdict for each update, from the facts alone.
+pub fn decide(repo: &RepoId, updates: &[RefUpdate], facts: &PushFacts) -> Vec<Verdict> {
+    if !facts.announced {
+        let why = format!("repository {repo} is not announced on this server");
+        return updates.iter().map(|update| refuse(update, &why)).collect();
+    }
+    updates
+        .iter()
+        .map(|update| match pull_request_ref(&update.name) {
+            Some(event_id) => pull_request_verdict(update, event_id, facts),
+            None => match &facts.state {
+                Some((event_id, state)) => state_ref(update, event_id, state),
                 None => refuse(
                     update,
                     "no repository state from a maintainer is known yet: publish the state event before pushing",
                 ),
-            }
-        };
-        verdicts.push(verdict);
-    }
-    Ok(verdicts)
+            },
+        })
+        .collect()
+}
+
+/// `Some` for a ref under `refs/nostr/`: the event id it names, or `Err` when the rest is not
+/// one (64 lowercase hex digits).
+fn pull_request_ref(name: &RefName) -> Option<Result<EventId, ()>> {
+    let suffix = name.as_str().strip_prefix("refs/nostr/")?;
+    let well_formed = suffix.len() == 64
+        && suffix
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    Some(
+        well_formed
+            .then(|| EventId::from_hex(suffix).ok())
+            .flatten()
+            .ok_or(()),
+    )
 }
 
 /// The newest state, stored or pending, by a member of `maintainers`.
@@ -97,8 +180,8 @@ pub async fn authoritative_state(
     Ok(newest.and_then(|event| RepoState::parse(&event).ok().map(|state| (event, state))))
 }
 
-fn state_ref(update: &RefUpdate, event: &Event, state: &RepoState) -> Verdict {
-    let short_event = &event.id.to_hex()[..12];
+fn state_ref(update: &RefUpdate, event_id: &EventId, state: &RepoState) -> Verdict {
+    let short_event = &event_id.to_hex()[..12];
     if let Some(value) = state.unresolved.get(&update.name) {
         return refuse(
             update,
@@ -137,52 +220,39 @@ fn state_ref(update: &RefUpdate, event: &Event, state: &RepoState) -> Verdict {
 
 /// GRASP-01 [45]: `refs/nostr/<event-id>` must name 64 lowercase hex; a known pull request (or
 /// update) fixes the tip; an unknown one accepts any tip as a placeholder for its event.
-async fn pull_request_ref(app: &App, update: &RefUpdate, suffix: &str) -> Result<Verdict, StoreError> {
-    let well_formed = suffix.len() == 64
-        && suffix
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let Some(event_id) = well_formed.then(|| EventId::from_hex(suffix).ok()).flatten() else {
-        return Ok(refuse(
+fn pull_request_verdict(update: &RefUpdate, event_id: Result<EventId, ()>, facts: &PushFacts) -> Verdict {
+    let Ok(event_id) = event_id else {
+        return refuse(
             update,
             "refs/nostr/ refs must be named by an event id (64 lowercase hex digits)",
-        ));
+        );
     };
     if update.new.is_zero() {
-        return Ok(refuse(update, "pull request refs cannot be deleted by a push"));
+        return refuse(update, "pull request refs cannot be deleted by a push");
     }
-    let known = match app.purgatory().get(&event_id) {
-        Some(entry) => Some(entry.event.clone()),
-        None => app.store().event_by_id(&event_id).await?,
-    };
-    let Some(event) = known else {
-        return Ok(allow(update));
-    };
-    if !matches!(
-        Nip34Kind::of(event.kind),
-        Some(Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate)
-    ) {
-        return Ok(refuse(
-            update,
-            &format!("event {suffix} is not a pull request or pull request update"),
-        ));
-    }
-    Ok(match PullRequest::parse(&event) {
-        Ok(pr) if pr.tip == update.new => allow(update),
-        Ok(pr) => refuse(
+    let short = &event_id.to_hex()[..12];
+    match facts.pull_requests.get(&event_id) {
+        None => allow(update),
+        Some(KnownPullRequest::Tip(tip)) if *tip == update.new => allow(update),
+        Some(KnownPullRequest::Tip(tip)) => refuse(
             update,
             &format!(
-                "pull request {}… has tip {}, push has {}",
-                &suffix[..12],
-                pr.tip.short(),
+                "pull request {short}… has tip {}, push has {}",
+                tip.short(),
                 update.new.short()
             ),
         ),
-        Err(e) => refuse(
+        Some(KnownPullRequest::NotAPullRequest) => refuse(
             update,
-            &format!("pull request {}… is unreadable: {e}", &suffix[..12]),
+            &format!(
+                "event {} is not a pull request or pull request update",
+                event_id.to_hex()
+            ),
         ),
-    })
+        Some(KnownPullRequest::Unreadable(why)) => {
+            refuse(update, &format!("pull request {short}… is unreadable: {why}"))
+        }
+    }
 }
 
 fn allow(update: &RefUpdate) -> Verdict {
@@ -201,13 +271,215 @@ fn refuse(update: &RefUpdate, why: &str) -> Verdict {
     }
 }
 
-fn refuse_all(updates: &[RefUpdate], why: &str) -> Vec<Verdict> {
-    updates
-        .iter()
-        .map(|u| Verdict {
-            ref_name: u.name.to_string(),
-            allowed: false,
-            message: format!("ref {}: {why}", u.name),
-        })
-        .collect()
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use nostr::{Keys, Timestamp};
+
+    use super::*;
+    use crate::nip34::Identifier;
+
+    const ZERO: &str = "0000000000000000000000000000000000000000";
+
+    fn oid(c: char) -> Oid {
+        Oid::parse(&c.to_string().repeat(40)).expect("oid")
+    }
+
+    fn update(name: &str, old: &str, new: Oid) -> RefUpdate {
+        RefUpdate {
+            old: Oid::parse(old).expect("oid"),
+            new,
+            name: RefName::parse(name).expect("ref"),
+        }
+    }
+
+    fn repo() -> RepoId {
+        RepoId::new(
+            Keys::generate().public_key(),
+            Identifier::parse("r").expect("identifier"),
+        )
+    }
+
+    /// A state listing `refs` (full ids) and `unresolved` (abbreviated ones).
+    fn state(refs: &[(&str, Oid)], unresolved: &[(&str, &str)]) -> (EventId, RepoState) {
+        let id = EventId::from_slice(&[7; 32]).expect("id");
+        let state = RepoState {
+            id,
+            author: Keys::generate().public_key(),
+            identifier: Identifier::parse("r").expect("identifier"),
+            created_at: Timestamp::from(1),
+            refs: refs
+                .iter()
+                .map(|(name, oid)| (RefName::parse(name).expect("ref"), oid.clone()))
+                .collect(),
+            unresolved: unresolved
+                .iter()
+                .map(|(name, value)| (RefName::parse(name).expect("ref"), (*value).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+            head: None,
+        };
+        (id, state)
+    }
+
+    fn facts(state: Option<(EventId, RepoState)>) -> PushFacts {
+        PushFacts {
+            announced: true,
+            state,
+            pull_requests: HashMap::new(),
+        }
+    }
+
+    fn one(facts: &PushFacts, update: RefUpdate) -> Verdict {
+        decide(&repo(), &[update], facts).remove(0)
+    }
+
+    #[test]
+    fn a_push_is_decided_ref_by_ref_against_the_authoritative_state() {
+        let a = oid('a');
+        let b = oid('b');
+        let with_main = facts(Some(state(&[("refs/heads/main", a.clone())], &[])));
+        // (case, facts, update, allowed, words in the message)
+        let cases: Vec<(&str, &PushFacts, RefUpdate, bool, &str)> = vec![
+            (
+                "the tip the state names",
+                &with_main,
+                update("refs/heads/main", ZERO, a.clone()),
+                true,
+                "",
+            ),
+            (
+                "another tip",
+                &with_main,
+                update("refs/heads/main", ZERO, b.clone()),
+                false,
+                "wants aaaaaaa, push has bbbbbbb",
+            ),
+            (
+                "deleting a listed ref",
+                &with_main,
+                update("refs/heads/main", &a.to_string(), Oid::parse(ZERO).expect("zero")),
+                false,
+                "cannot be deleted",
+            ),
+            (
+                "creating an unlisted ref",
+                &with_main,
+                update("refs/heads/dev", ZERO, a.clone()),
+                false,
+                "not in the state",
+            ),
+            (
+                "deleting an unlisted ref",
+                &with_main,
+                update("refs/heads/old", &b.to_string(), Oid::parse(ZERO).expect("zero")),
+                true,
+                "",
+            ),
+        ];
+        for (case, facts, update, allowed, words) in cases {
+            let verdict = one(facts, update);
+            assert_eq!(verdict.allowed, allowed, "{case}: {}", verdict.message);
+            assert!(verdict.message.contains(words), "{case}: {}", verdict.message);
+        }
+    }
+
+    #[test]
+    fn without_an_announcement_or_a_state_every_ref_is_refused() {
+        let unannounced = PushFacts::default();
+        let verdicts = decide(
+            &repo(),
+            &[
+                update("refs/heads/main", ZERO, oid('a')),
+                update("refs/heads/dev", ZERO, oid('b')),
+            ],
+            &unannounced,
+        );
+        assert!(
+            verdicts
+                .iter()
+                .all(|v| !v.allowed && v.message.contains("is not announced"))
+        );
+        let stateless = one(&facts(None), update("refs/heads/main", ZERO, oid('a')));
+        assert!(!stateless.allowed);
+        assert!(
+            stateless
+                .message
+                .contains("publish the state event before pushing")
+        );
+    }
+
+    #[test]
+    fn a_ref_the_state_names_by_an_abbreviated_id_cannot_be_pushed() {
+        let abbreviated = facts(Some(state(&[], &[("refs/heads/main", "aaaaaaa")])));
+        let verdict = one(&abbreviated, update("refs/heads/main", ZERO, oid('a')));
+        assert!(!verdict.allowed);
+        assert!(
+            verdict
+                .message
+                .contains("'aaaaaaa', which is not a full object id")
+        );
+    }
+
+    #[test]
+    fn pull_request_refs_follow_their_event() {
+        let known = EventId::from_slice(&[1; 32]).expect("id");
+        let other = EventId::from_slice(&[2; 32]).expect("id");
+        let unreadable = EventId::from_slice(&[3; 32]).expect("id");
+        let unknown = EventId::from_slice(&[4; 32]).expect("id");
+        let mut facts = facts(None);
+        facts.pull_requests.insert(known, KnownPullRequest::Tip(oid('c')));
+        facts
+            .pull_requests
+            .insert(other, KnownPullRequest::NotAPullRequest);
+        facts
+            .pull_requests
+            .insert(unreadable, KnownPullRequest::Unreadable("missing 'c' tag".into()));
+        let nostr = |id: &EventId| format!("refs/nostr/{}", id.to_hex());
+        let zero = Oid::parse(ZERO).expect("zero");
+        let cases: Vec<(&str, RefUpdate, bool, &str)> = vec![
+            ("its tip", update(&nostr(&known), ZERO, oid('c')), true, ""),
+            (
+                "another tip",
+                update(&nostr(&known), ZERO, oid('d')),
+                false,
+                "has tip ccccccc, push has ddddddd",
+            ),
+            (
+                "a deletion",
+                update(&nostr(&known), &oid('c').to_string(), zero),
+                false,
+                "cannot be deleted",
+            ),
+            (
+                "not a pull request",
+                update(&nostr(&other), ZERO, oid('c')),
+                false,
+                "is not a pull request",
+            ),
+            (
+                "an unreadable one",
+                update(&nostr(&unreadable), ZERO, oid('c')),
+                false,
+                "unreadable: missing 'c' tag",
+            ),
+            (
+                "an unknown event: a placeholder",
+                update(&nostr(&unknown), ZERO, oid('e')),
+                true,
+                "",
+            ),
+            (
+                "not an event id",
+                update("refs/nostr/abc", ZERO, oid('c')),
+                false,
+                "64 lowercase hex",
+            ),
+        ];
+        for (case, update, allowed, words) in cases {
+            let verdict = one(&facts, update);
+            assert_eq!(verdict.allowed, allowed, "{case}: {}", verdict.message);
+            assert!(verdict.message.contains(words), "{case}: {}", verdict.message);
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod app;
 pub mod authorize;
 pub mod config;

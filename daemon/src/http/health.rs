@@ -58,18 +58,8 @@ async fn not_ready(app: &App) -> Option<&'static str> {
 }
 
 /// Serves `GET /metrics` (Prometheus text) on `listener` until shutdown; every other path is 404.
-pub async fn serve_metrics(listener: TcpListener, app: App, mut shutdown: Signal) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "metrics listener: cannot accept connection");
-                    continue;
-                }
-            },
-            _ = shutdown.wait() => return,
-        };
+pub async fn serve_metrics(listener: TcpListener, app: App, shutdown: Signal) {
+    super::accept_until_shutdown(listener, shutdown, |stream, peer| {
         let app = app.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
@@ -82,7 +72,8 @@ pub async fn serve_metrics(listener: TcpListener, app: App, mut shutdown: Signal
                 tracing::debug!(%peer, %error, "metrics connection ended with an error");
             }
         });
-    }
+    })
+    .await;
 }
 
 async fn metrics(app: &App, req: &Request<Incoming>) -> Response<Body> {

@@ -55,19 +55,29 @@ impl Front {
     }
 }
 
-/// Accepts connections until shutdown.
-pub async fn serve(listener: TcpListener, front: Front, mut shutdown: Signal) {
+/// Accepts connections on `listener` until shutdown, handing each to `serve_connection`.
+pub(crate) async fn accept_until_shutdown<F>(
+    listener: TcpListener,
+    mut shutdown: Signal,
+    mut serve_connection: F,
+) where
+    F: FnMut(tokio::net::TcpStream, SocketAddr),
+{
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot accept connection");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = shutdown.wait() => return,
         };
+        match accepted {
+            Ok((stream, peer)) => serve_connection(stream, peer),
+            Err(error) => tracing::warn!(%error, "cannot accept connection"),
+        }
+    }
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(listener: TcpListener, front: Front, shutdown: Signal) {
+    accept_until_shutdown(listener, shutdown, |stream, peer| {
         // Relay traffic is many small messages: do not let Nagle hold them back.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
@@ -85,7 +95,8 @@ pub async fn serve(listener: TcpListener, front: Front, mut shutdown: Signal) {
                 tracing::debug!(%peer, %error, "http connection ended with an error");
             }
         });
-    }
+    })
+    .await;
 }
 
 async fn handle(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {

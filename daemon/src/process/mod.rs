@@ -11,6 +11,7 @@
 //! When an event arrives whose git data is already on disk, the relay policy uses the same
 //! sync steps ([`apply_state_now`], [`apply_pull_request_now`]) and lets the relay store it.
 
+pub mod effects;
 pub mod expiry;
 pub mod maintenance;
 
@@ -31,6 +32,8 @@ pub enum ProcessError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Git(#[from] GitError),
+    #[error("event {event} no longer reads as it did when it was decided on: {why}")]
+    Unreadable { event: nostr::EventId, why: String },
 }
 
 /// What one run of the procedure did (the `ProcessResult` of the gRPC API).
@@ -295,37 +298,6 @@ pub async fn authoritative_repos(
     Ok(repos)
 }
 
-/// For a state arriving with its objects already on disk in one of `repos`: syncs every
-/// repository and returns the changes; `None` (nothing changed) when no repository holds every
-/// object yet.
-pub async fn apply_state_now(
-    app: &App,
-    repos: &[RepoId],
-    state: &RepoState,
-) -> Result<Option<RefChanges>, ProcessError> {
-    if !state.is_satisfiable() {
-        return Ok(None);
-    }
-    let _serial = app.lock_identifier(&state.identifier).await;
-    let wanted = state.wanted_oids();
-    let mut source = None;
-    for repo in repos {
-        if app.git().has_objects(repo, wanted.clone()).await? {
-            source = Some(repo.clone());
-            break;
-        }
-    }
-    let Some(source) = source else { return Ok(None) };
-    let mut total = RefChanges::default();
-    for change in sync_state(app, &source, repos, state).await? {
-        total.absorb(&change);
-    }
-    for repo in repos {
-        promote_announcement(app, repo).await?;
-    }
-    Ok(Some(total))
-}
-
 /// Repositories a pull request goes to: every hosted repository of an owner it names (`a` tags)
 /// or of an owner who lists a named owner as a (recursive) maintainer.
 pub async fn pull_request_targets(app: &App, pr: &PullRequest) -> Result<Vec<RepoId>, StoreError> {
@@ -426,32 +398,6 @@ async fn release_pull_request(
     releases.touched.extend(targets);
     releases.events.push(event.clone());
     tracing::info!(event_id = %pr.id, "pull request released from purgatory");
-    Ok(true)
-}
-
-/// For a pull request arriving with its commit already in one of the hosted repositories it
-/// names: places its ref everywhere. Returns whether it did.
-pub async fn apply_pull_request_now(
-    app: &App,
-    targets: &[RepoId],
-    pr: &PullRequest,
-) -> Result<bool, ProcessError> {
-    let Some(first) = targets.first() else {
-        return Ok(false);
-    };
-    let _serial = app.lock_identifier(&first.identifier).await;
-    let mut source = None;
-    for repo in targets {
-        if app.git().has_objects(repo, vec![pr.tip.clone()]).await? {
-            source = Some(repo.clone());
-            break;
-        }
-    }
-    let Some(source) = source else { return Ok(false) };
-    sync_pull_request(app, &source, targets, pr).await?;
-    for repo in targets {
-        promote_announcement(app, repo).await?;
-    }
     Ok(true)
 }
 

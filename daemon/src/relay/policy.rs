@@ -1,9 +1,11 @@
-//! The GRASP-01 write policy: which events this relay accepts, which it refuses, and which it
-//! acknowledges into purgatory (`OK true "purgatory: ..."`, not stored, not served).
+//! The relay's entry point for GRASP-01's write policy: for each event it gathers the facts the
+//! decision needs (store, purgatory, what is on disk), lets `crate::admission` decide, and has
+//! `process::effects` carry the decision out, under the lock of the identifier the event
+//! concerns so that the facts still hold when the effects happen.
 //!
 //! The relay builder has already checked the id, signature and rate limit when `admit_event`
 //! runs. Returning `Accept` lets the relay store and broadcast the event; everything else answers
-//! the client without storing.
+//! the client without storing (`purgatory: ...` is `OK true`, not stored, not served).
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -13,49 +15,34 @@ use nostr::util::BoxedFuture;
 use nostr::{Event, EventId, Kind};
 use nostr_relay_builder::builder::{WritePolicy, WritePolicyResult};
 
-use crate::app::{App, RepoGroup};
+use crate::admission::{
+    self, AnnouncementFacts, Answer, CommonFacts, Decision, PullRequestFacts, RelatedFacts, StateFacts,
+};
+use crate::app::App;
 use crate::nip34::{
-    Announcement, Identifier, Nip34Kind, PullRequest, RepoId, RepoState, parse_repo_coordinate,
+    Announcement, Identifier, Nip34Error, Nip34Kind, PullRequest, RepoId, RepoState, parse_repo_coordinate,
     repo_coordinates,
 };
 use crate::process::{self, ProcessError};
-use crate::purgatory::{Inserted, Source};
 use crate::store::{StoreError, address_d_tag};
 
-/// The message GRASP-01 [22] prescribes for events held in purgatory.
-pub const PURGATORY_MESSAGE: &str = "won't be served until git data arrives";
+pub use crate::admission::PURGATORY_MESSAGE;
 
 /// The `purgatory:` prefix ("purgatory" is one word, so the fallback never happens).
 fn purgatory_prefix() -> MachineReadablePrefix {
     SingleWord::from_static("purgatory").map_or(MachineReadablePrefix::Error, MachineReadablePrefix::Custom)
 }
 
-/// A decision with its reason, before it becomes an `OK` message.
-enum Verdict {
-    /// Store and serve now.
-    Accept,
-    /// Acknowledged, held in purgatory.
-    Purgatory,
-    /// Acknowledged without storing (e.g. already have it).
-    Ok(MachineReadablePrefix, String),
-    Reject(MachineReadablePrefix, String),
-}
-
-impl Verdict {
-    fn blocked(message: impl Into<String>) -> Self {
-        Self::Reject(MachineReadablePrefix::Blocked, message.into())
-    }
-
-    fn invalid(message: impl std::fmt::Display) -> Self {
-        Self::Reject(MachineReadablePrefix::Invalid, message.to_string())
-    }
-
-    fn into_result(self) -> WritePolicyResult {
-        match self {
-            Self::Accept => WritePolicyResult::Accept,
-            Self::Purgatory => WritePolicyResult::ok_msg(purgatory_prefix(), PURGATORY_MESSAGE),
-            Self::Ok(prefix, message) => WritePolicyResult::ok_msg(prefix, message),
-            Self::Reject(prefix, message) => WritePolicyResult::reject(prefix, Cow::Owned(message)),
+fn into_result(answer: Answer) -> WritePolicyResult {
+    match answer {
+        Answer::Accept => WritePolicyResult::Accept,
+        Answer::Purgatory => WritePolicyResult::ok_msg(purgatory_prefix(), PURGATORY_MESSAGE),
+        Answer::Duplicate(message) => WritePolicyResult::ok_msg(MachineReadablePrefix::Duplicate, message),
+        Answer::Blocked(message) => {
+            WritePolicyResult::reject(MachineReadablePrefix::Blocked, Cow::Owned(message))
+        }
+        Answer::Invalid(message) => {
+            WritePolicyResult::reject(MachineReadablePrefix::Invalid, Cow::Owned(message))
         }
     }
 }
@@ -77,103 +64,145 @@ pub struct GraspPolicy {
     app: App,
 }
 
+/// What the kind-specific rules decide on, for the identifier whose lock is held meanwhile.
+enum KindFacts {
+    Announcement(AnnouncementFacts),
+    State(StateFacts),
+    PullRequest(PullRequestFacts),
+}
+
 impl GraspPolicy {
     pub fn new(app: App) -> Self {
         Self { app }
     }
 
-    async fn decide(&self, event: &Event) -> Result<Verdict, PolicyError> {
-        if self.app.store().is_deleted(event).await? {
-            return Ok(Verdict::blocked("this event was deleted by its author"));
+    async fn decide_and_apply(&self, event: &Event) -> Result<Answer, PolicyError> {
+        let common = self.common_facts(event).await?;
+        if let Some(decision) = admission::decide_common(&common) {
+            return Ok(decision.answer);
         }
-        if self.app.purgatory().contains(&event.id) {
-            return Ok(Verdict::Ok(
-                MachineReadablePrefix::Duplicate,
-                format!("already have this event; it is in purgatory and {PURGATORY_MESSAGE}"),
-            ));
-        }
-        if let Some(verdict) = self.refuse_if_superseded(event).await? {
-            return Ok(verdict);
-        }
-        match Nip34Kind::of(event.kind) {
-            Some(Nip34Kind::Announcement) => self.admit_announcement(event).await,
-            Some(Nip34Kind::State) => self.admit_state(event).await,
-            Some(Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate) => {
-                self.admit_pull_request(event).await
-            }
-            None => self.admit_related(event).await,
-        }
+        let nip34 = Nip34Kind::of(event.kind);
+        let Some(kind) = nip34 else {
+            let decision = admission::decide_related(&self.related_facts(event).await?);
+            return Ok(process::effects::apply(&self.app, event, decision).await?);
+        };
+        let Some(identifier) = self.identifier_of(event, kind).await? else {
+            return Ok(Answer::Invalid(unreadable(kind, event).unwrap_or_default()));
+        };
+        let _serial = self.app.lock_identifier(&identifier).await;
+        let decision = match self.kind_facts(event, kind).await? {
+            Ok(KindFacts::Announcement(facts)) => admission::decide_announcement(&facts),
+            Ok(KindFacts::State(facts)) => admission::decide_state(&facts),
+            Ok(KindFacts::PullRequest(facts)) => admission::decide_pull_request(&facts),
+            Err(why) => Decision {
+                answer: Answer::Invalid(why),
+                effects: Vec::new(),
+            },
+        };
+        Ok(process::effects::apply(&self.app, event, decision).await?)
     }
 
-    /// An older replaceable/addressable event arriving after a newer one is never served.
-    async fn refuse_if_superseded(&self, event: &Event) -> Result<Option<Verdict>, PolicyError> {
-        let Some(d_tag) = address_d_tag(event) else {
-            return Ok(None);
-        };
-        if let Some(stored) = self
-            .app
-            .store()
-            .at_address(event.kind, &event.pubkey, &d_tag)
-            .await?
-            && crate::purgatory::is_newer(&stored, event)
+    /// The identifier whose lock covers deciding on a NIP-34 event: its own, or for a pull
+    /// request that of the first hosted repository it goes to (any named one when none is).
+    /// `None` when it does not parse.
+    async fn identifier_of(&self, event: &Event, kind: Nip34Kind) -> Result<Option<Identifier>, PolicyError> {
+        Ok(match kind {
+            Nip34Kind::Announcement => Announcement::parse(event).ok().map(|a| a.repo.identifier),
+            Nip34Kind::State => RepoState::parse(event).ok().map(|s| s.identifier),
+            Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate => match PullRequest::parse(event) {
+                Ok(pr) => {
+                    let targets = process::pull_request_targets(&self.app, &pr).await?;
+                    targets
+                        .first()
+                        .or(pr.repos.first())
+                        .map(|repo| repo.identifier.clone())
+                }
+                Err(_) => None,
+            },
+        })
+    }
+
+    async fn common_facts(&self, event: &Event) -> Result<CommonFacts, PolicyError> {
+        let mut stored_newer = None;
+        if let Some(d_tag) = address_d_tag(event)
+            && let Some(stored) = self
+                .app
+                .store()
+                .at_address(event.kind, &event.pubkey, &d_tag)
+                .await?
+            && crate::nip01::is_newer(&stored, event)
         {
-            return Ok(Some(Verdict::blocked(format!(
-                "a newer event for this address is already stored ({})",
-                stored.id
-            ))));
+            stored_newer = Some(stored.id);
         }
-        Ok(None)
+        Ok(CommonFacts {
+            deleted: self.app.store().is_deleted(event).await?,
+            in_purgatory: self.app.purgatory().contains(&event.id),
+            stored_newer,
+        })
+    }
+
+    /// The facts of a NIP-34 event, or why it does not read as the kind it claims.
+    async fn kind_facts(
+        &self,
+        event: &Event,
+        kind: Nip34Kind,
+    ) -> Result<Result<KindFacts, String>, PolicyError> {
+        Ok(Ok(match kind {
+            Nip34Kind::Announcement => match Announcement::parse(event) {
+                Ok(announcement) => {
+                    KindFacts::Announcement(self.announcement_facts(event, announcement).await?)
+                }
+                Err(e) => return Ok(Err(format!("repository announcement: {e}"))),
+            },
+            Nip34Kind::State => match RepoState::parse(event) {
+                Ok(state) => KindFacts::State(self.state_facts(state).await?),
+                Err(e) => return Ok(Err(format!("repository state: {e}"))),
+            },
+            Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate => match PullRequest::parse(event) {
+                Ok(pr) => KindFacts::PullRequest(self.pull_request_facts(pr, kind).await?),
+                Err(e) => return Ok(Err(format!("pull request: {e}"))),
+            },
+        }))
     }
 
     // ---- 30617 -------------------------------------------------------------------------------
 
-    async fn admit_announcement(&self, event: &Event) -> Result<Verdict, PolicyError> {
-        let announcement = match Announcement::parse(event) {
-            Ok(a) => a,
-            Err(e) => return Ok(Verdict::invalid(format!("repository announcement: {e}"))),
-        };
+    async fn announcement_facts(
+        &self,
+        event: &Event,
+        announcement: Announcement,
+    ) -> Result<AnnouncementFacts, PolicyError> {
         let repo = announcement.repo.clone();
-        if let Err(missing) = self.lists_this_server(&announcement) {
-            // GRASP-01 [9]: announcements by a recursive maintainer of an accepted repository are
-            // accepted too, so maintainer chains resolve; we serve them but host no repository.
+        let lists_us = self.lists_this_server(&announcement);
+        let mut facts = AnnouncementFacts {
+            announcement,
+            lists_us,
+            maintains_another: false,
+            stored_at_address: false,
+            has_refs: false,
+            pending: None,
+        };
+        if facts.lists_us.is_err() {
             let group = self.app.repo_group(&repo.identifier).await?;
-            let is_maintainer = group
+            facts.maintains_another = group
                 .by_owner
                 .keys()
                 .any(|owner| *owner != event.pubkey && group.maintainers(owner).contains(&event.pubkey));
-            return Ok(if is_maintainer {
-                Verdict::Accept
-            } else {
-                Verdict::blocked(missing)
-            });
+            return Ok(facts);
         }
-
-        let stored = self
+        facts.stored_at_address = self
             .app
             .store()
             .at_address(event.kind, &event.pubkey, repo.identifier.as_str())
             .await?
             .is_some();
-        self.app.git().provision(&repo).await?;
-        if stored || self.app.git().has_refs(&repo).await? {
-            // A replacement for a repository that is already served: serve it at once. An older
-            // pending announcement it replaces is dropped.
-            if let Some(pending) = self.app.purgatory().announcement(&repo) {
-                self.app.purgatory().remove(&pending.event.id).await?;
-            }
-            return Ok(Verdict::Accept);
-        }
-        let inserted = self
+        facts.has_refs = self.app.git().has_refs(&repo).await?;
+        facts.pending = self
             .app
             .purgatory()
-            .insert(
-                event.clone(),
-                Nip34Kind::Announcement,
-                repo.identifier.clone(),
-                Source::User,
-            )
-            .await?;
-        Ok(self.purgatory_verdict(inserted, &repo))
+            .announcement(&repo)
+            .map(|entry| entry.event.id);
+        Ok(facts)
     }
 
     /// `Ok` when both `clone` and `relays` name this server, else what is missing.
@@ -209,150 +238,96 @@ impl GraspPolicy {
 
     // ---- 30618 -------------------------------------------------------------------------------
 
-    async fn admit_state(&self, event: &Event) -> Result<Verdict, PolicyError> {
-        let state = match RepoState::parse(event) {
-            Ok(s) => s,
-            Err(e) => return Ok(Verdict::invalid(format!("repository state: {e}"))),
-        };
+    async fn state_facts(&self, state: RepoState) -> Result<StateFacts, PolicyError> {
         let group = self.app.repo_group(&state.identifier).await?;
-        let owners = self.hosted_owners(&group, &state).await?;
-        if owners.is_empty() {
-            return Ok(Verdict::blocked(format!(
-                "no repository '{}' on this server lists you as a maintainer",
-                state.identifier
-            )));
-        }
-        if let Some(pending) =
-            self.app
-                .purgatory()
-                .at_address(Nip34Kind::State, &event.pubkey, &state.identifier)
-            && crate::purgatory::is_newer(&pending.event, event)
-        {
-            return Ok(Verdict::blocked(format!(
-                "a newer state from you is already waiting for its git data ({})",
-                pending.event.id
-            )));
-        }
-        let repos = process::authoritative_repos(&self.app, &group, &state).await?;
-        if !repos.is_empty()
-            && process::apply_state_now(&self.app, &repos, &state)
-                .await?
-                .is_some()
-        {
-            // Applied: an older state of ours that waited is now moot.
-            if let Some(pending) =
-                self.app
-                    .purgatory()
-                    .at_address(Nip34Kind::State, &event.pubkey, &state.identifier)
-            {
-                self.app.purgatory().remove(&pending.event.id).await?;
-            }
-            return Ok(Verdict::Accept);
-        }
-        let inserted = self
+        let hosted_owners: Vec<RepoId> = group
+            .owners_authorizing(&state.author)
+            .into_iter()
+            .map(|owner| RepoId::new(owner, state.identifier.clone()))
+            .filter(|repo| self.app.git().exists(repo))
+            .collect();
+        let pending = self
             .app
             .purgatory()
-            .insert(
-                event.clone(),
-                Nip34Kind::State,
-                state.identifier.clone(),
-                Source::User,
-            )
-            .await?;
-        self.queue_sync(&inserted, &state.identifier);
-        let repo = RepoId::new(event.pubkey, state.identifier.clone());
-        Ok(self.purgatory_verdict(inserted, &repo))
-    }
-
-    /// Owners hosted here whose maintainer set includes the state's author.
-    async fn hosted_owners(&self, group: &RepoGroup, state: &RepoState) -> Result<Vec<RepoId>, PolicyError> {
-        let mut hosted = Vec::new();
-        for owner in group.owners_authorizing(&state.author) {
-            let repo = RepoId::new(owner, state.identifier.clone());
-            if self.app.git().exists(&repo) {
-                hosted.push(repo);
+            .at_address(Nip34Kind::State, &state.author, &state.identifier)
+            .map(|entry| {
+                let newer = entry.event.id != state.id
+                    && crate::nip01::newer(
+                        (entry.event.created_at, entry.event.id),
+                        (state.created_at, state.id),
+                    );
+                (entry.event.id, newer)
+            });
+        let mut facts = StateFacts {
+            state,
+            hosted_owners,
+            pending,
+            authoritative: Vec::new(),
+            source: None,
+        };
+        if facts.hosted_owners.is_empty() || matches!(facts.pending, Some((_, true))) {
+            return Ok(facts);
+        }
+        facts.authoritative = process::authoritative_repos(&self.app, &group, &facts.state).await?;
+        let wanted = facts.state.wanted_oids();
+        for repo in &facts.authoritative {
+            if self.app.git().has_objects(repo, wanted.clone()).await? {
+                facts.source = Some(repo.clone());
+                break;
             }
         }
-        Ok(hosted)
+        Ok(facts)
     }
 
     // ---- 1618 / 1619 -------------------------------------------------------------------------
 
-    async fn admit_pull_request(&self, event: &Event) -> Result<Verdict, PolicyError> {
-        let pr = match PullRequest::parse(event) {
-            Ok(pr) => pr,
-            Err(e) => return Ok(Verdict::invalid(format!("pull request: {e}"))),
-        };
-        let hosted = process::pull_request_targets(&self.app, &pr).await?;
-        let Some(first) = hosted.first().cloned() else {
-            return Ok(Verdict::blocked(
-                "pull request names no repository hosted on this server",
-            ));
-        };
-        // Git first with another tip (GRASP-01 [45]): that ref goes, the event waits for its commit.
+    async fn pull_request_facts(
+        &self,
+        pr: PullRequest,
+        kind: Nip34Kind,
+    ) -> Result<PullRequestFacts, PolicyError> {
+        let targets = process::pull_request_targets(&self.app, &pr).await?;
+        let mut pushed_elsewhere = Vec::new();
+        let mut source = None;
         if let Some(name) = process::pull_request_ref(&pr.id) {
-            for repo in &hosted {
+            for repo in &targets {
                 if let Some(current) = self.app.git().ref_target(repo, name.clone()).await?
                     && current != pr.tip
                 {
-                    self.app
-                        .git()
-                        .delete_ref_if(repo, name.clone(), current.clone())
-                        .await?;
-                    self.app.purgatory().remove_placeholder(&pr.id, repo).await?;
-                    tracing::info!(repo = %repo, event_id = %pr.id, pushed = %current, wanted = %pr.tip,
-                        "pull request ref pushed at another tip removed");
+                    pushed_elsewhere.push((repo.clone(), current));
                 }
             }
         }
-        if process::apply_pull_request_now(&self.app, &hosted, &pr).await? {
-            return Ok(Verdict::Accept);
-        }
-        let kind = Nip34Kind::of(event.kind).unwrap_or(Nip34Kind::PullRequest);
-        let inserted = self
-            .app
-            .purgatory()
-            .insert(event.clone(), kind, first.identifier.clone(), Source::User)
-            .await?;
-        self.queue_sync(&inserted, &first.identifier);
-        Ok(self.purgatory_verdict(inserted, &first))
-    }
-
-    /// A state or PR now waits for git data: queue its identifier for the sync loop, after the
-    /// delay for user-submitted events (a push usually follows).
-    fn queue_sync(&self, inserted: &Inserted, identifier: &Identifier) {
-        if matches!(inserted, Inserted::Added | Inserted::Replaced(_)) {
-            let delay = crate::sync::delay_for(&self.app.config().sync, Source::User);
-            self.app.sync_queue().enqueue(identifier.clone(), delay);
-        }
-    }
-
-    fn purgatory_verdict(&self, inserted: Inserted, repo: &RepoId) -> Verdict {
-        match inserted {
-            Inserted::Added | Inserted::Replaced(_) => {
-                tracing::debug!(repo = %repo, "event held in purgatory");
-                Verdict::Purgatory
+        for repo in &targets {
+            if self.app.git().has_objects(repo, vec![pr.tip.clone()]).await? {
+                source = Some(repo.clone());
+                break;
             }
-            Inserted::Duplicate => Verdict::Ok(
-                MachineReadablePrefix::Duplicate,
-                format!("already have this event; it is in purgatory and {PURGATORY_MESSAGE}"),
-            ),
-            Inserted::Superseded(newer) => Verdict::blocked(format!(
-                "a newer event for this address is already waiting ({newer})"
-            )),
         }
+        Ok(PullRequestFacts {
+            pull_request: pr,
+            kind,
+            targets,
+            pushed_elsewhere,
+            source,
+        })
     }
 
     // ---- everything else ---------------------------------------------------------------------
 
-    /// GRASP-01 [13]: accept events that tag, or are tagged by, accepted repositories or events.
-    async fn admit_related(&self, event: &Event) -> Result<Verdict, PolicyError> {
-        let mut foreign = None;
+    /// GRASP-01 [13]: what the event references, up to the first reference to something here
+    /// (one is enough).
+    async fn related_facts(&self, event: &Event) -> Result<RelatedFacts, PolicyError> {
+        let mut facts = RelatedFacts {
+            references_here: true,
+            foreign: None,
+            is_deletion: event.kind == Kind::EventDeletion,
+        };
         for repo in repo_coordinates(event) {
             if self.app.is_hosted(&repo).await? {
-                return self.accept_related(event).await;
+                return Ok(facts);
             }
-            foreign.get_or_insert(repo);
+            facts.foreign.get_or_insert(repo);
         }
         for tag in event.tags.iter() {
             let values = tag.as_slice();
@@ -364,31 +339,24 @@ impl GraspPolicy {
                     if let Ok(id) = EventId::from_hex(value)
                         && (self.app.purgatory().contains(&id) || self.app.store().contains(&id).await?)
                     {
-                        return self.accept_related(event).await;
+                        return Ok(facts);
                     }
                     if name == "q"
                         && let Some(repo) = parse_repo_coordinate(value)
                     {
                         if self.app.is_hosted(&repo).await? {
-                            return self.accept_related(event).await;
+                            return Ok(facts);
                         }
-                        foreign.get_or_insert(repo);
+                        facts.foreign.get_or_insert(repo);
                     }
                 }
                 // An address of another accepted addressable event (not a repository).
-                "a" | "A" if self.known_address(value).await? => {
-                    return self.accept_related(event).await;
-                }
+                "a" | "A" if self.known_address(value).await? => return Ok(facts),
                 _ => {}
             }
         }
-        if self.app.store().is_referenced(&event.id).await? {
-            return self.accept_related(event).await;
-        }
-        Ok(Verdict::blocked(match foreign {
-            Some(repo) => format!("repository {repo} is not hosted on this server"),
-            None => "event does not reference a repository or event on this server".to_owned(),
-        }))
+        facts.references_here = self.app.store().is_referenced(&event.id).await?;
+        Ok(facts)
     }
 
     async fn known_address(&self, value: &str) -> Result<bool, PolicyError> {
@@ -407,21 +375,20 @@ impl GraspPolicy {
         }
         Ok(self.app.store().at_address(kind, &author, d).await?.is_some())
     }
+}
 
-    /// Accepts a related event; a NIP-09 deletion also removes the author's entries from
-    /// purgatory (and a repository whose only announcement it was, if it has no data).
-    async fn accept_related(&self, event: &Event) -> Result<Verdict, PolicyError> {
-        if event.kind == Kind::EventDeletion {
-            for removed in self.app.purgatory().apply_deletion(event).await? {
-                tracing::info!(event_id = %removed.event.id, "deleted from purgatory by its author");
-                if removed.kind == Nip34Kind::Announcement {
-                    let repo = RepoId::new(removed.event.pubkey, removed.identifier.clone());
-                    process::expiry::discard_unserved_repo(&self.app, &repo).await;
-                }
-            }
-        }
-        Ok(Verdict::Accept)
-    }
+/// Why a NIP-34 event does not read as its kind, for `invalid:`.
+fn unreadable(kind: Nip34Kind, event: &Event) -> Option<String> {
+    let error: Nip34Error = match kind {
+        Nip34Kind::Announcement => Announcement::parse(event).err()?,
+        Nip34Kind::State => RepoState::parse(event).err()?,
+        Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate => PullRequest::parse(event).err()?,
+    };
+    Some(match kind {
+        Nip34Kind::Announcement => format!("repository announcement: {error}"),
+        Nip34Kind::State => format!("repository state: {error}"),
+        _ => format!("pull request: {error}"),
+    })
 }
 
 /// The clone URL's path must be `/<npub>/<identifier>.git` (percent-encoding allowed; a trailing
@@ -439,16 +406,18 @@ impl WritePolicy for GraspPolicy {
         _addr: &'a SocketAddr,
     ) -> BoxedFuture<'a, WritePolicyResult> {
         Box::pin(async move {
-            match self.decide(event).await {
-                Ok(verdict) => {
+            match self.decide_and_apply(event).await {
+                Ok(answer) => {
                     let metrics = self.app.metrics();
-                    match &verdict {
-                        Verdict::Accept => crate::metrics::inc(&metrics.events_accepted),
-                        Verdict::Purgatory => crate::metrics::inc(&metrics.events_to_purgatory),
-                        Verdict::Reject(..) => crate::metrics::inc(&metrics.events_refused),
-                        Verdict::Ok(..) => {}
+                    match &answer {
+                        Answer::Accept => crate::metrics::inc(&metrics.events_accepted),
+                        Answer::Purgatory => crate::metrics::inc(&metrics.events_to_purgatory),
+                        Answer::Blocked(_) | Answer::Invalid(_) => {
+                            crate::metrics::inc(&metrics.events_refused)
+                        }
+                        Answer::Duplicate(_) => {}
                     }
-                    verdict.into_result()
+                    into_result(answer)
                 }
                 Err(error) => {
                     tracing::error!(event_id = %event.id, %error, "cannot decide on event");

@@ -1,0 +1,278 @@
+//! The GRASP-01 write policy as decisions: which events this relay accepts, refuses, or holds in
+//! purgatory, and what accepting or holding one changes.
+//!
+//! Each function here takes plain data about the event (the facts the relay's entry point,
+//! `relay::policy`, gathers from the store, purgatory and the disk) and returns a [`Decision`]:
+//! the answer for the client and the [`Effect`]s to apply. Nothing here does I/O, so every GRASP
+//! rule is a row in a table test below; `process::effects` applies the effects in one place,
+//! under the identifier's lock.
+
+use nostr::EventId;
+
+use crate::git::Oid;
+use crate::nip34::{Announcement, Identifier, Nip34Kind, PullRequest, RepoId, RepoState};
+
+/// The message GRASP-01 [22] prescribes for events held in purgatory.
+pub const PURGATORY_MESSAGE: &str = "won't be served until git data arrives";
+
+/// What the client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Stored and served now.
+    Accept,
+    /// Acknowledged and held in purgatory (`OK true "purgatory: ..."`).
+    Purgatory,
+    /// Acknowledged without storing: we already have it (`OK true "duplicate: ..."`).
+    Duplicate(String),
+    /// Refused by policy (`OK false "blocked: ..."`).
+    Blocked(String),
+    /// Refused as malformed (`OK false "invalid: ..."`).
+    Invalid(String),
+}
+
+/// A change to make when the decision is carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Create the bare repository with GRASP's config (nothing if it exists).
+    Provision(RepoId),
+    /// Remove a waiting event: an older one at this event's address, now replaced.
+    DropPending(EventId),
+    /// Hold the event in purgatory under `identifier`; with `sync`, also queue the identifier
+    /// for the git-data sync after the delay for users' events (a push usually follows).
+    Hold {
+        kind: Nip34Kind,
+        identifier: Identifier,
+        sync: bool,
+    },
+    /// Bring every repository in `repos` to the state (objects copied from `source`, refs and
+    /// HEAD aligned) and release announcements waiting for data in them.
+    ApplyState { source: RepoId, repos: Vec<RepoId> },
+    /// The pull request's ref in `repo` was pushed at another tip, `at`: delete it (if it is
+    /// still there) and forget its placeholder (GRASP-01 [45]: git first with another tip).
+    DropPullRequestRef { repo: RepoId, at: Oid },
+    /// Point the pull request's ref at its tip in every target (objects copied from `source`)
+    /// and release announcements waiting for data in them.
+    ApplyPullRequest { source: RepoId, targets: Vec<RepoId> },
+    /// NIP-09: remove the deletion author's events from purgatory, and the empty repository of
+    /// any announcement removed.
+    ApplyDeletion,
+}
+
+/// An answer and what carrying it out changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub answer: Answer,
+    pub effects: Vec<Effect>,
+}
+
+impl Decision {
+    fn answer(answer: Answer) -> Self {
+        Self {
+            answer,
+            effects: Vec::new(),
+        }
+    }
+
+    fn blocked(message: impl Into<String>) -> Self {
+        Self::answer(Answer::Blocked(message.into()))
+    }
+
+    fn with(answer: Answer, effects: Vec<Effect>) -> Self {
+        Self { answer, effects }
+    }
+}
+
+/// What is known of any event before its kind is looked at.
+#[derive(Debug, Clone, Default)]
+pub struct CommonFacts {
+    /// Its author deleted it (NIP-09).
+    pub deleted: bool,
+    /// It already waits in purgatory.
+    pub in_purgatory: bool,
+    /// A newer event is stored at its address (replaceable and addressable kinds).
+    pub stored_newer: Option<EventId>,
+}
+
+/// The checks every event goes through first; `None` when its kind's rules decide.
+pub fn decide_common(facts: &CommonFacts) -> Option<Decision> {
+    if facts.deleted {
+        return Some(Decision::blocked("this event was deleted by its author"));
+    }
+    if facts.in_purgatory {
+        return Some(Decision::answer(Answer::Duplicate(format!(
+            "already have this event; it is in purgatory and {PURGATORY_MESSAGE}"
+        ))));
+    }
+    facts.stored_newer.map(|newer| {
+        Decision::blocked(format!(
+            "a newer event for this address is already stored ({newer})"
+        ))
+    })
+}
+
+/// A repository announcement (30617) and what surrounds it.
+#[derive(Debug, Clone)]
+pub struct AnnouncementFacts {
+    pub announcement: Announcement,
+    /// `Ok` when its `clone` and `relays` tags name this server, else what is missing.
+    pub lists_us: Result<(), String>,
+    /// Its author is in the recursive maintainer set of another owner's repository with the same
+    /// identifier (GRASP-01 [9]).
+    pub maintains_another: bool,
+    /// An announcement by the same author is already stored at this address.
+    pub stored_at_address: bool,
+    /// The repository exists and has refs (received git data).
+    pub has_refs: bool,
+    /// An older announcement of the same repository waiting in purgatory.
+    pub pending: Option<EventId>,
+}
+
+/// GRASP-01 [9]: announcements that list this server get a repository; one that replaces a
+/// served announcement (or whose repository has data) is served at once, a first one waits for
+/// git data. Announcements by a maintainer of another owner's repository are served without one.
+pub fn decide_announcement(facts: &AnnouncementFacts) -> Decision {
+    let repo = facts.announcement.repo.clone();
+    if let Err(missing) = &facts.lists_us {
+        return if facts.maintains_another {
+            Decision::answer(Answer::Accept)
+        } else {
+            Decision::blocked(missing.clone())
+        };
+    }
+    let mut effects = vec![Effect::Provision(repo.clone())];
+    if facts.stored_at_address || facts.has_refs {
+        effects.extend(facts.pending.map(Effect::DropPending));
+        return Decision::with(Answer::Accept, effects);
+    }
+    effects.push(Effect::Hold {
+        kind: Nip34Kind::Announcement,
+        identifier: repo.identifier,
+        sync: false,
+    });
+    Decision::with(Answer::Purgatory, effects)
+}
+
+/// A repository state (30618) and what surrounds it.
+#[derive(Debug, Clone)]
+pub struct StateFacts {
+    pub state: RepoState,
+    /// Hosted repositories whose owner's recursive maintainer set includes the author.
+    pub hosted_owners: Vec<RepoId>,
+    /// A state by the same author waiting in purgatory, and whether it is newer than this one.
+    pub pending: Option<(EventId, bool)>,
+    /// Of `hosted_owners`, those for which no newer state by one of the owner's maintainers is
+    /// already stored: the repositories this state speaks for.
+    pub authoritative: Vec<RepoId>,
+    /// The first of `authoritative` that holds every object the state names, if any.
+    pub source: Option<RepoId>,
+}
+
+/// GRASP-01 [9], [22]: a state by a maintainer of a hosted repository is applied at once when
+/// its git data is here, and waits for it otherwise (also when a newer stored state covers every
+/// repository: it then expires).
+pub fn decide_state(facts: &StateFacts) -> Decision {
+    let state = &facts.state;
+    if facts.hosted_owners.is_empty() {
+        return Decision::blocked(format!(
+            "no repository '{}' on this server lists you as a maintainer",
+            state.identifier
+        ));
+    }
+    if let Some((pending, true)) = facts.pending {
+        return Decision::blocked(format!(
+            "a newer state from you is already waiting for its git data ({pending})"
+        ));
+    }
+    // A state naming a ref by an abbreviated id can never be satisfied, whatever is on disk.
+    if let (Some(source), false, true) = (
+        &facts.source,
+        facts.authoritative.is_empty(),
+        state.is_satisfiable(),
+    ) {
+        let mut effects = vec![Effect::ApplyState {
+            source: source.clone(),
+            repos: facts.authoritative.clone(),
+        }];
+        // An older state of ours that waited is now moot.
+        effects.extend(facts.pending.map(|(id, _)| Effect::DropPending(id)));
+        return Decision::with(Answer::Accept, effects);
+    }
+    Decision::with(
+        Answer::Purgatory,
+        vec![Effect::Hold {
+            kind: Nip34Kind::State,
+            identifier: state.identifier.clone(),
+            sync: true,
+        }],
+    )
+}
+
+/// A pull request (1618) or update (1619) and what surrounds it.
+#[derive(Debug, Clone)]
+pub struct PullRequestFacts {
+    pub pull_request: PullRequest,
+    pub kind: Nip34Kind,
+    /// Hosted repositories it goes to (see `process::pull_request_targets`).
+    pub targets: Vec<RepoId>,
+    /// Targets whose `refs/nostr/<event-id>` was pushed at another tip, and that tip.
+    pub pushed_elsewhere: Vec<(RepoId, Oid)>,
+    /// The first target that holds the tip commit, if any.
+    pub source: Option<RepoId>,
+}
+
+/// GRASP-01 [45]: a pull request naming a hosted repository is applied at once when its tip is
+/// here and waits for it otherwise; a ref pushed for it at another tip goes.
+pub fn decide_pull_request(facts: &PullRequestFacts) -> Decision {
+    let Some(first) = facts.targets.first() else {
+        return Decision::blocked("pull request names no repository hosted on this server");
+    };
+    let mut effects: Vec<Effect> = facts
+        .pushed_elsewhere
+        .iter()
+        .map(|(repo, at)| Effect::DropPullRequestRef {
+            repo: repo.clone(),
+            at: at.clone(),
+        })
+        .collect();
+    if let Some(source) = &facts.source {
+        effects.push(Effect::ApplyPullRequest {
+            source: source.clone(),
+            targets: facts.targets.clone(),
+        });
+        return Decision::with(Answer::Accept, effects);
+    }
+    effects.push(Effect::Hold {
+        kind: facts.kind,
+        identifier: first.identifier.clone(),
+        sync: true,
+    });
+    Decision::with(Answer::Purgatory, effects)
+}
+
+/// Any other event, by what it references.
+#[derive(Debug, Clone, Default)]
+pub struct RelatedFacts {
+    /// It tags, or is tagged by, a hosted repository or an event accepted here (GRASP-01 [13]).
+    pub references_here: bool,
+    /// The first repository it names that is not hosted here, for the refusal.
+    pub foreign: Option<RepoId>,
+    /// It is a NIP-09 deletion.
+    pub is_deletion: bool,
+}
+
+/// GRASP-01 [13]: events that tag, or are tagged by, accepted repositories or events are
+/// accepted; a deletion among them also removes its author's events from purgatory.
+pub fn decide_related(facts: &RelatedFacts) -> Decision {
+    if !facts.references_here {
+        return Decision::blocked(match &facts.foreign {
+            Some(repo) => format!("repository {repo} is not hosted on this server"),
+            None => "event does not reference a repository or event on this server".to_owned(),
+        });
+    }
+    let effects = if facts.is_deletion {
+        vec![Effect::ApplyDeletion]
+    } else {
+        Vec::new()
+    };
+    Decision::with(Answer::Accept, effects)
+}
