@@ -276,3 +276,365 @@ pub fn decide_related(facts: &RelatedFacts) -> Decision {
     };
     Decision::with(Answer::Accept, effects)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use nostr::{Keys, PublicKey, Timestamp};
+
+    use super::*;
+    use crate::git::RefName;
+
+    fn key() -> PublicKey {
+        Keys::generate().public_key()
+    }
+
+    fn id(n: u8) -> EventId {
+        EventId::from_slice(&[n; 32]).expect("id")
+    }
+
+    fn oid(c: char) -> Oid {
+        Oid::parse(&c.to_string().repeat(40)).expect("oid")
+    }
+
+    fn repo(owner: PublicKey, identifier: &str) -> RepoId {
+        RepoId::new(owner, Identifier::parse(identifier).expect("identifier"))
+    }
+
+    fn announcement(owner: PublicKey) -> Announcement {
+        Announcement {
+            repo: repo(owner, "r"),
+            created_at: Timestamp::from(10),
+            name: None,
+            description: None,
+            web: Vec::new(),
+            clone: Vec::new(),
+            relays: Vec::new(),
+            maintainers: Vec::new(),
+        }
+    }
+
+    fn announcement_facts() -> AnnouncementFacts {
+        AnnouncementFacts {
+            announcement: announcement(key()),
+            lists_us: Ok(()),
+            maintains_another: false,
+            stored_at_address: false,
+            has_refs: false,
+            pending: None,
+        }
+    }
+
+    #[test]
+    fn common_checks_come_first() {
+        let none = CommonFacts::default();
+        assert_eq!(decide_common(&none), None);
+        let deleted = CommonFacts {
+            deleted: true,
+            ..CommonFacts::default()
+        };
+        assert_eq!(
+            decide_common(&deleted).map(|d| d.answer),
+            Some(Answer::Blocked("this event was deleted by its author".into()))
+        );
+        let waiting = CommonFacts {
+            in_purgatory: true,
+            ..CommonFacts::default()
+        };
+        assert!(
+            matches!(decide_common(&waiting).map(|d| d.answer), Some(Answer::Duplicate(m)) if m.contains("in purgatory"))
+        );
+        let superseded = CommonFacts {
+            stored_newer: Some(id(9)),
+            ..CommonFacts::default()
+        };
+        assert!(
+            matches!(decide_common(&superseded).map(|d| d.answer), Some(Answer::Blocked(m)) if m.contains("newer event"))
+        );
+    }
+
+    #[test]
+    fn announcements_follow_grasp_01_9() {
+        let base = announcement_facts();
+        let r = base.announcement.repo.clone();
+        let hold = Effect::Hold {
+            kind: Nip34Kind::Announcement,
+            identifier: r.identifier.clone(),
+            sync: false,
+        };
+        let not_listing = |maintains_another| AnnouncementFacts {
+            lists_us: Err("announcement must list this server in 'relays'".into()),
+            maintains_another,
+            ..base.clone()
+        };
+        let cases: Vec<(&str, AnnouncementFacts, Answer, Vec<Effect>)> = vec![
+            (
+                "a first announcement listing us waits for git data in a new repository",
+                base.clone(),
+                Answer::Purgatory,
+                vec![Effect::Provision(r.clone()), hold],
+            ),
+            (
+                "one replacing a served announcement is served at once, the older waiting one dropped",
+                AnnouncementFacts {
+                    stored_at_address: true,
+                    pending: Some(id(1)),
+                    ..base.clone()
+                },
+                Answer::Accept,
+                vec![Effect::Provision(r.clone()), Effect::DropPending(id(1))],
+            ),
+            (
+                "one whose repository already has data is served at once",
+                AnnouncementFacts {
+                    has_refs: true,
+                    ..base.clone()
+                },
+                Answer::Accept,
+                vec![Effect::Provision(r.clone())],
+            ),
+            (
+                "one not listing us is refused with what is missing",
+                not_listing(false),
+                Answer::Blocked("announcement must list this server in 'relays'".into()),
+                vec![],
+            ),
+            (
+                "one by a recursive maintainer of another owner's repository is served, without a repository",
+                not_listing(true),
+                Answer::Accept,
+                vec![],
+            ),
+        ];
+        for (case, facts, answer, effects) in cases {
+            assert_eq!(
+                decide_announcement(&facts),
+                Decision { answer, effects },
+                "{case}"
+            );
+        }
+    }
+
+    fn state(author: PublicKey, refs: &[(&str, Oid)], unresolved: &[(&str, &str)]) -> RepoState {
+        RepoState {
+            id: id(5),
+            author,
+            identifier: Identifier::parse("r").expect("identifier"),
+            created_at: Timestamp::from(20),
+            refs: refs
+                .iter()
+                .map(|(n, o)| (RefName::parse(n).expect("ref"), o.clone()))
+                .collect(),
+            unresolved: unresolved
+                .iter()
+                .map(|(n, v)| (RefName::parse(n).expect("ref"), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+            head: None,
+        }
+    }
+
+    #[test]
+    fn states_follow_grasp_01_9_and_22() {
+        let maintainer = key();
+        let owner_repo = repo(key(), "r");
+        let other_repo = repo(key(), "r");
+        let both = vec![owner_repo.clone(), other_repo.clone()];
+        let full = state(maintainer, &[("refs/heads/main", oid('a'))], &[]);
+        let facts = |state: &RepoState, hosted: Vec<RepoId>, pending, authoritative: Vec<RepoId>, source| {
+            StateFacts {
+                state: state.clone(),
+                hosted_owners: hosted,
+                pending,
+                authoritative,
+                source,
+            }
+        };
+        let hold = vec![Effect::Hold {
+            kind: Nip34Kind::State,
+            identifier: full.identifier.clone(),
+            sync: true,
+        }];
+        let apply = |source: &RepoId| Effect::ApplyState {
+            source: source.clone(),
+            repos: both.clone(),
+        };
+        let abbreviated = state(maintainer, &[], &[("refs/heads/main", "aaaaaaa")]);
+        let cases: Vec<(&str, StateFacts, Answer, Vec<Effect>)> = vec![
+            (
+                "no hosted repository lists the author as a maintainer",
+                facts(&full, vec![], None, vec![], None),
+                Answer::Blocked("no repository 'r' on this server lists you as a maintainer".into()),
+                vec![],
+            ),
+            (
+                "a newer state of the author's already waits",
+                facts(&full, both.clone(), Some((id(6), true)), vec![], None),
+                Answer::Blocked(format!(
+                    "a newer state from you is already waiting for its git data ({})",
+                    id(6)
+                )),
+                vec![],
+            ),
+            (
+                "its data is on disk: every repository it speaks for is synced from where it is",
+                facts(&full, both.clone(), None, both.clone(), Some(other_repo.clone())),
+                Answer::Accept,
+                vec![apply(&other_repo)],
+            ),
+            (
+                "applied at once, it makes the author's older waiting state moot",
+                facts(
+                    &full,
+                    both.clone(),
+                    Some((id(4), false)),
+                    both.clone(),
+                    Some(owner_repo.clone()),
+                ),
+                Answer::Accept,
+                vec![apply(&owner_repo), Effect::DropPending(id(4))],
+            ),
+            (
+                "its data has not arrived: it waits and the sync hunts for it",
+                facts(&full, both.clone(), None, both.clone(), None),
+                Answer::Purgatory,
+                hold.clone(),
+            ),
+            (
+                "newer stored states cover every repository: it waits (and expires)",
+                facts(&full, both.clone(), None, vec![], Some(owner_repo.clone())),
+                Answer::Purgatory,
+                hold.clone(),
+            ),
+            (
+                "a ref named by an abbreviated id: it waits whatever is on disk",
+                facts(
+                    &abbreviated,
+                    both.clone(),
+                    None,
+                    both.clone(),
+                    Some(owner_repo.clone()),
+                ),
+                Answer::Purgatory,
+                hold.clone(),
+            ),
+        ];
+        for (case, facts, answer, effects) in cases {
+            assert_eq!(decide_state(&facts), Decision { answer, effects }, "{case}");
+        }
+    }
+
+    #[test]
+    fn pull_requests_follow_grasp_01_45_in_both_orders() {
+        let named = repo(key(), "r");
+        let maintained = repo(key(), "r");
+        let targets = vec![named.clone(), maintained.clone()];
+        let pr = PullRequest {
+            id: id(7),
+            author: key(),
+            repos: vec![named.clone()],
+            tip: oid('c'),
+            clone: Vec::new(),
+        };
+        let facts = |targets: Vec<RepoId>, pushed_elsewhere: Vec<(RepoId, Oid)>, source: Option<RepoId>| {
+            PullRequestFacts {
+                pull_request: pr.clone(),
+                kind: Nip34Kind::PullRequestUpdate,
+                targets,
+                pushed_elsewhere,
+                source,
+            }
+        };
+        let hold = Effect::Hold {
+            kind: Nip34Kind::PullRequestUpdate,
+            identifier: named.identifier.clone(),
+            sync: true,
+        };
+        let cases: Vec<(&str, PullRequestFacts, Answer, Vec<Effect>)> = vec![
+            (
+                "it names no hosted repository",
+                facts(vec![], vec![], None),
+                Answer::Blocked("pull request names no repository hosted on this server".into()),
+                vec![],
+            ),
+            (
+                "git first: the tip is here, its ref goes into every target",
+                facts(targets.clone(), vec![], Some(maintained.clone())),
+                Answer::Accept,
+                vec![Effect::ApplyPullRequest {
+                    source: maintained.clone(),
+                    targets: targets.clone(),
+                }],
+            ),
+            (
+                "event first: it waits for its commit",
+                facts(targets.clone(), vec![], None),
+                Answer::Purgatory,
+                vec![hold.clone()],
+            ),
+            (
+                "git first with another tip: that ref goes and the event waits",
+                facts(targets.clone(), vec![(named.clone(), oid('d'))], None),
+                Answer::Purgatory,
+                vec![
+                    Effect::DropPullRequestRef {
+                        repo: named.clone(),
+                        at: oid('d'),
+                    },
+                    hold.clone(),
+                ],
+            ),
+        ];
+        for (case, facts, answer, effects) in cases {
+            assert_eq!(
+                decide_pull_request(&facts),
+                Decision { answer, effects },
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_events_are_accepted_by_their_references_grasp_01_13() {
+        let foreign = repo(key(), "elsewhere");
+        let cases: Vec<(&str, RelatedFacts, Answer, Vec<Effect>)> = vec![
+            (
+                "it tags (or is tagged by) something here",
+                RelatedFacts {
+                    references_here: true,
+                    ..RelatedFacts::default()
+                },
+                Answer::Accept,
+                vec![],
+            ),
+            (
+                "a deletion of something here also clears purgatory",
+                RelatedFacts {
+                    references_here: true,
+                    is_deletion: true,
+                    ..RelatedFacts::default()
+                },
+                Answer::Accept,
+                vec![Effect::ApplyDeletion],
+            ),
+            (
+                "it names only a repository hosted elsewhere",
+                RelatedFacts {
+                    foreign: Some(foreign.clone()),
+                    ..RelatedFacts::default()
+                },
+                Answer::Blocked(format!("repository {foreign} is not hosted on this server")),
+                vec![],
+            ),
+            (
+                "it references nothing",
+                RelatedFacts::default(),
+                Answer::Blocked("event does not reference a repository or event on this server".into()),
+                vec![],
+            ),
+        ];
+        for (case, facts, answer, effects) in cases {
+            assert_eq!(decide_related(&facts), Decision { answer, effects }, "{case}");
+        }
+    }
+}
