@@ -9,8 +9,8 @@
 
 use nostr::EventId;
 
-use crate::git::Oid;
 use crate::nip34::{Announcement, Identifier, Nip34Kind, PullRequest, RepoId, RepoState};
+use crate::types::Oid;
 
 /// The message GRASP-01 [22] prescribes for events held in purgatory.
 pub const PURGATORY_MESSAGE: &str = "won't be served until git data arrives";
@@ -284,7 +284,7 @@ mod tests {
     use nostr::{Keys, PublicKey, Timestamp};
 
     use super::*;
-    use crate::git::RefName;
+    use crate::types::RefName;
 
     fn key() -> PublicKey {
         Keys::generate().public_key()

@@ -47,13 +47,11 @@ struct Inner {
     metrics: Metrics,
     /// Identifiers whose waiting events need git data from other servers (shared with the sync
     /// loop, which consumes it).
-    sync_queue: crate::sync::SyncQueue,
-    /// Per-domain fetch throttles (shared with the sync loop; read by status).
-    sync_throttle: crate::sync::ThrottleManager,
+    sync_queue: crate::queue::SyncQueue,
     /// Every processing result, for `StatusService.WatchProcessing`.
     processed: broadcast::Sender<Processed>,
     /// Repositories waiting for `git maintenance` (consumed by `process::maintenance::run`).
-    housekeeping: crate::process::maintenance::Housekeeping,
+    housekeeping: crate::queue::Housekeeping,
     /// What `/readyz` reports besides the store and the git root.
     readiness: Readiness,
 }
@@ -74,7 +72,7 @@ pub struct Processed {
     pub source: &'static str,
     pub repo: RepoId,
     pub at_ms: i64,
-    pub result: crate::process::ProcessResult,
+    pub result: crate::types::ProcessResult,
 }
 
 /// One owner's newest announcement for an identifier, from the store or from purgatory.
@@ -136,7 +134,6 @@ impl App {
             config.initial_head.clone(),
         );
         let (served, _) = broadcast::channel(1024);
-        let sync_throttle = crate::sync::throttle_for(&config.sync);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -146,8 +143,7 @@ impl App {
                 served,
                 identifier_locks: DashMap::new(),
                 metrics: Metrics::default(),
-                sync_queue: crate::sync::SyncQueue::new(),
-                sync_throttle,
+                sync_queue: crate::queue::SyncQueue::new(),
                 processed: broadcast::channel(256).0,
                 housekeeping: Default::default(),
                 readiness: Readiness::default(),
@@ -171,16 +167,12 @@ impl App {
         &self.inner.git
     }
 
-    pub fn housekeeping(&self) -> &crate::process::maintenance::Housekeeping {
+    pub fn housekeeping(&self) -> &crate::queue::Housekeeping {
         &self.inner.housekeeping
     }
 
-    pub fn sync_queue(&self) -> &crate::sync::SyncQueue {
+    pub fn sync_queue(&self) -> &crate::queue::SyncQueue {
         &self.inner.sync_queue
-    }
-
-    pub fn sync_throttle(&self) -> &crate::sync::ThrottleManager {
-        &self.inner.sync_throttle
     }
 
     pub fn readiness(&self) -> &Readiness {
@@ -229,7 +221,7 @@ impl App {
         &self,
         source: &'static str,
         repo: &RepoId,
-        result: &crate::process::ProcessResult,
+        result: &crate::types::ProcessResult,
     ) {
         let at_ms = crate::purgatory::now_ms();
         if source == "push" {

@@ -6,16 +6,16 @@
 //! in O's recursive maintainer set. A push is allowed only when every updated ref ends where that
 //! state says; a ref the state does not list may only be deleted. Pushes to
 //! `refs/nostr/<event-id>` carry pull request tips and follow their own rule.
+//!
+//! [`decide`] is a pure function of the updates and [`PushFacts`]; `process::push` gathers the
+//! facts from the store, purgatory and the repository group.
 
 use std::collections::HashMap;
 
-use nostr::{Event, EventId, Kind};
+use nostr::{Event, EventId};
 
-use crate::app::App;
-use crate::git::{Oid, RefName};
-use crate::nip34::{KIND_STATE, Nip34Kind, PullRequest, RepoId, RepoState};
-use crate::purgatory::is_newer;
-use crate::store::StoreError;
+use crate::nip34::{PullRequest, RepoState};
+use crate::types::{Nip34Kind, Oid, RefName, RepoId};
 
 /// One `<old> <new> <ref>` line of a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,24 +32,6 @@ pub struct Verdict {
     pub allowed: bool,
     /// A complete sentence for the pusher (empty when there is nothing to say).
     pub message: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuthorizeError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Decides each update: gathers what the decision needs ([`PushFacts`]), then [`decide`]s. The
-/// caller refuses the whole push if any verdict is a refusal (git's pre-receive is all or
-/// nothing).
-pub async fn authorize_push(
-    app: &App,
-    repo: &RepoId,
-    updates: &[RefUpdate],
-) -> Result<Vec<Verdict>, AuthorizeError> {
-    let facts = gather(app, repo, updates).await?;
-    Ok(decide(repo, updates, &facts))
 }
 
 /// Everything a push is decided on, as plain data.
@@ -75,37 +57,9 @@ pub enum KnownPullRequest {
     Unreadable(String),
 }
 
-async fn gather(app: &App, repo: &RepoId, updates: &[RefUpdate]) -> Result<PushFacts, StoreError> {
-    let group = app.repo_group(&repo.identifier).await?;
-    if !group.by_owner.contains_key(&repo.owner) {
-        return Ok(PushFacts::default());
-    }
-    let maintainers = group.maintainers(&repo.owner);
-    let state = authoritative_state(app, repo, &maintainers)
-        .await?
-        .map(|(event, state)| (event.id, state));
-    let mut pull_requests = HashMap::new();
-    for update in updates {
-        let Some(Ok(event_id)) = pull_request_ref(&update.name) else {
-            continue;
-        };
-        let known = match app.purgatory().get(&event_id) {
-            Some(entry) => Some(entry.event.clone()),
-            None => app.store().event_by_id(&event_id).await?,
-        };
-        if let Some(event) = known {
-            pull_requests.insert(event_id, KnownPullRequest::of(&event));
-        }
-    }
-    Ok(PushFacts {
-        announced: true,
-        state,
-        pull_requests,
-    })
-}
-
 impl KnownPullRequest {
-    fn of(event: &Event) -> Self {
+    /// What `event` is, as a `refs/nostr/<event-id>` ref sees it.
+    pub fn of(event: &Event) -> Self {
         if !matches!(
             Nip34Kind::of(event.kind),
             Some(Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate)
@@ -142,7 +96,7 @@ pub fn decide(repo: &RepoId, updates: &[RefUpdate], facts: &PushFacts) -> Vec<Ve
 
 /// `Some` for a ref under `refs/nostr/`: the event id it names, or `Err` when the rest is not
 /// one (64 lowercase hex digits).
-fn pull_request_ref(name: &RefName) -> Option<Result<EventId, ()>> {
+pub fn pull_request_ref(name: &RefName) -> Option<Result<EventId, ()>> {
     let suffix = name.as_str().strip_prefix("refs/nostr/")?;
     let well_formed = suffix.len() == 64
         && suffix
@@ -154,30 +108,6 @@ fn pull_request_ref(name: &RefName) -> Option<Result<EventId, ()>> {
             .flatten()
             .ok_or(()),
     )
-}
-
-/// The newest state, stored or pending, by a member of `maintainers`.
-pub async fn authoritative_state(
-    app: &App,
-    repo: &RepoId,
-    maintainers: &std::collections::BTreeSet<nostr::PublicKey>,
-) -> Result<Option<(Event, RepoState)>, StoreError> {
-    let stored = app
-        .store()
-        .by_identifier(Kind::from(KIND_STATE), repo.identifier.as_str())
-        .await?;
-    let pending = app
-        .purgatory()
-        .for_identifier(&repo.identifier)
-        .into_iter()
-        .filter(|entry| entry.kind == Nip34Kind::State)
-        .map(|entry| entry.event.clone());
-    let newest = stored
-        .into_iter()
-        .chain(pending)
-        .filter(|event| maintainers.contains(&event.pubkey))
-        .reduce(|a, b| if is_newer(&a, &b) { a } else { b });
-    Ok(newest.and_then(|event| RepoState::parse(&event).ok().map(|state| (event, state))))
 }
 
 fn state_ref(update: &RefUpdate, event_id: &EventId, state: &RepoState) -> Verdict {

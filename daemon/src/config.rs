@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::git::RefName;
+use crate::types::RefName;
 
 /// Who serves git smart HTTP (`/<npub>/<identifier>.git/...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

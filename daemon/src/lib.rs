@@ -8,11 +8,13 @@ pub mod authorize;
 pub mod config;
 pub mod git;
 pub mod http;
+mod layers;
 pub mod metrics;
 pub mod nip01;
 pub mod nip34;
 pub mod process;
 pub mod purgatory;
+pub mod queue;
 pub mod relay;
 pub mod rpc;
 pub mod server;
@@ -21,3 +23,4 @@ pub mod store;
 pub mod sync;
 #[cfg(test)]
 mod testing;
+pub mod types;

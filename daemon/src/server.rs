@@ -102,15 +102,17 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     if queued > 0 {
         tracing::info!(queued, "sync queue rebuilt from purgatory");
     }
+    // The per-domain throttles belong to the sync loop; status shows them.
+    let throttle = crate::sync::throttle_for(&config.sync);
     let syncer = crate::sync::Syncer::with_throttle(
         crate::sync::RealSyncContext::new(app.clone()),
         app.sync_queue().clone(),
-        app.sync_throttle().clone(),
+        throttle.clone(),
         &config.sync,
     );
     let mut tasks = vec![
         tokio::spawn(crate::sync::run(syncer, signal.clone())),
-        tokio::spawn(rpc::serve(app.clone(), rpc_listeners, signal.clone())),
+        tokio::spawn(rpc::serve(app.clone(), rpc_listeners, throttle, signal.clone())),
         tokio::spawn(rpc::spool::run(app.clone(), signal.clone())),
         tokio::spawn(expiry::run(app.clone(), signal.clone())),
         tokio::spawn(maintenance::run(app.clone(), signal.clone())),

@@ -8,16 +8,16 @@
 mod hooks;
 
 pub use hooks::{FAST_NAME as FAST_HOOK_NAME, FULL_NAME as FULL_HOOK_NAME};
-mod types;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use types::{GitValueError, Oid, RefName};
+pub use crate::types::{GitValueError, Oid, RefChanges, RefName};
 
 use crate::config::HookSetup;
-use crate::nip34::{RepoId, RepoState};
+use crate::types::RepoId;
 
 /// Errors of the git layer.
 #[derive(Debug, thiserror::Error)]
@@ -49,23 +49,13 @@ pub(crate) const REPO_CONFIG: &[(&str, &str)] = &[
     ("receive.autogc", "false"),
 ];
 
-/// What aligning a repository with a state changed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RefChanges {
-    pub created: u32,
-    pub updated: u32,
-    pub deleted: u32,
-    pub head_changed: bool,
-}
-
-impl RefChanges {
-    /// Adds another alignment's changes to these.
-    pub fn absorb(&mut self, other: &RefChanges) {
-        self.created += other.created;
-        self.updated += other.updated;
-        self.deleted += other.deleted;
-        self.head_changed |= other.head_changed;
-    }
+/// What a repository's refs should be after [`GitRepos::align`]: its branches and tags exactly
+/// `refs`, HEAD at `head` (left alone when `None`); `reason` goes into the reflog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefTargets {
+    pub refs: BTreeMap<RefName, Oid>,
+    pub head: Option<RefName>,
+    pub reason: String,
 }
 
 /// Handle to the git root. Cloning is shallow.
@@ -152,7 +142,7 @@ impl GitRepos {
             return None;
         }
         let owner = nostr::PublicKey::parse(npub).ok()?;
-        let identifier = crate::nip34::Identifier::parse(dir.strip_suffix(".git")?).ok()?;
+        let identifier = crate::types::Identifier::parse(dir.strip_suffix(".git")?).ok()?;
         let repo = RepoId::new(owner, identifier);
         (repo.npub() == npub).then_some(repo)
     }
@@ -434,14 +424,14 @@ impl GitRepos {
         .await
     }
 
-    /// Makes the repository's branches and tags exactly the state's (create, move, delete) and
-    /// points HEAD where the state says. Refs outside `refs/heads/` and `refs/tags/` that the state
+    /// Makes the repository's branches and tags exactly `targets`' (create, move, delete) and
+    /// points HEAD where they say. Refs outside `refs/heads/` and `refs/tags/` that the state
     /// does not name (such as `refs/nostr/<event-id>`) are left alone. The caller has checked that
     /// the objects exist.
-    pub async fn align(&self, repo: &RepoId, state: &RepoState) -> Result<RefChanges, GitError> {
+    pub async fn align(&self, repo: &RepoId, targets: &RefTargets) -> Result<RefChanges, GitError> {
         let path = self.path(repo);
-        let state = state.clone();
-        blocking(move || aligned(&path, &state)).await
+        let targets = targets.clone();
+        blocking(move || aligned(&path, &targets)).await
     }
 }
 
@@ -560,22 +550,22 @@ fn is_aligned_namespace(name: &str) -> bool {
 }
 
 /// [`align_at`], again while a lock is in the way; the changes count every attempt's work.
-fn aligned(path: &Path, state: &RepoState) -> Result<RefChanges, GitError> {
+fn aligned(path: &Path, targets: &RefTargets) -> Result<RefChanges, GitError> {
     let mut changes = RefChanges::default();
-    waiting_out_locks(|| align_at(path, state, &mut changes))?;
+    waiting_out_locks(|| align_at(path, targets, &mut changes))?;
     Ok(changes)
 }
 
 /// One attempt at aligning; what it changed is added to `changes`, also when it fails part way.
-fn align_at(path: &Path, state: &RepoState, changes: &mut RefChanges) -> Result<(), GitError> {
+fn align_at(path: &Path, targets: &RefTargets, changes: &mut RefChanges) -> Result<(), GitError> {
     let repository = git2::Repository::open_bare(path)?;
-    let reflog = format!("graspd: align with state {}", state.id);
+    let reflog = format!("graspd: {}", targets.reason);
 
     let mut stale = Vec::new();
     for reference in repository.references()? {
         let reference = reference?;
         let Ok(name) = reference.name() else { continue };
-        if is_aligned_namespace(name) && !state.refs.keys().any(|r| r.as_str() == name) {
+        if is_aligned_namespace(name) && !targets.refs.keys().any(|r| r.as_str() == name) {
             stale.push(name.to_owned());
         }
     }
@@ -584,7 +574,7 @@ fn align_at(path: &Path, state: &RepoState, changes: &mut RefChanges) -> Result<
         changes.deleted += 1;
     }
 
-    for (name, oid) in &state.refs {
+    for (name, oid) in &targets.refs {
         let target = git2::Oid::from_str(oid.as_str())?;
         match repository.find_reference(name.as_str()) {
             Ok(current) if current.target() == Some(target) => {}
@@ -600,10 +590,10 @@ fn align_at(path: &Path, state: &RepoState, changes: &mut RefChanges) -> Result<
         }
     }
 
-    if let Some(head) = &state.head {
+    if let Some(head) = &targets.head {
         let current = repository.find_reference("HEAD")?;
-        if current.symbolic_target()? != Some(head.0.as_str()) {
-            repository.reference_symbolic("HEAD", head.0.as_str(), true, &reflog)?;
+        if current.symbolic_target()? != Some(head.as_str()) {
+            repository.reference_symbolic("HEAD", head.as_str(), true, &reflog)?;
             changes.head_changed = true;
         }
     }
@@ -630,7 +620,7 @@ mod tests {
     fn repo_id(identifier: &str) -> RepoId {
         RepoId::new(
             nostr::Keys::generate().public_key(),
-            crate::nip34::Identifier::parse(identifier).expect("identifier"),
+            crate::types::Identifier::parse(identifier).expect("identifier"),
         )
     }
 
@@ -762,12 +752,8 @@ mod tests {
             .expect("commit")
     }
 
-    fn state_with(refs: &[(&str, git2::Oid)]) -> RepoState {
-        RepoState {
-            id: nostr::EventId::all_zeros(),
-            author: nostr::Keys::generate().public_key(),
-            identifier: crate::nip34::Identifier::parse("r").expect("identifier"),
-            created_at: nostr::Timestamp::from(1),
+    fn state_with(refs: &[(&str, git2::Oid)]) -> RefTargets {
+        RefTargets {
             refs: refs
                 .iter()
                 .map(|(name, oid)| {
@@ -777,8 +763,8 @@ mod tests {
                     )
                 })
                 .collect(),
-            unresolved: BTreeMap::new(),
             head: None,
+            reason: "test".into(),
         }
     }
 
@@ -825,14 +811,10 @@ mod tests {
         let path = dir.path().join("r.git");
         git2::Repository::init_bare(&path).expect("init");
         let missing = Oid::parse("1234567890123456789012345678901234567890").expect("oid");
-        let state = RepoState {
-            id: nostr::EventId::all_zeros(),
-            author: nostr::Keys::generate().public_key(),
-            identifier: crate::nip34::Identifier::parse("r").expect("identifier"),
-            created_at: nostr::Timestamp::from(1),
+        let state = RefTargets {
             refs: BTreeMap::from([(RefName::parse("refs/heads/main").expect("ref"), missing)]),
-            unresolved: BTreeMap::new(),
             head: None,
+            reason: "test".into(),
         };
         assert!(aligned(&path, &state).is_err());
         let repository = git2::Repository::open_bare(&path).expect("open");

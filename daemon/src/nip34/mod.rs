@@ -4,23 +4,18 @@
 //! Parsing happens once, where an event enters; the rest of the daemon works with these typed
 //! views and never looks at raw tags again.
 
-mod identifier;
 mod maintainers;
 
 use std::collections::BTreeMap;
 
 use nostr::{Event, EventId, Kind, PublicKey, Timestamp};
 
-use crate::git::{Oid, RefName};
-
-pub use identifier::{Identifier, IdentifierError, RepoId, npub};
+pub use crate::types::{
+    Identifier, IdentifierError, KIND_ANNOUNCEMENT, KIND_PATCH, KIND_PULL_REQUEST, KIND_PULL_REQUEST_UPDATE,
+    KIND_STATE, Nip34Kind, RepoId, npub,
+};
+use crate::types::{Oid, RefName};
 pub use maintainers::maintainer_set;
-
-pub const KIND_ANNOUNCEMENT: u16 = 30617;
-pub const KIND_STATE: u16 = 30618;
-pub const KIND_PATCH: u16 = 1617;
-pub const KIND_PULL_REQUEST: u16 = 1618;
-pub const KIND_PULL_REQUEST_UPDATE: u16 = 1619;
 
 /// Why an event cannot be read as the NIP-34 event its kind says it is. Shown to the client
 /// after `invalid:`.
@@ -42,47 +37,6 @@ pub enum Nip34Error {
     BadTip(String),
     #[error("missing 'a' tag naming a repository (30617:<owner>:<identifier>)")]
     MissingRepository,
-}
-
-/// What kind of NIP-34 event graspd treats specially.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Nip34Kind {
-    Announcement,
-    State,
-    PullRequest,
-    PullRequestUpdate,
-}
-
-impl Nip34Kind {
-    pub fn of(kind: Kind) -> Option<Self> {
-        match kind.as_u16() {
-            KIND_ANNOUNCEMENT => Some(Self::Announcement),
-            KIND_STATE => Some(Self::State),
-            KIND_PULL_REQUEST => Some(Self::PullRequest),
-            KIND_PULL_REQUEST_UPDATE => Some(Self::PullRequestUpdate),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Announcement => "announcement",
-            Self::State => "state",
-            Self::PullRequest => "pull-request",
-            Self::PullRequestUpdate => "pull-request-update",
-        }
-    }
-
-    pub fn parse_str(s: &str) -> Option<Self> {
-        [
-            Self::Announcement,
-            Self::State,
-            Self::PullRequest,
-            Self::PullRequestUpdate,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
 }
 
 /// A repository announcement (kind 30617).

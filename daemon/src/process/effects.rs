@@ -36,7 +36,7 @@ pub async fn apply(app: &App, event: &Event, decision: Decision) -> Result<Answe
                 answer = match inserted {
                     Inserted::Added | Inserted::Replaced(_) => {
                         if sync {
-                            let delay = crate::sync::delay_for(&app.config().sync, Source::User);
+                            let delay = crate::queue::delay_for(&app.config().sync, Source::User);
                             app.sync_queue().enqueue(identifier.clone(), delay);
                         }
                         tracing::debug!(event_id = %event.id, %identifier, "event held in purgatory");

@@ -9,16 +9,12 @@
 //! fetches into one repository are checked once). Git decides what is due (too many packs or
 //! loose objects), exactly as it would have after the push.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::app::App;
 use crate::metrics;
-use crate::nip34::RepoId;
 use crate::shutdown::Signal;
 
 /// How long after a request a repository is checked: requests arriving meanwhile coalesce.
@@ -34,69 +30,11 @@ pub const FIRST_SWEEP: Duration = Duration::from_secs(3600);
 /// up every other repository).
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Requests for housekeeping, each repository queued at most once.
-#[derive(Debug)]
-pub struct Housekeeping {
-    queue: mpsc::UnboundedSender<(RepoId, Instant)>,
-    pending: Mutex<HashSet<RepoId>>,
-    /// Taken by [`run`].
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<(RepoId, Instant)>>>,
-}
-
-impl Default for Housekeeping {
-    fn default() -> Self {
-        let (queue, receiver) = mpsc::unbounded_channel();
-        Self {
-            queue,
-            pending: Mutex::new(HashSet::new()),
-            receiver: Mutex::new(Some(receiver)),
-        }
-    }
-}
-
-impl Housekeeping {
-    /// Asks for `repo` to be checked soon; a repository already waiting is not queued twice.
-    pub fn request(&self, repo: &RepoId) {
-        let newly = self
-            .pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(repo.clone());
-        if newly {
-            let _ = self.queue.send((repo.clone(), Instant::now()));
-        }
-    }
-
-    /// Repositories waiting to be checked.
-    pub fn len(&self) -> usize {
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn take(&self, repo: &RepoId) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(repo);
-    }
-}
-
 /// Runs the requested checks until shutdown. A check that is running when shutdown comes is not
 /// waited for and not killed: git finishes it (or cleans up on the service manager's SIGTERM),
 /// so no lock file is left behind to block later runs.
 pub async fn run(app: App, mut shutdown: Signal) {
-    let taken = app
-        .housekeeping()
-        .receiver
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take();
+    let taken = app.housekeeping().take_requests();
     let Some(mut requests) = taken else {
         tracing::error!("housekeeping started twice; the second task does nothing");
         return;
@@ -172,40 +110,5 @@ async fn sweep(app: &App) {
     );
     for repo in &repos {
         app.housekeeping().request(repo);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn repo(identifier: &str) -> RepoId {
-        RepoId::new(
-            nostr::Keys::generate().public_key(),
-            crate::nip34::Identifier::parse(identifier).expect("identifier"),
-        )
-    }
-
-    #[test]
-    fn a_repository_waits_once_however_often_it_is_asked_for() {
-        let housekeeping = Housekeeping::default();
-        let (a, b) = (repo("a"), repo("b"));
-        housekeeping.request(&a);
-        housekeeping.request(&a);
-        housekeeping.request(&b);
-        assert_eq!(housekeeping.len(), 2);
-        let mut receiver = housekeeping
-            .receiver
-            .lock()
-            .expect("lock")
-            .take()
-            .expect("receiver");
-        assert_eq!(receiver.try_recv().expect("first").0, a);
-        assert_eq!(receiver.try_recv().expect("second").0, b);
-        assert!(receiver.try_recv().is_err(), "a is queued once");
-        // Once a check starts, new data asks again.
-        housekeeping.take(&a);
-        housekeeping.request(&a);
-        assert_eq!(receiver.try_recv().expect("again").0, a);
     }
 }

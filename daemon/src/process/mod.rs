@@ -14,16 +14,18 @@
 pub mod effects;
 pub mod expiry;
 pub mod maintenance;
+pub mod push;
 
 use std::collections::HashSet;
 
 use nostr::{Event, Kind};
 
 use crate::app::{App, RepoGroup};
-use crate::git::{GitError, Oid, RefChanges, RefName};
+use crate::git::{GitError, Oid, RefChanges, RefName, RefTargets};
 use crate::nip34::{KIND_STATE, Nip34Kind, PullRequest, RepoId, RepoState};
 use crate::purgatory::is_newer;
 use crate::store::StoreError;
+pub use crate::types::ProcessResult;
 
 /// Errors while syncing one event.
 #[derive(Debug, thiserror::Error)]
@@ -34,68 +36,6 @@ pub enum ProcessError {
     Git(#[from] GitError),
     #[error("event {event} no longer reads as it did when it was decided on: {why}")]
     Unreadable { event: nostr::EventId, why: String },
-}
-
-/// What one run of the procedure did (the `ProcessResult` of the gRPC API).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ProcessResult {
-    pub states_released: u32,
-    pub pull_requests_released: u32,
-    pub announcements_released: u32,
-    pub repos_synced: u32,
-    pub refs_created: u32,
-    pub refs_updated: u32,
-    pub refs_deleted: u32,
-    /// Non-fatal errors, one line each (the event concerned stays in purgatory).
-    pub errors: Vec<String>,
-}
-
-impl ProcessResult {
-    fn add(&mut self, changes: &RefChanges) {
-        self.refs_created += changes.created;
-        self.refs_updated += changes.updated;
-        self.refs_deleted += changes.deleted;
-    }
-
-    /// Adds another run's counts and errors to these (start-up reconciliation sums its runs).
-    pub fn absorb(&mut self, other: ProcessResult) {
-        self.states_released += other.states_released;
-        self.pull_requests_released += other.pull_requests_released;
-        self.announcements_released += other.announcements_released;
-        self.repos_synced += other.repos_synced;
-        self.refs_created += other.refs_created;
-        self.refs_updated += other.refs_updated;
-        self.refs_deleted += other.refs_deleted;
-        self.errors.extend(other.errors);
-    }
-
-    /// Whether anything happened worth telling the pusher.
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    /// Lines for the pusher (`remote: ...`) and the log.
-    pub fn summary(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        if self.states_released + self.pull_requests_released + self.announcements_released > 0 {
-            lines.push(format!(
-                "graspd: released {} state(s), {} pull request(s), {} announcement(s) from purgatory",
-                self.states_released, self.pull_requests_released, self.announcements_released
-            ));
-        }
-        if self.repos_synced > 0 {
-            lines.push(format!(
-                "graspd: synced {} repositor{} ({} refs created, {} updated, {} deleted)",
-                self.repos_synced,
-                if self.repos_synced == 1 { "y" } else { "ies" },
-                self.refs_created,
-                self.refs_updated,
-                self.refs_deleted
-            ));
-        }
-        lines.extend(self.errors.iter().map(|e| format!("graspd: error: {e}")));
-        lines
-    }
 }
 
 /// Git data is now available in `source` (pushed, fetched, or found at start). `new_oids` are
@@ -259,12 +199,21 @@ async fn sync_state(
             app.git().copy_objects(source, repo, wanted.clone()).await?;
             app.housekeeping().request(repo);
         }
-        let change = app.git().align(repo, state).await?;
+        let change = app.git().align(repo, &ref_targets(state)).await?;
         tracing::info!(repo = %repo, state = %state.id, created = change.created, updated = change.updated,
             deleted = change.deleted, "aligned repository with state");
         changes.push(change);
     }
     Ok(changes)
+}
+
+/// What a repository's refs are once it follows `state`.
+fn ref_targets(state: &RepoState) -> RefTargets {
+    RefTargets {
+        refs: state.refs.clone(),
+        head: state.head.as_ref().map(|head| head.0.clone()),
+        reason: format!("align with state {}", state.id),
+    }
 }
 
 /// Hosted repositories for which `state` is authoritative: the author is in the owner's recursive

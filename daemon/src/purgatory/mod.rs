@@ -17,9 +17,9 @@ use dashmap::DashMap;
 use nostr::{Event, EventId, Kind, PublicKey};
 use tokio::sync::Notify;
 
-use crate::git::Oid;
-use crate::nip34::{Identifier, Nip34Kind, RepoId};
 use crate::store::{PlaceholderRow, PurgatoryRow, Store, StoreError};
+use crate::types::Oid;
+use crate::types::{Identifier, KIND_ANNOUNCEMENT, KIND_STATE, Nip34Kind, RepoId};
 
 /// How an event reached us. Sync-sourced events are retried sooner by the sync loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,7 +301,7 @@ impl Purgatory {
     /// The pending announcement for a repository, if one waits.
     pub fn announcement(&self, repo: &RepoId) -> Option<Arc<Entry>> {
         let address = (
-            Kind::from(crate::nip34::KIND_ANNOUNCEMENT).as_u16(),
+            Kind::from(KIND_ANNOUNCEMENT).as_u16(),
             repo.owner,
             repo.identifier.clone(),
         );
@@ -317,8 +317,8 @@ impl Purgatory {
         identifier: &Identifier,
     ) -> Option<Arc<Entry>> {
         let kind = match kind {
-            Nip34Kind::Announcement => crate::nip34::KIND_ANNOUNCEMENT,
-            Nip34Kind::State => crate::nip34::KIND_STATE,
+            Nip34Kind::Announcement => KIND_ANNOUNCEMENT,
+            Nip34Kind::State => KIND_STATE,
             Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate => return None,
         };
         let id = *self.inner.by_address.get(&(kind, *author, identifier.clone()))?;

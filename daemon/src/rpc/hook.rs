@@ -8,7 +8,7 @@ use grasp_proto::v1::hook_service_server::HookService;
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
-use crate::authorize::{self, RefUpdate};
+use crate::authorize::RefUpdate;
 use crate::git::{Oid, RefName};
 use crate::nip34::RepoId;
 use crate::process::{self, ProcessResult};
@@ -134,7 +134,7 @@ impl HookService for Hooks {
         let request = request.into_inner();
         let repo = self.repo(&request.repo_path)?;
         let updates = parse_updates(&request.updates)?;
-        let verdicts = authorize::authorize_push(&self.app, &repo, &updates)
+        let verdicts = crate::process::push::authorize_push(&self.app, &repo, &updates)
             .await
             .map_err(|e| Status::internal(format!("cannot authorize: {e}")))?;
         let allowed = verdicts.iter().all(|v| v.allowed);

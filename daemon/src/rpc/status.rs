@@ -1,6 +1,7 @@
 //! `grasp.v1.StatusService`: the operator's view, answered from what the store, purgatory and the
 //! repositories on disk actually hold.
 
+use crate::sync::ThrottleManager;
 use std::collections::BTreeSet;
 use std::pin::Pin;
 
@@ -12,7 +13,6 @@ use tokio_stream::wrappers::BroadcastStream;
 use tonic::{Request, Response, Status};
 
 use crate::app::{App, Processed};
-use crate::authorize;
 use crate::metrics::get;
 use crate::nip34::{Identifier, Nip34Kind, PullRequest, RepoId, RepoState, npub};
 use crate::purgatory::{Entry, now_ms};
@@ -25,11 +25,17 @@ pub struct StatusApi {
     app: App,
     /// Where the daemon listens, as shown by GetStatus.
     listen: Vec<String>,
+    /// The sync loop's per-domain throttles, shown by ListSync.
+    throttle: ThrottleManager,
 }
 
 impl StatusApi {
-    pub fn new(app: App, listen: Vec<String>) -> Self {
-        Self { app, listen }
+    pub fn new(app: App, listen: Vec<String>, throttle: ThrottleManager) -> Self {
+        Self {
+            app,
+            listen,
+            throttle,
+        }
     }
 
     async fn summary(&self, repo: &RepoId) -> Result<pb::RepositorySummary, Status> {
@@ -242,7 +248,7 @@ impl StatusService for StatusApi {
                 maintainers_npub: k.announcement.maintainers.iter().map(npub).collect(),
             })
             .collect();
-        let state = authorize::authoritative_state(&self.app, &repo, &maintainers)
+        let state = crate::process::push::authoritative_state(&self.app, &repo, &maintainers)
             .await
             .map_err(internal)?;
         let on_disk = self.app.git().refs(&repo).await.map_err(internal)?;
@@ -337,8 +343,7 @@ impl StatusService for StatusApi {
             })
             .collect();
         let throttles = self
-            .app
-            .sync_throttle()
+            .throttle
             .snapshot(now)
             .into_iter()
             .map(|(domain, in_flight, last_minute, waiting)| pb::DomainThrottle {

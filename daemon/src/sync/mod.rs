@@ -24,7 +24,6 @@
 
 pub mod address;
 pub mod context;
-pub mod queue;
 pub mod throttle;
 
 #[cfg(test)]
@@ -43,12 +42,11 @@ use crate::config::{Domain, SyncSettings};
 use crate::git::{GitError, Oid};
 use crate::nip34::{Identifier, RepoId};
 use crate::process::ProcessResult;
-use crate::purgatory::Source;
 use crate::shutdown::Signal;
 use crate::store::StoreError;
 
+pub use crate::queue::{Claim, Outcome, SyncQueue, SyncQueueEntry, backoff, delay_for};
 pub use context::{RealSyncContext, enqueue_waiting};
-pub use queue::{Claim, Outcome, SyncQueue, SyncQueueEntry, backoff};
 pub use throttle::{DomainThrottle, ThrottleLimits, ThrottleManager};
 
 /// Why one step of a sync failed. None of these stops the loop: the identifier is retried.
@@ -71,14 +69,6 @@ pub enum SyncError {
          (start graspd with --sync-private-addresses to allow)"
     )]
     PrivateAddress { url: String, address: std::net::IpAddr },
-}
-
-/// How long a new waiting event of `source` lets its identifier rest before the sync looks.
-pub fn delay_for(settings: &SyncSettings, source: Source) -> Duration {
-    match source {
-        Source::User => settings.default_delay,
-        Source::Sync => settings.immediate_delay,
-    }
 }
 
 /// A clone URL the sync may fetch from: http or https, with a host that is not this server.

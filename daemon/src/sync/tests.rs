@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::throttle::RATE_WINDOW;
 use super::*;
+use crate::purgatory::Source;
 use crate::shutdown::Shutdown;
 
 // ---- fixtures ------------------------------------------------------------------------------

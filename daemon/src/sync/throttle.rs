@@ -19,8 +19,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::SyncUrl;
-use super::queue::Claim;
 use crate::nip34::Identifier;
+use crate::queue::Claim;
 
 /// The length of the rate limit's sliding window.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::nip34::Identifier;
+use crate::types::Identifier;
 
 /// Waits after the first, second and third unsuccessful attempt; every later one waits the last.
 pub const BACKOFF: [Duration; 4] = [

@@ -1,0 +1,77 @@
+//! Push authorization's I/O half: gathers the [`PushFacts`] `authorize::decide` needs (the
+//! repository group, the authoritative state, the events pull request refs name) and asks it.
+
+use std::collections::HashMap;
+
+use nostr::{Event, Kind};
+
+use crate::app::App;
+use crate::authorize::{KnownPullRequest, PushFacts, RefUpdate, Verdict, decide, pull_request_ref};
+use crate::nip01::is_newer;
+use crate::nip34::{KIND_STATE, Nip34Kind, RepoId, RepoState};
+use crate::store::StoreError;
+
+/// Decides each update: gathers what the decision needs ([`PushFacts`]), then [`decide`]s. The
+/// caller refuses the whole push if any verdict is a refusal (git's pre-receive is all or
+/// nothing).
+pub async fn authorize_push(
+    app: &App,
+    repo: &RepoId,
+    updates: &[RefUpdate],
+) -> Result<Vec<Verdict>, StoreError> {
+    let facts = gather(app, repo, updates).await?;
+    Ok(decide(repo, updates, &facts))
+}
+
+async fn gather(app: &App, repo: &RepoId, updates: &[RefUpdate]) -> Result<PushFacts, StoreError> {
+    let group = app.repo_group(&repo.identifier).await?;
+    if !group.by_owner.contains_key(&repo.owner) {
+        return Ok(PushFacts::default());
+    }
+    let maintainers = group.maintainers(&repo.owner);
+    let state = authoritative_state(app, repo, &maintainers)
+        .await?
+        .map(|(event, state)| (event.id, state));
+    let mut pull_requests = HashMap::new();
+    for update in updates {
+        let Some(Ok(event_id)) = pull_request_ref(&update.name) else {
+            continue;
+        };
+        let known = match app.purgatory().get(&event_id) {
+            Some(entry) => Some(entry.event.clone()),
+            None => app.store().event_by_id(&event_id).await?,
+        };
+        if let Some(event) = known {
+            pull_requests.insert(event_id, KnownPullRequest::of(&event));
+        }
+    }
+    Ok(PushFacts {
+        announced: true,
+        state,
+        pull_requests,
+    })
+}
+
+/// The newest state, stored or pending, by a member of `maintainers`.
+pub async fn authoritative_state(
+    app: &App,
+    repo: &RepoId,
+    maintainers: &std::collections::BTreeSet<nostr::PublicKey>,
+) -> Result<Option<(Event, RepoState)>, StoreError> {
+    let stored = app
+        .store()
+        .by_identifier(Kind::from(KIND_STATE), repo.identifier.as_str())
+        .await?;
+    let pending = app
+        .purgatory()
+        .for_identifier(&repo.identifier)
+        .into_iter()
+        .filter(|entry| entry.kind == Nip34Kind::State)
+        .map(|entry| entry.event.clone());
+    let newest = stored
+        .into_iter()
+        .chain(pending)
+        .filter(|event| maintainers.contains(&event.pubkey))
+        .reduce(|a, b| if is_newer(&a, &b) { a } else { b });
+    Ok(newest.and_then(|event| RepoState::parse(&event).ok().map(|state| (event, state))))
+}
