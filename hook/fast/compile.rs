@@ -7,7 +7,7 @@
 // (anything but x86_64 Linux, or a cross build); there the full grasp-hook serves alone.
 
 fn compile_fast_hook(fast_dir: &std::path::Path) -> Option<std::path::PathBuf> {
-    for file in ["main.rs", "sys.rs", "wire.rs", "huffman.rs", "compile.rs"] {
+    for file in ["main.rs", "sys.rs", "wire.rs", "huffman.rs", "compile.rs", "../../values/src/rules.rs"] {
         println!("cargo:rerun-if-changed={}", fast_dir.join(file).display());
     }
     let var = |name: &str| std::env::var(name).unwrap_or_default();

@@ -18,6 +18,11 @@
 #![no_main]
 
 mod huffman;
+// The rules on object ids and ref names the daemon and grasp-hook apply (crate grasp-values),
+// included as a module: the fast hook is built without cargo.
+#[allow(dead_code)]
+#[path = "../../values/src/rules.rs"]
+mod rules;
 mod sys;
 mod wire;
 

@@ -72,16 +72,13 @@ pub struct Update<'a> {
 }
 
 fn is_oid(text: &[u8]) -> bool {
-    (text.len() == 40 || text.len() == 64) && text.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    crate::rules::object_id_problem(text).is_none()
 }
 
-/// Only printable ASCII without spaces, under `refs/`, with no `..`: a strict subset of what the
-/// full hook accepts, so a line this refuses is one the full hook judges (and words).
+/// A ref name git accepts, in ASCII: a subset of what the full hook accepts, so a line this
+/// refuses is one the full hook judges (and words).
 fn is_plain_ref(name: &[u8]) -> bool {
-    name.len() > 5
-        && name.starts_with(b"refs/")
-        && name.iter().all(|b| (0x21..0x7f).contains(b))
-        && !name.windows(2).any(|w| w == b"..")
+    name.is_ascii() && crate::rules::ref_name_problem(name).is_none()
 }
 
 /// Parses git's hook input into `slots`; returns how many lines there were.

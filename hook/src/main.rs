@@ -16,8 +16,9 @@ mod config;
 mod spool;
 mod updates;
 
-// The fast hook (hook/fast, a separate no_std binary built by build.rs) shares no code with this
-// one; its pure parts are compiled in here only to be unit-tested with std and prost.
+// The fast hook (hook/fast, a separate no_std binary built by build.rs) shares only the
+// grasp-values rules with this one; its pure parts are compiled in here only to be unit-tested
+// with std and prost (`crate::rules` is how its wire code reaches those rules).
 #[cfg(test)]
 mod fast_tests;
 #[cfg(test)]
@@ -27,6 +28,8 @@ mod huffman;
 #[path = "../fast/wire.rs"]
 #[allow(dead_code)] // the fast hook's reading side is exercised by the hook tests, not unit tests
 mod wire;
+#[cfg(test)]
+use grasp_values as rules;
 
 use std::ffi::OsString;
 use std::fmt::Display;

@@ -5,6 +5,7 @@
 //! and why) so that nothing malformed ever reaches the daemon: a bad line is answered here, with
 //! its line number, without a round trip.
 
+use grasp_values::OidProblem;
 use std::fmt;
 use std::io::{self, BufRead};
 
@@ -23,19 +24,15 @@ pub struct Oid(String);
 impl Oid {
     /// Parses an object id exactly as git prints it; `what` names the field in the error.
     fn parse(text: &str, what: &str) -> Result<Oid, String> {
-        if text.len() != 40 && text.len() != 64 {
-            return Err(format!(
-                "{what} object id {text:?} has {} characters, expected 40 or 64",
-                text.len()
-            ));
+        match grasp_values::object_id_problem(text.as_bytes()) {
+            None => Ok(Oid(text.to_owned())),
+            Some(OidProblem::Length(len)) => Err(format!(
+                "{what} object id {text:?} has {len} characters, expected 40 or 64"
+            )),
+            Some(OidProblem::NotLowercaseHex) => {
+                Err(format!("{what} object id {text:?} is not lowercase hexadecimal"))
+            }
         }
-        if !text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(format!("{what} object id {text:?} is not lowercase hexadecimal"));
-        }
-        Ok(Oid(text.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -43,29 +40,17 @@ impl Oid {
     }
 }
 
-/// A full ref name such as `refs/heads/main`. Only the properties the hook can check without git
-/// are checked (prefix, no whitespace or control characters, no `..`); the daemon applies the rest
-/// of git's rules and the GRASP policy.
+/// A full ref name such as `refs/heads/main`, checked with git's check-ref-format rules (the
+/// same `grasp_values` rules the daemon applies); the daemon applies the GRASP policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefName(String);
 
 impl RefName {
     fn parse(text: &str) -> Result<RefName, String> {
-        if !text.starts_with("refs/") {
-            return Err(format!("ref name {text:?} does not start with refs/"));
+        match grasp_values::ref_name_problem(text.as_bytes()) {
+            None => Ok(RefName(text.to_owned())),
+            Some(problem) => Err(format!("ref name {text:?} {}", problem.describe())),
         }
-        if text.len() == "refs/".len() {
-            return Err("ref name \"refs/\" names no ref".to_owned());
-        }
-        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "ref name {text:?} contains whitespace or a control character"
-            ));
-        }
-        if text.contains("..") {
-            return Err(format!("ref name {text:?} contains \"..\""));
-        }
-        Ok(RefName(text.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

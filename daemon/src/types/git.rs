@@ -17,13 +17,9 @@ pub struct Oid(String);
 
 impl Oid {
     pub fn parse(s: &str) -> Result<Self, GitValueError> {
-        let hex = s
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if (s.len() == 40 || s.len() == 64) && hex {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(GitValueError::Oid(truncate(s)))
+        match grasp_values::object_id_problem(s.as_bytes()) {
+            None => Ok(Self(s.to_owned())),
+            Some(_) => Err(GitValueError::Oid(truncate(s))),
         }
     }
 
@@ -48,16 +44,16 @@ impl fmt::Display for Oid {
     }
 }
 
-/// A full ref name (`refs/...`) that passes git's `check-ref-format` rules.
+/// A full ref name (`refs/...`) that passes git's `check-ref-format` rules (the rules are
+/// `grasp_values::ref_name_problem`, shared with the hooks).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RefName(String);
 
 impl RefName {
     pub fn parse(s: &str) -> Result<Self, GitValueError> {
-        if is_valid_ref_name(s) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(GitValueError::RefName(truncate(s)))
+        match grasp_values::ref_name_problem(s.as_bytes()) {
+            None => Ok(Self(s.to_owned())),
+            Some(_) => Err(GitValueError::RefName(truncate(s))),
         }
     }
 
@@ -75,25 +71,6 @@ impl fmt::Display for RefName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// git's ref-name rules (git-check-ref-format(1)) for a full name under `refs/`.
-fn is_valid_ref_name(s: &str) -> bool {
-    if !s.starts_with("refs/") || s.len() > 1024 {
-        return false;
-    }
-    if s.ends_with('/') || s.ends_with('.') || s.contains("..") || s.contains("//") {
-        return false;
-    }
-    if s.contains("@{") || s == "@" {
-        return false;
-    }
-    let bad_char = |c: char| c.is_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\');
-    if s.chars().any(bad_char) {
-        return false;
-    }
-    s.split('/')
-        .all(|part| !part.is_empty() && !part.starts_with('.') && !part.ends_with(".lock"))
 }
 
 fn truncate(s: &str) -> String {
