@@ -2,7 +2,7 @@
 //!
 //! git starts a receive hook twice per push, and a program linked with glibc spends most of its
 //! short life starting up (see `sys.rs`). This one has no C library and no allocator: it reads
-//! git's ref updates, finds the daemon's socket (environment, else the repository's git config),
+//! git's ref updates, finds the daemon's socket (the environment graspd's front or nginx gives it),
 //! makes the one `HookService` call over HTTP/2 itself, prints the daemon's messages and exits,
 //! in a fraction of the time.
 //!
@@ -36,21 +36,14 @@ const MAX_UPDATES: usize = 512;
 const DEFAULT_TIMEOUT_SECS: i64 = 30;
 
 const STDIN_BYTES: usize = 64 * 1024;
-const CONFIG_BYTES: usize = 64 * 1024;
 const MESSAGE_BYTES: usize = 64 * 1024;
 const REQUEST_BYTES: usize = 80 * 1024;
 const READ_BYTES: usize = 64 * 1024;
 const BLOCK_BYTES: usize = 64 * 1024;
 const SCRATCH_BYTES: usize = 2 * BLOCK_BYTES;
 const ANSWER_BYTES: usize = 1024 * 1024;
-const ARENA_BYTES: usize = STDIN_BYTES
-    + CONFIG_BYTES
-    + MESSAGE_BYTES
-    + REQUEST_BYTES
-    + READ_BYTES
-    + BLOCK_BYTES
-    + SCRATCH_BYTES
-    + ANSWER_BYTES;
+const ARENA_BYTES: usize =
+    STDIN_BYTES + MESSAGE_BYTES + REQUEST_BYTES + READ_BYTES + BLOCK_BYTES + SCRATCH_BYTES + ANSWER_BYTES;
 
 /// All working memory, zero pages until touched.
 static mut ARENA: [u8; ARENA_BYTES] = [0; ARENA_BYTES];
@@ -144,7 +137,6 @@ impl From<Unsure> for Failure {
 
 /// The working memory, cut into its parts.
 struct Buffers {
-    config: &'static mut [u8],
     message: &'static mut [u8],
     request: &'static mut [u8],
     read: &'static mut [u8],
@@ -159,14 +151,12 @@ impl Buffers {
         #[allow(clippy::deref_addrof)]
         let arena: &'static mut [u8] = unsafe { &mut *(&raw mut ARENA) };
         let (stdin, rest) = arena.split_at_mut(STDIN_BYTES);
-        let (config, rest) = rest.split_at_mut(CONFIG_BYTES);
         let (message, rest) = rest.split_at_mut(MESSAGE_BYTES);
         let (request, rest) = rest.split_at_mut(REQUEST_BYTES);
         let (read, rest) = rest.split_at_mut(READ_BYTES);
         let (block, rest) = rest.split_at_mut(BLOCK_BYTES);
         let (scratch, answer) = rest.split_at_mut(SCRATCH_BYTES);
         let buffers = Buffers {
-            config,
             message,
             request,
             read,
@@ -249,7 +239,6 @@ fn say(parts: &[&[u8]]) {
 /// The whole fast path: the answer's exit status, or why the full hook must take over.
 fn fast(process: &Process, mode: Mode, input: &[u8], buffers: Buffers) -> Result<i32, Failure> {
     let Buffers {
-        config,
         message,
         request,
         read,
@@ -266,8 +255,7 @@ fn fast(process: &Process, mode: Mode, input: &[u8], buffers: Buffers) -> Result
     let mut cwd = [0u8; 4096];
     let repo = sys::getcwd(&mut cwd).ok_or(Unsure)?;
 
-    let mut socket_buf = [0u8; 4096];
-    let socket = socket_path(process, repo, config, &mut socket_buf)?;
+    let socket = socket_path(process)?;
     let timeout_secs = match process.env(b"GRASP_HOOK_TIMEOUT_SECS") {
         None => DEFAULT_TIMEOUT_SECS,
         Some(text) => parse_secs(text).ok_or(Unsure)?,
@@ -343,42 +331,14 @@ fn decimal(mut value: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
-/// GRASPD_SOCKET, else `graspd.socket` from the repository's config (relative to the repository).
-fn socket_path<'a>(process: &Process, repo: &[u8], config: &mut [u8], buf: &'a mut [u8]) -> Sure<&'a [u8]> {
-    let mut out = Out::new(buf);
-    if let Some(value) = process.env(b"GRASPD_SOCKET").filter(|v| !v.is_empty()) {
-        out.put(value)?;
-    } else {
-        let mut path = [0u8; 4096];
-        let mut path_out = Out::new(&mut path);
-        path_out.put(repo)?;
-        path_out.put(b"/config\0")?;
-        let text = read_file(path_out.bytes(), config)?;
-        let value = wire::config_value(text, b"socket")?
-            .filter(|v| !v.is_empty())
-            .ok_or(Unsure)?;
-        if value[0] != b'/' {
-            out.put(repo)?;
-            out.put(b"/")?;
-        }
-        out.put(value)?;
-    }
-    let len = out.len();
-    Ok(&buf[..len])
-}
-
-/// The whole of a small file (`path` NUL-terminated).
-fn read_file<'a>(path: &[u8], buf: &'a mut [u8]) -> Sure<&'a [u8]> {
-    let fd = sys::open_read(path);
-    if fd < 0 {
-        return Err(Unsure);
-    }
-    let (filled, complete) = read_all(fd as i32, buf);
-    sys::close(fd as i32);
-    if !complete {
-        return Err(Unsure);
-    }
-    Ok(&buf[..filled])
+/// GRASPD_SOCKET, which git http-backend passes on from graspd's front (or nginx). Without it,
+/// the full hook takes over: it also reads the repository's git config, for pushes that reach
+/// the repository another way.
+fn socket_path(process: &Process) -> Sure<&'static [u8]> {
+    process
+        .env(b"GRASPD_SOCKET")
+        .filter(|v| !v.is_empty())
+        .ok_or(Unsure)
 }
 
 /// The buffers a call's answer goes through.

@@ -9,7 +9,6 @@ use core::arch::asm;
 
 pub const STDIN: i32 = 0;
 pub const STDERR: i32 = 2;
-const AT_FDCWD: isize = -100;
 const EINTR: isize = 4;
 pub const EAGAIN: isize = 11;
 const EINPROGRESS: isize = 115;
@@ -72,28 +71,6 @@ pub fn write_all(fd: i32, mut buf: &[u8]) -> bool {
 pub fn close(fd: i32) {
     // SAFETY: closing a descriptor touches no memory.
     unsafe { syscall(3, [fd as usize, 0, 0, 0, 0, 0]) };
-}
-
-/// Opens `path` (NUL-terminated) read-only.
-pub fn open_read(path: &[u8]) -> isize {
-    if path.last() != Some(&0) {
-        return -22;
-    }
-    const O_RDONLY_CLOEXEC: usize = 0o2000000;
-    // SAFETY: `path` is NUL-terminated.
-    retry(|| unsafe {
-        syscall(
-            257,
-            [
-                AT_FDCWD as usize,
-                path.as_ptr() as usize,
-                O_RDONLY_CLOEXEC,
-                0,
-                0,
-                0,
-            ],
-        )
-    })
 }
 
 /// The current directory, without its NUL; `None` when it does not fit or is gone.

@@ -259,40 +259,6 @@ fn hook_input_parses_only_plain_lines() {
 }
 
 #[test]
-fn config_values_are_read_only_from_plain_graspd_sections() {
-    let config = b"[core]\n\tbare = true\n[GraspD] # ours\n\tSocket = /run/a.sock\n[other]\n\tsocket = no\n[graspd]\n\tsocket = /run/b.sock\n";
-    assert_eq!(
-        wire::config_value(config, b"socket"),
-        Ok(Some(&b"/run/b.sock"[..]))
-    );
-    assert_eq!(
-        wire::config_value(b"[core]\n\tbare = true\n", b"socket"),
-        Ok(None)
-    );
-    assert_eq!(
-        wire::config_value(b"[remote \"origin\"]\n\turl = x\n[graspd]\nsocket=s\n", b"socket"),
-        Ok(Some(&b"s"[..]))
-    );
-    for unsure in [
-        &b"[graspd]\n\tsocket = \"/run/a b.sock\"\n"[..],
-        b"[graspd]\n\tsocket = /run/a.sock ; comment\n",
-        b"[graspd]\n\tsocket = /run/\\\n",
-        b"[include]\n\tpath = other\n",
-        b"[includeIf \"gitdir:/x\"]\n\tpath = other\n",
-        b"[graspd \"sub\"]\n\tsocket = /x\n",
-        b"[graspd] socket = /x\n",
-        b"[graspd\n",
-    ] {
-        assert_eq!(
-            wire::config_value(unsure, b"socket"),
-            Err(Unsure),
-            "{}",
-            String::from_utf8_lossy(unsure)
-        );
-    }
-}
-
-#[test]
 fn a_call_is_a_preface_settings_and_one_stream_of_headers_and_data() {
     let message = vec![7u8; 40_000];
     let mut buf = vec![0u8; 80 * 1024];

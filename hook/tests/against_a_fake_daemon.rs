@@ -608,9 +608,12 @@ async fn the_fast_hook_answers_plain_pushes_by_itself() {
     };
     let daemon = FakeDaemon::default();
     world.serve(daemon.clone());
+    // As graspd's front and nginx give it (the fast hook reads no git config).
+    let socket = world.socket.to_string_lossy().into_owned();
+    let env = [("GRASPD_SOCKET", socket.as_str())];
 
     let input = update("refs/heads/main") + &update("refs/heads/denied");
-    let output = world.run(&world.hook("pre-receive"), &[], &[], &input).await;
+    let output = world.run(&world.hook("pre-receive"), &[], &env, &input).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_eq!(
         stderr(&output),
@@ -618,12 +621,12 @@ async fn the_fast_hook_answers_plain_pushes_by_itself() {
     );
 
     let output = world
-        .run(&world.hook("pre-receive"), &[], &[], &update("refs/heads/main"))
+        .run(&world.hook("pre-receive"), &[], &env, &update("refs/heads/main"))
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 
     let output = world
-        .run(&world.hook("post-receive"), &[], &[], &update("refs/heads/main"))
+        .run(&world.hook("post-receive"), &[], &env, &update("refs/heads/main"))
         .await;
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(
@@ -683,11 +686,12 @@ async fn a_push_too_large_for_the_fast_hook_goes_whole_to_the_full_hook() {
 async fn after_the_fast_hook_times_out_the_full_hook_spools_after_one_second_more() {
     let Some(world) = fast_world() else { return };
     world.serve(FakeDaemon::default());
+    let socket = world.socket.to_string_lossy().into_owned();
     let output = world
         .run(
             &world.hook("post-receive"),
             &[],
-            &[("GRASP_HOOK_TIMEOUT_SECS", "2")],
+            &[("GRASP_HOOK_TIMEOUT_SECS", "2"), ("GRASPD_SOCKET", &socket)],
             &update("refs/heads/slow"),
         )
         .await;

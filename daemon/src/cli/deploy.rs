@@ -38,6 +38,10 @@ pub struct NginxSite {
     pub http_backend: PathBuf,
     /// fcgiwrap's Unix socket.
     pub fcgiwrap_socket: PathBuf,
+    /// The daemon's gRPC socket and the spool, passed to the hooks through git http-backend's
+    /// environment.
+    pub hook_socket: PathBuf,
+    pub spool_dir: PathBuf,
 }
 
 /// Why no configuration can be printed.
@@ -87,6 +91,8 @@ impl NginxSite {
             git_root: absolute(&config.git_root),
             http_backend: absolute(&http_backend),
             fcgiwrap_socket: absolute(&args.fcgiwrap_socket),
+            hook_socket: config.hooks.socket.clone(),
+            spool_dir: config.hooks.spool_dir.clone(),
         };
         site.check()?;
         Ok(site)
@@ -119,6 +125,8 @@ impl NginxSite {
             &in_quotes,
         )?;
         unquotable("--fcgiwrap-socket", &path_text(&self.fcgiwrap_socket), &in_quotes)?;
+        unquotable("--grpc-socket", &path_text(&self.hook_socket), &in_quotes)?;
+        unquotable("the spool directory", &path_text(&self.spool_dir), &in_quotes)?;
         Ok(())
     }
 }
@@ -183,6 +191,9 @@ pub fn nginx_config(site: &NginxSite) -> String {
     let git_root = path_text(&site.git_root);
     let http_backend = path_text(&site.http_backend);
     let fcgiwrap = path_text(&site.fcgiwrap_socket);
+    let hook_socket = path_text(&site.hook_socket);
+    let spool_dir = path_text(&site.spool_dir);
+    let (socket_env, spool_env) = (graspd::http::SOCKET_ENV, graspd::http::SPOOL_ENV);
     let NginxSite {
         listen,
         server_name,
@@ -210,8 +221,8 @@ server {{
     send_timeout {LONG_TIMEOUT};
 
     # Git smart HTTP (and the dumb protocol's files): stock git http-backend through fcgiwrap.
-    # Its receive-pack runs grasp-hook from each repository's core.hooksPath; the hook finds
-    # graspd through the repository's git config (graspd.socket).
+    # Its receive-pack runs the hooks from each repository's core.hooksPath; they find graspd
+    # through GRASPD_SOCKET below (grasp-hook falls back to the repository's graspd.socket).
     location ~ "^/npub1[a-z0-9]{{58}}/[^/]+\.git/(HEAD|info/refs|objects/.+|git-upload-pack|git-receive-pack)$" {{
         # GRASP-01 CORS headers, on every answer (errors too).
 {cors}
@@ -224,6 +235,9 @@ server {{
         fastcgi_param GIT_PROJECT_ROOT "{git_root}";
         # Serve every repository under the root; graspd decides what exists there.
         fastcgi_param GIT_HTTP_EXPORT_ALL 1;
+        # How the hooks reach graspd (git http-backend passes its environment on to them).
+        fastcgi_param {socket_env} "{hook_socket}";
+        fastcgi_param {spool_env} "{spool_dir}";
         # Anonymous receive-pack (http.receivepack = true per repository): authorization is the
         # hooks' job, against signed Nostr state, never an HTTP user.
         fastcgi_param REMOTE_USER "";
@@ -354,6 +368,7 @@ mod tests {
         };
         assert!(refused(&["--git-root", "/srv/$git"]));
         assert!(refused(&["--fcgiwrap-socket", "/run/a\"b"]));
+        assert!(refused(&["--grpc-socket", "/run/$graspd.sock"]));
         assert!(refused(&["--nginx-listen", "80; include /etc/passwd"]));
         assert!(!refused(&["--git-root", "/srv/git repos"]));
     }
@@ -367,6 +382,8 @@ mod tests {
             r#"fastcgi_param SCRIPT_FILENAME "/usr/lib/git-core/git-http-backend";"#,
             r#"fastcgi_param GIT_PROJECT_ROOT "/var/lib/graspd/repos";"#,
             "fastcgi_param GIT_HTTP_EXPORT_ALL 1;",
+            r#"fastcgi_param GRASPD_SOCKET "/var/lib/graspd/graspd.sock";"#,
+            r#"fastcgi_param GRASPD_SPOOL "/var/lib/graspd/spool";"#,
             r#"fastcgi_param REMOTE_USER "";"#,
             "fastcgi_param PATH_INFO $uri;",
             "fastcgi_param QUERY_STRING $query_string;",

@@ -27,6 +27,11 @@ use crate::config::GitHttp;
 use crate::nip34::{Identifier, RepoId};
 use crate::shutdown::Signal;
 
+/// Where the hooks find the daemon's socket and the spool directory (read by grasp-hook and the
+/// fast hook; the names are theirs).
+pub const SOCKET_ENV: &str = "GRASPD_SOCKET";
+pub const SPOOL_ENV: &str = "GRASPD_SPOOL";
+
 /// Response bodies: small ones in full today; the git front will stream.
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -40,12 +45,17 @@ pub struct Front {
 
 impl Front {
     pub fn new(app: App, relay: LocalRelay) -> Self {
+        // git http-backend hands its environment to receive-pack and so to the hooks: they find
+        // the daemon here (the fast hook only here; the repository's git config is grasp-hook's
+        // fallback for pushes that come another way). nginx passes the same (`nginx-config`).
+        let hooks = &app.config().hooks;
         let git = cgi::GitBackend {
             git_root: app.config().git_root.clone(),
             git_program: app.config().git_program.clone(),
-            // Hooks find the daemon through the repository's git config (graspd.socket), the
-            // same way they do behind nginx.
-            extra_env: Vec::new(),
+            extra_env: vec![
+                (SOCKET_ENV.to_owned(), hooks.socket.display().to_string()),
+                (SPOOL_ENV.to_owned(), hooks.spool_dir.display().to_string()),
+            ],
         };
         Self {
             app,
