@@ -257,13 +257,14 @@ impl Bench {
         let repo = self.server.repo_path(&self.owner, "hook");
         let installed = self.server.data.path().join("hooks").join("pre-receive");
         let full = hook_binary();
+        let socket = self.server.socket();
         let (fast_times, full_times, spawn_times) = tokio::task::spawn_blocking(move || {
             let stdin = format!("{ZERO_OID} {oid} refs/heads/main\n");
             let fast_times: Vec<Duration> = (0..HOOK_RUNS)
-                .map(|_| run_hook(&installed, &[], &repo, &stdin))
+                .map(|_| run_hook(&installed, &[], &repo, &socket, &stdin))
                 .collect();
             let full_times: Vec<Duration> = (0..HOOK_RUNS)
-                .map(|_| run_hook(&full, &["pre-receive"], &repo, &stdin))
+                .map(|_| run_hook(&full, &["pre-receive"], &repo, &socket, &stdin))
                 .collect();
             // For scale: what spawning and reaping any process costs here.
             let spawn_times: Vec<Duration> = (0..HOOK_RUNS)
@@ -377,13 +378,15 @@ fn print_comparison(label: &str, runs: usize, graspd: &[Duration], plain: &[Dura
     );
 }
 
-fn run_hook(hook: &Path, args: &[&str], repo: &Path, stdin: &str) -> Duration {
+/// Runs a hook as git http-backend started by graspd's front does: in the repository, `GIT_DIR=.`,
+/// the daemon's socket in `GRASPD_SOCKET`.
+fn run_hook(hook: &Path, args: &[&str], repo: &Path, socket: &Path, stdin: &str) -> Duration {
     let start = Instant::now();
     let mut child = Command::new(hook)
         .args(args)
         .current_dir(repo)
         .env("GIT_DIR", ".")
-        .env_remove("GRASPD_SOCKET")
+        .env("GRASPD_SOCKET", socket)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

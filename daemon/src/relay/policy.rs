@@ -84,6 +84,10 @@ impl GraspPolicy {
         let nip34 = Nip34Kind::of(event.kind);
         let Some(kind) = nip34 else {
             let decision = admission::decide_related(&self.related_facts(event).await?);
+            if decision.effects.is_empty() {
+                // Most events: nothing to carry out.
+                return Ok(decision.answer);
+            }
             return Ok(process::effects::apply(&self.app, event, decision).await?);
         };
         let Some(identifier) = self.identifier_of(event, kind).await? else {
