@@ -303,16 +303,7 @@ mod tests {
     }
 
     fn announcement(owner: PublicKey) -> Announcement {
-        Announcement {
-            repo: repo(owner, "r"),
-            created_at: Timestamp::from(10),
-            name: None,
-            description: None,
-            web: Vec::new(),
-            clone: Vec::new(),
-            relays: Vec::new(),
-            maintainers: Vec::new(),
-        }
+        Announcement::new(repo(owner, "r"), Timestamp::from(10))
     }
 
     fn announcement_facts() -> AnnouncementFacts {

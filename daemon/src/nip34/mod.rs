@@ -54,18 +54,23 @@ pub struct Announcement {
 }
 
 impl Announcement {
-    pub fn parse(event: &Event) -> Result<Self, Nip34Error> {
-        let identifier = Identifier::parse(&identifier_of(event)?)?;
-        let mut ann = Self {
-            repo: RepoId::new(event.pubkey, identifier),
-            created_at: event.created_at,
+    /// An announcement of `repo` with no tags but the identifier.
+    pub fn new(repo: RepoId, created_at: Timestamp) -> Self {
+        Self {
+            repo,
+            created_at,
             name: None,
             description: None,
             web: Vec::new(),
             clone: Vec::new(),
             relays: Vec::new(),
             maintainers: Vec::new(),
-        };
+        }
+    }
+
+    pub fn parse(event: &Event) -> Result<Self, Nip34Error> {
+        let identifier = Identifier::parse(&identifier_of(event)?)?;
+        let mut ann = Self::new(RepoId::new(event.pubkey, identifier), event.created_at);
         for tag in event.tags.iter() {
             let values = tag.as_slice();
             let (Some(name), rest) = (values.first(), values.get(1..).unwrap_or_default()) else {

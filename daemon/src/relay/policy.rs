@@ -16,11 +16,11 @@ use nostr::{Event, EventId, Kind};
 use nostr_relay_builder::builder::{WritePolicy, WritePolicyResult};
 
 use crate::admission::{
-    self, AnnouncementFacts, Answer, CommonFacts, Decision, PullRequestFacts, RelatedFacts, StateFacts,
+    self, AnnouncementFacts, Answer, CommonFacts, PullRequestFacts, RelatedFacts, StateFacts,
 };
 use crate::app::App;
 use crate::nip34::{
-    Announcement, Identifier, Nip34Error, Nip34Kind, PullRequest, RepoId, RepoState, parse_repo_coordinate,
+    Announcement, Identifier, Nip34Kind, PullRequest, RepoId, RepoState, parse_repo_coordinate,
     repo_coordinates,
 };
 use crate::process::{self, ProcessError};
@@ -64,13 +64,6 @@ pub struct GraspPolicy {
     app: App,
 }
 
-/// What the kind-specific rules decide on, for the identifier whose lock is held meanwhile.
-enum KindFacts {
-    Announcement(AnnouncementFacts),
-    State(StateFacts),
-    PullRequest(PullRequestFacts),
-}
-
 impl GraspPolicy {
     pub fn new(app: App) -> Self {
         Self { app }
@@ -90,40 +83,27 @@ impl GraspPolicy {
             }
             return Ok(process::effects::apply(&self.app, event, decision).await?);
         };
-        let Some(identifier) = self.identifier_of(event, kind).await? else {
-            return Ok(Answer::Invalid(unreadable(kind, event).unwrap_or_default()));
+        let parsed = match Parsed::read(event, kind) {
+            Ok(parsed) => parsed,
+            Err(why) => return Ok(Answer::Invalid(why)),
         };
-        let _serial = self.app.lock_identifier(&identifier).await;
-        let decision = match self.kind_facts(event, kind).await? {
-            Ok(KindFacts::Announcement(facts)) => admission::decide_announcement(&facts),
-            Ok(KindFacts::State(facts)) => admission::decide_state(&facts),
-            Ok(KindFacts::PullRequest(facts)) => admission::decide_pull_request(&facts),
-            Err(why) => Decision {
-                answer: Answer::Invalid(why),
-                effects: Vec::new(),
-            },
+        // A pull request goes to the hosted repositories it names or that are maintained by them;
+        // it is held (and its lock taken) under the first of those.
+        let targets = match &parsed {
+            Parsed::PullRequest(pr) => process::pull_request_targets(&self.app, pr).await?,
+            _ => Vec::new(),
+        };
+        let _serial = self.app.lock_identifier(&parsed.identifier(&targets)).await;
+        let decision = match parsed {
+            Parsed::Announcement(announcement) => {
+                admission::decide_announcement(&self.announcement_facts(event, announcement).await?)
+            }
+            Parsed::State(state) => admission::decide_state(&self.state_facts(state).await?),
+            Parsed::PullRequest(pr) => {
+                admission::decide_pull_request(&self.pull_request_facts(pr, kind, targets).await?)
+            }
         };
         Ok(process::effects::apply(&self.app, event, decision).await?)
-    }
-
-    /// The identifier whose lock covers deciding on a NIP-34 event: its own, or for a pull
-    /// request that of the first hosted repository it goes to (any named one when none is).
-    /// `None` when it does not parse.
-    async fn identifier_of(&self, event: &Event, kind: Nip34Kind) -> Result<Option<Identifier>, PolicyError> {
-        Ok(match kind {
-            Nip34Kind::Announcement => Announcement::parse(event).ok().map(|a| a.repo.identifier),
-            Nip34Kind::State => RepoState::parse(event).ok().map(|s| s.identifier),
-            Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate => match PullRequest::parse(event) {
-                Ok(pr) => {
-                    let targets = process::pull_request_targets(&self.app, &pr).await?;
-                    targets
-                        .first()
-                        .or(pr.repos.first())
-                        .map(|repo| repo.identifier.clone())
-                }
-                Err(_) => None,
-            },
-        })
     }
 
     async fn common_facts(&self, event: &Event) -> Result<CommonFacts, PolicyError> {
@@ -143,30 +123,6 @@ impl GraspPolicy {
             in_purgatory: self.app.purgatory().contains(&event.id),
             stored_newer,
         })
-    }
-
-    /// The facts of a NIP-34 event, or why it does not read as the kind it claims.
-    async fn kind_facts(
-        &self,
-        event: &Event,
-        kind: Nip34Kind,
-    ) -> Result<Result<KindFacts, String>, PolicyError> {
-        Ok(Ok(match kind {
-            Nip34Kind::Announcement => match Announcement::parse(event) {
-                Ok(announcement) => {
-                    KindFacts::Announcement(self.announcement_facts(event, announcement).await?)
-                }
-                Err(e) => return Ok(Err(format!("repository announcement: {e}"))),
-            },
-            Nip34Kind::State => match RepoState::parse(event) {
-                Ok(state) => KindFacts::State(self.state_facts(state).await?),
-                Err(e) => return Ok(Err(format!("repository state: {e}"))),
-            },
-            Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate => match PullRequest::parse(event) {
-                Ok(pr) => KindFacts::PullRequest(self.pull_request_facts(pr, kind).await?),
-                Err(e) => return Ok(Err(format!("pull request: {e}"))),
-            },
-        }))
     }
 
     // ---- 30617 -------------------------------------------------------------------------------
@@ -289,8 +245,8 @@ impl GraspPolicy {
         &self,
         pr: PullRequest,
         kind: Nip34Kind,
+        targets: Vec<RepoId>,
     ) -> Result<PullRequestFacts, PolicyError> {
-        let targets = process::pull_request_targets(&self.app, &pr).await?;
         let mut pushed_elsewhere = Vec::new();
         let mut source = None;
         if let Some(name) = process::pull_request_ref(&pr.id) {
@@ -381,18 +337,43 @@ impl GraspPolicy {
     }
 }
 
-/// Why a NIP-34 event does not read as its kind, for `invalid:`.
-fn unreadable(kind: Nip34Kind, event: &Event) -> Option<String> {
-    let error: Nip34Error = match kind {
-        Nip34Kind::Announcement => Announcement::parse(event).err()?,
-        Nip34Kind::State => RepoState::parse(event).err()?,
-        Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate => PullRequest::parse(event).err()?,
-    };
-    Some(match kind {
-        Nip34Kind::Announcement => format!("repository announcement: {error}"),
-        Nip34Kind::State => format!("repository state: {error}"),
-        _ => format!("pull request: {error}"),
-    })
+/// A NIP-34 event read as the kind it claims to be, once.
+enum Parsed {
+    Announcement(Announcement),
+    State(RepoState),
+    PullRequest(PullRequest),
+}
+
+impl Parsed {
+    /// The event as its kind, or what `invalid:` says about it.
+    fn read(event: &Event, kind: Nip34Kind) -> Result<Self, String> {
+        match kind {
+            Nip34Kind::Announcement => Announcement::parse(event)
+                .map(Self::Announcement)
+                .map_err(|e| format!("repository announcement: {e}")),
+            Nip34Kind::State => RepoState::parse(event)
+                .map(Self::State)
+                .map_err(|e| format!("repository state: {e}")),
+            Nip34Kind::PullRequest | Nip34Kind::PullRequestUpdate => PullRequest::parse(event)
+                .map(Self::PullRequest)
+                .map_err(|e| format!("pull request: {e}")),
+        }
+    }
+
+    /// The identifier whose lock covers deciding on the event: its own, or for a pull request
+    /// that of the first of its `targets` (of the first repository it names when none is hosted).
+    fn identifier(&self, targets: &[RepoId]) -> Identifier {
+        match self {
+            Self::Announcement(announcement) => announcement.repo.identifier.clone(),
+            Self::State(state) => state.identifier.clone(),
+            Self::PullRequest(pr) => targets
+                .first()
+                .or(pr.repos.first())
+                .map(|repo| repo.identifier.clone())
+                // Parsing guarantees a named repository; this only keeps the lock well defined.
+                .unwrap_or_else(|| Identifier::parse("_").expect("a valid identifier")),
+        }
+    }
 }
 
 /// The clone URL's path must be `/<npub>/<identifier>.git` (percent-encoding allowed; a trailing
