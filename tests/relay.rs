@@ -62,6 +62,9 @@ fn options_anywhere_is_204_and_every_response_has_cors_headers() {
     let missing = http(server.addr, "GET", "/no/such/thing", &[]);
     assert_eq!(missing.status, 404);
     assert_eq!(missing.header("access-control-allow-origin"), Some("*"));
+    let wrong_method = http(server.addr, "POST", "/healthz", &[]);
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.header("access-control-allow-origin"), Some("*"));
 }
 
 #[tokio::test]

@@ -8,8 +8,12 @@ pub mod health;
 pub mod pages;
 pub mod ws;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
+
+use axum::body::Body as AxumBody;
+use axum::extract::State;
+use axum::routing::{any, get};
+use axum::{Extension, Router, middleware};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -21,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use nostr::{FromBech32, PublicKey};
 use nostr_relay_builder::LocalRelay;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::app::App;
 use crate::config::GitHttp;
@@ -87,16 +92,17 @@ pub(crate) async fn accept_until_shutdown<F>(
 
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, front: Front, shutdown: Signal) {
+    let router = router(front);
     accept_until_shutdown(listener, shutdown, |stream, peer| {
         // Relay traffic is many small messages: do not let Nagle hold them back.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
         }
-        let front = front.clone();
+        let router = router.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let front = front.clone();
-                async move { Ok::<_, Infallible>(handle(front, req, peer).await) }
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                router.clone().oneshot(req)
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -109,8 +115,34 @@ pub async fn serve(listener: TcpListener, front: Front, shutdown: Signal) {
     .await;
 }
 
-async fn handle(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let mut response = route(front, req, peer).await;
+/// The client's address, put in each request's extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// The routes. Repository paths are the fallback, parsed from the raw path by [`parse_repo`]
+/// (percent-decoded exactly once, then validated): a route pattern would decode the identifier
+/// before graspd's own checks see it. `OPTIONS` anywhere is `204`, and CORS goes on every
+/// response, the router's own `404`/`405` included.
+pub fn router(front: Front) -> Router {
+    Router::new()
+        .route("/", any(root))
+        .route("/healthz", get(async || health::healthz()))
+        .route("/readyz", get(readyz))
+        .fallback(repository_path)
+        // The last layer added is the outermost: CORS also reaches `options_anywhere`'s answers.
+        .layer(middleware::from_fn(options_anywhere))
+        .layer(middleware::map_response(with_cors))
+        .with_state(front)
+}
+
+async fn options_anywhere(req: axum::extract::Request, next: middleware::Next) -> Response<AxumBody> {
+    if req.method() == Method::OPTIONS {
+        return empty(StatusCode::NO_CONTENT).map(AxumBody::new);
+    }
+    next.run(req).await
+}
+
+async fn with_cors<B>(mut response: Response<B>) -> Response<B> {
     add_cors(response.headers_mut());
     response
 }
@@ -118,6 +150,10 @@ async fn handle(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Respo
 /// GRASP-01 [64–67]: the CORS headers every response carries, errors included. Shared with the
 /// nginx configuration `graspd nginx-config` prints, so both fronts send the same. (Names in
 /// lowercase, as `HeaderName` wants them; HTTP header names are case-insensitive.)
+///
+/// tower-http's `CorsLayer` does not fit: it speaks the CORS protocol (allow-methods and
+/// allow-headers only on a preflight that names a method), while GRASP asks for the same three
+/// headers on every response, as the nginx configuration sends them.
 pub const CORS_HEADERS: [(&str, &str); 3] = [
     ("access-control-allow-origin", "*"),
     ("access-control-allow-methods", "GET, POST"),
@@ -133,30 +169,15 @@ fn add_cors(headers: &mut HeaderMap) {
     }
 }
 
-async fn route(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    if req.method() == Method::OPTIONS {
-        return empty(StatusCode::NO_CONTENT);
-    }
-    let path = req.uri().path().to_owned();
-    if path == "/" {
-        return root(front, req, peer);
-    }
-    if matches!(*req.method(), Method::GET | Method::HEAD) {
-        match path.as_str() {
-            "/healthz" => return health::healthz(),
-            "/readyz" => return health::readyz(&front.app).await,
-            _ => {}
-        }
-    }
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    if segments.first().is_some_and(|s| s.starts_with("npub1")) {
-        let segments: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
-        return repository_path(&front, req, peer, &segments).await;
-    }
-    not_found("There is nothing at this address.")
+async fn readyz(State(front): State<Front>) -> Response<Body> {
+    health::readyz(&front.app).await
 }
 
-fn root(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn root(
+    State(front): State<Front>,
+    Extension(Peer(peer)): Extension<Peer>,
+    req: axum::extract::Request,
+) -> Response<Body> {
     if is_websocket_upgrade(req.headers()) {
         return upgrade(front, req, peer);
     }
@@ -190,7 +211,7 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
 }
 
-fn upgrade(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+fn upgrade(front: Front, req: axum::extract::Request, peer: SocketAddr) -> Response<Body> {
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
@@ -227,12 +248,16 @@ fn upgrade(front: Front, req: Request<Incoming>, peer: SocketAddr) -> Response<B
 /// `/<npub>/<identifier>[.git][/<git path>]`: the repository page, or its git smart-HTTP paths
 /// served by `git http-backend` (GRASP-01 [34]: repositories in purgatory are served too).
 async fn repository_path(
-    front: &Front,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    segments: &[String],
+    State(front): State<Front>,
+    Extension(Peer(peer)): Extension<Peer>,
+    req: axum::extract::Request,
 ) -> Response<Body> {
-    let names: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if !segments.first().is_some_and(|s| s.starts_with("npub1")) {
+        return not_found("There is nothing at this address.");
+    }
+    let names = segments;
     let Some(repo) = parse_repo(&names) else {
         return not_found("This is not a repository address: expected /<npub>/<identifier>.git");
     };
@@ -248,7 +273,7 @@ async fn repository_path(
                 return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
             }
         }
-        if !segments[1].ends_with(".git") || !cgi::is_git_path(&rest) {
+        if !names[1].ends_with(".git") || !cgi::is_git_path(&rest) {
             return not_found("Not a git smart-HTTP path.");
         }
         if front.app.config().git_http == GitHttp::External {
