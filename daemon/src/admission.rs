@@ -44,15 +44,23 @@ pub enum Effect {
         identifier: Identifier,
         sync: bool,
     },
-    /// Bring every repository in `repos` to the state (objects copied from `source`, refs and
+    /// Bring every repository in `repos` to `state` (objects copied from `source`, refs and
     /// HEAD aligned) and release announcements waiting for data in them.
-    ApplyState { source: RepoId, repos: Vec<RepoId> },
+    ApplyState {
+        state: Box<RepoState>,
+        source: RepoId,
+        repos: Vec<RepoId>,
+    },
     /// The pull request's ref in `repo` was pushed at another tip, `at`: delete it (if it is
     /// still there) and forget its placeholder (GRASP-01 [45]: git first with another tip).
     DropPullRequestRef { repo: RepoId, at: Oid },
     /// Point the pull request's ref at its tip in every target (objects copied from `source`)
     /// and release announcements waiting for data in them.
-    ApplyPullRequest { source: RepoId, targets: Vec<RepoId> },
+    ApplyPullRequest {
+        pull_request: Box<PullRequest>,
+        source: RepoId,
+        targets: Vec<RepoId>,
+    },
     /// NIP-09: remove the deletion author's events from purgatory, and the empty repository of
     /// any announcement removed.
     ApplyDeletion,
@@ -190,6 +198,7 @@ pub fn decide_state(facts: &StateFacts) -> Decision {
         state.is_satisfiable(),
     ) {
         let mut effects = vec![Effect::ApplyState {
+            state: Box::new(state.clone()),
             source: source.clone(),
             repos: facts.authoritative.clone(),
         }];
@@ -231,11 +240,12 @@ pub fn decide_pull_request(facts: &PullRequestFacts) -> Decision {
         .iter()
         .map(|(repo, at)| Effect::DropPullRequestRef {
             repo: repo.clone(),
-            at: at.clone(),
+            at: *at,
         })
         .collect();
     if let Some(source) = &facts.source {
         effects.push(Effect::ApplyPullRequest {
+            pull_request: Box::new(facts.pull_request.clone()),
             source: source.clone(),
             targets: facts.targets.clone(),
         });
@@ -415,7 +425,7 @@ mod tests {
             created_at: Timestamp::from(20),
             refs: refs
                 .iter()
-                .map(|(n, o)| (RefName::parse(n).expect("ref"), o.clone()))
+                .map(|(n, o)| (RefName::parse(n).expect("ref"), *o))
                 .collect(),
             unresolved: unresolved
                 .iter()
@@ -447,6 +457,7 @@ mod tests {
             sync: true,
         }];
         let apply = |source: &RepoId| Effect::ApplyState {
+            state: Box::new(full.clone()),
             source: source.clone(),
             repos: both.clone(),
         };
@@ -553,6 +564,7 @@ mod tests {
                 facts(targets.clone(), vec![], Some(maintained.clone())),
                 Answer::Accept,
                 vec![Effect::ApplyPullRequest {
+                    pull_request: Box::new(pr.clone()),
                     source: maintained.clone(),
                     targets: targets.clone(),
                 }],

@@ -241,7 +241,7 @@ mod tests {
             created_at: Timestamp::from(1),
             refs: refs
                 .iter()
-                .map(|(name, oid)| (RefName::parse(name).expect("ref"), oid.clone()))
+                .map(|(name, oid)| (RefName::parse(name).expect("ref"), *oid))
                 .collect(),
             unresolved: unresolved
                 .iter()
@@ -268,20 +268,20 @@ mod tests {
     fn a_push_is_decided_ref_by_ref_against_the_authoritative_state() {
         let a = oid('a');
         let b = oid('b');
-        let with_main = facts(Some(state(&[("refs/heads/main", a.clone())], &[])));
+        let with_main = facts(Some(state(&[("refs/heads/main", a)], &[])));
         // (case, facts, update, allowed, words in the message)
         let cases: Vec<(&str, &PushFacts, RefUpdate, bool, &str)> = vec![
             (
                 "the tip the state names",
                 &with_main,
-                update("refs/heads/main", ZERO, a.clone()),
+                update("refs/heads/main", ZERO, a),
                 true,
                 "",
             ),
             (
                 "another tip",
                 &with_main,
-                update("refs/heads/main", ZERO, b.clone()),
+                update("refs/heads/main", ZERO, b),
                 false,
                 "wants aaaaaaa, push has bbbbbbb",
             ),
@@ -295,7 +295,7 @@ mod tests {
             (
                 "creating an unlisted ref",
                 &with_main,
-                update("refs/heads/dev", ZERO, a.clone()),
+                update("refs/heads/dev", ZERO, a),
                 false,
                 "not in the state",
             ),

@@ -168,7 +168,7 @@ impl GitRepos {
             // Any object the source has may be wanted, referenced or not.
             .arg("--upload-pack=git -c uploadpack.allowAnySHA1InWant=true upload-pack")
             .arg(self.path(from))
-            .args(oids.iter().map(Oid::as_str))
+            .args(oids.iter().map(Oid::to_string))
             .env("GIT_TERMINAL_PROMPT", "0")
             .kill_on_drop(true);
         let output = command.output().await.map_err(|source| GitError::Io {
@@ -328,7 +328,7 @@ impl GitRepos {
             let odb = repository.odb()?;
             let mut missing = std::collections::HashSet::new();
             for oid in oids {
-                if !odb.exists(git2::Oid::from_str(oid.as_str())?) {
+                if !odb.exists(to_git2(&oid)?) {
                     missing.insert(oid);
                 }
             }
@@ -349,7 +349,7 @@ impl GitRepos {
         blocking(move || {
             waiting_out_locks(|| {
                 let repository = git2::Repository::open_bare(&path)?;
-                let target = git2::Oid::from_str(oid.as_str())?;
+                let target = to_git2(&oid)?;
                 let current = repository
                     .find_reference(name.as_str())
                     .ok()
@@ -414,7 +414,7 @@ impl GitRepos {
                     Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(false),
                     Err(e) => return Err(e.into()),
                 };
-                if reference.target().map(|o| o.to_string()).as_deref() != Some(expected.as_str()) {
+                if reference.target().map(|o| o.as_bytes() == expected.as_bytes()) != Some(true) {
                     return Ok(false);
                 }
                 reference.delete()?;
@@ -442,6 +442,11 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// Runs `attempt` again while it fails on a lock file: git holds ref and `packed-refs` locks only
 /// briefly (a concurrent receive-pack, `git maintenance` packing refs), and libgit2 does not wait
 /// for them. `attempt` must be idempotent.
+/// libgit2 here handles SHA-1 only: a SHA-256 id is an error, never cut to its first 20 bytes.
+fn to_git2(oid: &Oid) -> Result<git2::Oid, git2::Error> {
+    git2::Oid::from_bytes(oid.as_bytes())
+}
+
 fn waiting_out_locks<T>(mut attempt: impl FnMut() -> Result<T, GitError>) -> Result<T, GitError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(5);
@@ -575,7 +580,7 @@ fn align_at(path: &Path, targets: &RefTargets, changes: &mut RefChanges) -> Resu
     }
 
     for (name, oid) in &targets.refs {
-        let target = git2::Oid::from_str(oid.as_str())?;
+        let target = to_git2(oid)?;
         match repository.find_reference(name.as_str()) {
             Ok(current) if current.target() == Some(target) => {}
             Ok(_) => {

@@ -103,7 +103,7 @@ impl Announcement {
 pub struct HeadTarget(pub RefName);
 
 /// A repository state (kind 30618): the refs a maintainer says the repository has.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoState {
     pub id: EventId,
     pub author: PublicKey,
@@ -195,7 +195,7 @@ fn printable(value: &str) -> String {
 }
 
 /// A pull request (1618) or pull request update (1619).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullRequest {
     pub id: EventId,
     pub author: PublicKey,

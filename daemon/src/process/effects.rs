@@ -7,7 +7,7 @@ use nostr::Event;
 use super::{ProcessError, promote_announcement, pull_request_ref, sync_pull_request, sync_state};
 use crate::admission::{Answer, Decision, Effect, PURGATORY_MESSAGE};
 use crate::app::App;
-use crate::nip34::{Nip34Kind, PullRequest, RepoId, RepoState};
+use crate::nip34::{Nip34Kind, RepoId};
 use crate::purgatory::{Inserted, Source};
 
 /// Applies `decision`'s effects for `event` in order and returns the answer for the client
@@ -50,22 +50,24 @@ pub async fn apply(app: &App, event: &Event, decision: Decision) -> Result<Answe
                     )),
                 };
             }
-            Effect::ApplyState { source, repos } => {
-                let state = RepoState::parse(event).map_err(|e| unreadable(event, e))?;
+            Effect::ApplyState { state, source, repos } => {
                 sync_state(app, &source, &repos, &state).await?;
                 promote_all(app, &repos).await?;
             }
             Effect::DropPullRequestRef { repo, at } => {
                 if let Some(name) = pull_request_ref(&event.id) {
-                    app.git().delete_ref_if(&repo, name, at.clone()).await?;
+                    app.git().delete_ref_if(&repo, name, at).await?;
                     app.purgatory().remove_placeholder(&event.id, &repo).await?;
                     tracing::info!(repo = %repo, event_id = %event.id, pushed = %at,
                         "pull request ref pushed at another tip removed");
                 }
             }
-            Effect::ApplyPullRequest { source, targets } => {
-                let pr = PullRequest::parse(event).map_err(|e| unreadable(event, e))?;
-                sync_pull_request(app, &source, &targets, &pr).await?;
+            Effect::ApplyPullRequest {
+                pull_request,
+                source,
+                targets,
+            } => {
+                sync_pull_request(app, &source, &targets, &pull_request).await?;
                 promote_all(app, &targets).await?;
             }
             Effect::ApplyDeletion => {
@@ -88,12 +90,4 @@ async fn promote_all(app: &App, repos: &[RepoId]) -> Result<(), ProcessError> {
         promote_announcement(app, repo).await?;
     }
     Ok(())
-}
-
-/// The event was decided on as parsed, so this cannot happen short of a bug.
-fn unreadable(event: &Event, error: crate::nip34::Nip34Error) -> ProcessError {
-    ProcessError::Unreadable {
-        event: event.id,
-        why: error.to_string(),
-    }
 }

@@ -77,7 +77,7 @@ async fn expire_placeholders(app: &App) {
         if !known && let Some(name) = crate::process::pull_request_ref(&placeholder.event_id) {
             match app
                 .git()
-                .delete_ref_if(&placeholder.repo, name, placeholder.tip.clone())
+                .delete_ref_if(&placeholder.repo, name, placeholder.tip)
                 .await
             {
                 Ok(true) => tracing::info!(repo = %placeholder.repo, event_id = %placeholder.event_id,

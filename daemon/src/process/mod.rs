@@ -34,8 +34,6 @@ pub enum ProcessError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Git(#[from] GitError),
-    #[error("event {event} no longer reads as it did when it was decided on: {why}")]
-    Unreadable { event: nostr::EventId, why: String },
 }
 
 /// Git data is now available in `source` (pushed, fetched, or found at start). `new_oids` are
@@ -132,12 +130,7 @@ async fn discover(
                 if !new_oids.is_empty() && !new_oids.contains(&pr.tip) {
                     continue;
                 }
-                if app
-                    .git()
-                    .has_objects(source, vec![pr.tip.clone()])
-                    .await
-                    .unwrap_or(false)
-                {
+                if app.git().has_objects(source, vec![pr.tip]).await.unwrap_or(false) {
                     pull_requests.push((entry.event.clone(), pr));
                 }
             }
@@ -292,7 +285,7 @@ pub async fn record_placeholders(app: &App, repo: &RepoId, pushed: &[(RefName, O
         }
         match app
             .purgatory()
-            .add_placeholder(event_id, repo.clone(), tip.clone())
+            .add_placeholder(event_id, repo.clone(), *tip)
             .await
         {
             Ok(()) => {
@@ -314,15 +307,15 @@ async fn sync_pull_request(
         return Ok(());
     };
     for repo in targets {
-        if repo != source && !app.git().has_objects(repo, vec![pr.tip.clone()]).await? {
-            app.git().copy_objects(source, repo, vec![pr.tip.clone()]).await?;
+        if repo != source && !app.git().has_objects(repo, vec![pr.tip]).await? {
+            app.git().copy_objects(source, repo, vec![pr.tip]).await?;
             app.housekeeping().request(repo);
         }
         app.git()
             .set_ref(
                 repo,
                 name.clone(),
-                pr.tip.clone(),
+                pr.tip,
                 format!("graspd: pull request {}", pr.id),
             )
             .await?;

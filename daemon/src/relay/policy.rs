@@ -259,7 +259,7 @@ impl GraspPolicy {
             }
         }
         for repo in &targets {
-            if self.app.git().has_objects(repo, vec![pr.tip.clone()]).await? {
+            if self.app.git().has_objects(repo, vec![pr.tip]).await? {
                 source = Some(repo.clone());
                 break;
             }

@@ -76,13 +76,13 @@ fn new_oids(updates: &[RefUpdate]) -> HashSet<Oid> {
     updates
         .iter()
         .filter(|u| !u.new.is_zero())
-        .map(|u| u.new.clone())
+        .map(|u| u.new)
         .collect()
 }
 
 /// (ref, new tip) of each update.
 fn pushed_refs(updates: &[RefUpdate]) -> Vec<(RefName, Oid)> {
-    updates.iter().map(|u| (u.name.clone(), u.new.clone())).collect()
+    updates.iter().map(|u| (u.name.clone(), u.new)).collect()
 }
 
 pub fn to_proto(result: &ProcessResult) -> pb::ProcessResult {

@@ -77,13 +77,7 @@ impl StatusApi {
         let mut missing = Vec::new();
         'oid: for oid in wanted {
             for repo in &repos {
-                if self
-                    .app
-                    .git()
-                    .has_objects(repo, vec![oid.clone()])
-                    .await
-                    .unwrap_or(false)
-                {
+                if self.app.git().has_objects(repo, vec![oid]).await.unwrap_or(false) {
                     continue 'oid;
                 }
             }

@@ -73,7 +73,7 @@ impl RealSyncContext {
                 "--quiet",
             ])
             .arg(url.as_str())
-            .args(oids.iter().map(|oid| oid.as_str()))
+            .args(oids.iter().map(|oid| oid.to_string()))
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_ALLOW_PROTOCOL", "http:https")
             .env_remove("GIT_ASKPASS")
@@ -399,7 +399,7 @@ mod tests {
         let status = tokio::process::Command::new("git")
             .arg("-C")
             .arg(&remote_repo)
-            .args(["update-ref", "refs/heads/main", tip.as_str()])
+            .args(["update-ref", "refs/heads/main", &*tip.hex()])
             .status()
             .await
             .expect("git");
@@ -555,7 +555,7 @@ mod tests {
         assert_eq!(needed.target, repo);
         assert_eq!(
             needed.oids,
-            HashSet::from([missing.clone(), tip.clone()]),
+            HashSet::from([missing, tip]),
             "not what is on disk, not what an unauthorized state names"
         );
 

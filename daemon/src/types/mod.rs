@@ -7,7 +7,7 @@ mod kind;
 mod repo;
 mod result;
 
-pub use git::{GitValueError, Oid, RefName};
+pub use git::{GitValueError, Hex, Oid, RefName};
 pub use kind::{
     KIND_ANNOUNCEMENT, KIND_PATCH, KIND_PULL_REQUEST, KIND_PULL_REQUEST_UPDATE, KIND_STATE, Nip34Kind,
 };
