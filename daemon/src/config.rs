@@ -162,6 +162,30 @@ pub struct SyncSettings {
     pub private_addresses: bool,
 }
 
+/// How the event sync (GRASP-02, see `crate::sync::events`) reaches the relays that hosted
+/// repositories list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSyncSettings {
+    /// Off: graspd hears only what clients send it.
+    pub enabled: bool,
+    /// Between recomputations of what to ask each relay (new announcements, new root events).
+    pub refresh: Duration,
+    /// Longest wait for a relay: connecting, an EOSE, a negentropy answer.
+    pub timeout: Duration,
+    /// A reconnection within this long resumes with `since`; after longer, a full pass.
+    pub resume_window: Duration,
+    /// Between full passes over a relay's history while connected (jittered by ±1 h when a day
+    /// or longer).
+    pub full_pass: Duration,
+    /// First wait after a failure; it doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// A relay failing for this long is given up, until its plan changes (a new announcement).
+    pub give_up_after: Duration,
+    /// Relays asked, besides those in announcements, for announcements that list this server.
+    pub bootstrap_relays: Vec<String>,
+}
+
 /// The resolved configuration of a running server.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -189,6 +213,7 @@ pub struct Config {
     pub description: String,
     pub limits: Limits,
     pub sync: SyncSettings,
+    pub event_sync: EventSyncSettings,
 }
 
 #[cfg(test)]

@@ -104,6 +104,8 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     }
     // The per-domain throttles belong to the sync loop; status shows them.
     let throttle = crate::sync::throttle_for(&config.sync);
+    // The event sync's per-relay status, for the status service.
+    let event_sync = crate::sync::events::EventSyncStatus::default();
     let syncer = crate::sync::Syncer::with_throttle(
         crate::sync::RealSyncContext::new(app.clone()),
         app.sync_queue().clone(),
@@ -123,6 +125,15 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             signal.clone(),
         )),
     ];
+    if config.event_sync.enabled {
+        let ingest = std::sync::Arc::new(relay::SyncedEvents::new(&app, relay.clone()));
+        tasks.push(tokio::spawn(crate::sync::events::run(
+            app.clone(),
+            ingest,
+            event_sync.clone(),
+            signal.clone(),
+        )));
+    }
     if let Some(listener) = metrics_listener {
         tasks.push(tokio::spawn(http::health::serve_metrics(
             listener,

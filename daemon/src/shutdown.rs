@@ -26,4 +26,9 @@ impl Signal {
     pub async fn wait(&mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
+
+    /// Whether shutdown was triggered, without waiting.
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
 }

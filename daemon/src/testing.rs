@@ -67,5 +67,16 @@ pub fn config(data_dir: &Path) -> crate::config::Config {
             fetch_timeout: Duration::from_secs(20),
             private_addresses: true,
         },
+        event_sync: crate::config::EventSyncSettings {
+            enabled: false,
+            refresh: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+            resume_window: Duration::from_secs(900),
+            full_pass: Duration::from_secs(86400),
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            give_up_after: Duration::from_secs(3600),
+            bootstrap_relays: Vec::new(),
+        },
     }
 }

@@ -48,6 +48,11 @@ impl Server {
         Self::start_full(ip, extra, &[])
     }
 
+    /// Starts on another loopback address with extra flags and environment variables.
+    pub fn start_full_on(ip: &str, extra: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_full(ip, extra, envs)
+    }
+
     /// Starts with extra flags and environment variables (e.g. the git config graspd's git reads).
     pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Self {
         Self::start_full("127.0.0.1", extra, envs)
@@ -122,6 +127,9 @@ impl Server {
                     .iter()
                     .flat_map(|addr| ["--metrics-listen".to_owned(), addr.to_string()]),
             )
+            // The event sync stays off unless a test turns it on (GRASPD_NO_EVENT_SYNC=false):
+            // the other tests' announcements name relays that are not there.
+            .env("GRASPD_NO_EVENT_SYNC", "true")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use graspd::config::{Config, Domain, DomainError, HookSetup, Limits, SyncSettings, absolute, git_root};
+use graspd::config::{
+    Config, Domain, DomainError, EventSyncSettings, HookSetup, Limits, SyncSettings, absolute, git_root,
+};
 use graspd::git::RefName;
 
 #[derive(Debug, Parser)]
@@ -312,6 +314,38 @@ pub struct ServeArgs {
     #[arg(long, env = "GRASPD_SYNC_PRIVATE_ADDRESSES")]
     pub sync_private_addresses: bool,
 
+    /// Do not sync events from the other relays that hosted repositories list (GRASP-02). By
+    /// default graspd keeps each repository's events in sync with those relays: NIP-77
+    /// negentropy where the relay speaks it, REQ otherwise, then live subscriptions.
+    #[arg(long, env = "GRASPD_NO_EVENT_SYNC")]
+    pub no_event_sync: bool,
+
+    /// A relay to ask for announcements that list this server but were published elsewhere.
+    /// Repeatable.
+    #[arg(
+        long = "event-sync-bootstrap-relay",
+        env = "GRASPD_EVENT_SYNC_BOOTSTRAP_RELAYS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub event_sync_bootstrap_relays: Vec<String>,
+
+    /// Seconds between recomputations of what the event sync asks each relay.
+    #[arg(long, env = "GRASPD_EVENT_SYNC_REFRESH_SECS", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_sync_refresh_secs: u64,
+
+    /// Seconds the event sync waits for a relay (connect, EOSE, a negentropy answer).
+    #[arg(long, env = "GRASPD_EVENT_SYNC_TIMEOUT_SECS", default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_sync_timeout_secs: u64,
+
+    /// Seconds between full passes over a connected relay's history (jittered by up to an hour
+    /// when a day or more).
+    #[arg(long, env = "GRASPD_EVENT_SYNC_FULL_PASS_SECS", default_value_t = 86400,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_sync_full_pass_secs: u64,
+
     /// Seconds an event waits in purgatory for its git data before it is discarded.
     #[arg(long, env = "GRASPD_PURGATORY_EXPIRY_SECS", default_value_t = 1800)]
     pub purgatory_expiry_secs: u64,
@@ -471,6 +505,17 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
             domain_rate_limit: usize::try_from(args.sync_domain_rate_limit).unwrap_or(usize::MAX),
             fetch_timeout: Duration::from_secs(args.sync_fetch_timeout_secs),
             private_addresses: args.sync_private_addresses,
+        },
+        event_sync: EventSyncSettings {
+            enabled: !args.no_event_sync,
+            refresh: Duration::from_secs(args.event_sync_refresh_secs),
+            timeout: Duration::from_secs(args.event_sync_timeout_secs),
+            resume_window: Duration::from_secs(15 * 60),
+            full_pass: Duration::from_secs(args.event_sync_full_pass_secs),
+            min_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(24 * 3600),
+            bootstrap_relays: args.event_sync_bootstrap_relays.clone(),
         },
     })
 }

@@ -19,7 +19,7 @@ pub fn nip11(config: &Config) -> serde_json::Value {
         "software": SOFTWARE,
         "version": env!("CARGO_PKG_VERSION"),
         "supported_nips": [1, 9, 11, 34, 45],
-        "supported_grasps": ["GRASP-01"],
+        "supported_grasps": supported_grasps(config),
         "repo_acceptance_criteria": format!(
             "Repository announcements (kind 30617) must list this server in both 'clone' \
              (http(s)://{domain}/<npub>/<identifier>.git) and 'relays' (ws(s)://{domain}). \
@@ -136,4 +136,13 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// The GRASP parts this server runs, as NIP-11 lists them.
+fn supported_grasps(config: &Config) -> Vec<&'static str> {
+    let mut grasps = vec!["GRASP-01"];
+    if config.event_sync.enabled {
+        grasps.push("GRASP-02");
+    }
+    grasps
 }

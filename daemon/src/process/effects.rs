@@ -11,8 +11,14 @@ use crate::nip34::{Nip34Kind, RepoId};
 use crate::purgatory::{Inserted, Source};
 
 /// Applies `decision`'s effects for `event` in order and returns the answer for the client
-/// (holding an event may find it already waiting, which changes the answer).
-pub async fn apply(app: &App, event: &Event, decision: Decision) -> Result<Answer, ProcessError> {
+/// (holding an event may find it already waiting, which changes the answer). `origin` says who
+/// brought the event: a client, or the event sync (its git data is then hunted sooner).
+pub async fn apply(
+    app: &App,
+    event: &Event,
+    origin: Source,
+    decision: Decision,
+) -> Result<Answer, ProcessError> {
     let mut answer = decision.answer;
     for effect in decision.effects {
         match effect {
@@ -31,12 +37,12 @@ pub async fn apply(app: &App, event: &Event, decision: Decision) -> Result<Answe
             } => {
                 let inserted = app
                     .purgatory()
-                    .insert(event.clone(), kind, identifier.clone(), Source::User)
+                    .insert(event.clone(), kind, identifier.clone(), origin)
                     .await?;
                 answer = match inserted {
                     Inserted::Added | Inserted::Replaced(_) => {
                         if sync {
-                            let delay = crate::queue::delay_for(&app.config().sync, Source::User);
+                            let delay = crate::queue::delay_for(&app.config().sync, origin);
                             app.sync_queue().enqueue(identifier.clone(), delay);
                         }
                         tracing::debug!(event_id = %event.id, %identifier, "event held in purgatory");

@@ -12,6 +12,48 @@ use crate::store::SqlDatabase;
 
 pub use policy::{GraspPolicy, PURGATORY_MESSAGE};
 
+use nostr::Event;
+use nostr::util::BoxedFuture;
+
+use crate::admission::Answer;
+use crate::purgatory::Source;
+use crate::sync::events::{Ingest, Ingested};
+
+/// Where the event sync hands what it fetched: the write policy a client's event goes through
+/// (with the event's origin, so a held event's git data is hunted sooner), then the store and
+/// live subscribers, as `LocalRelay` does for a client.
+#[derive(Debug, Clone)]
+pub struct SyncedEvents {
+    policy: GraspPolicy,
+    relay: LocalRelay,
+}
+
+impl SyncedEvents {
+    pub fn new(app: &App, relay: LocalRelay) -> Self {
+        Self {
+            policy: GraspPolicy::new(app.clone()),
+            relay,
+        }
+    }
+}
+
+impl Ingest for SyncedEvents {
+    fn ingest<'a>(&'a self, event: &'a Event) -> BoxedFuture<'a, Ingested> {
+        Box::pin(async move {
+            match self.policy.admit(event, Source::Sync).await {
+                Ok(Answer::Accept) => match self.relay.add_event(event.clone()).await {
+                    Ok(_) => Ingested::Accepted,
+                    Err(error) => Ingested::Failed(error.to_string()),
+                },
+                Ok(Answer::Purgatory) => Ingested::Held,
+                Ok(Answer::Duplicate(_)) => Ingested::Duplicate,
+                Ok(Answer::Blocked(why) | Answer::Invalid(why)) => Ingested::Refused(why),
+                Err(error) => Ingested::Failed(error.to_string()),
+            }
+        })
+    }
+}
+
 /// Builds the relay. Its own per-connection limiter is disabled: our websocket framing applies a
 /// real token bucket (the builder's refills only in whole seconds since the last event).
 pub fn build(app: &App) -> LocalRelay {

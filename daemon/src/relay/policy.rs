@@ -24,6 +24,7 @@ use crate::nip34::{
     repo_coordinates,
 };
 use crate::process::{self, ProcessError};
+use crate::purgatory::Source;
 use crate::store::{StoreError, address_d_tag};
 
 pub use crate::admission::PURGATORY_MESSAGE;
@@ -49,7 +50,7 @@ fn into_result(answer: Answer) -> WritePolicyResult {
 
 /// Internal failures; the client sees `error: ...` and nothing changes.
 #[derive(Debug, thiserror::Error)]
-enum PolicyError {
+pub enum PolicyError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -69,7 +70,8 @@ impl GraspPolicy {
         Self { app }
     }
 
-    async fn decide_and_apply(&self, event: &Event) -> Result<Answer, PolicyError> {
+    /// Decides on `event` and carries the decision out; `origin` is who brought it.
+    async fn decide_and_apply(&self, event: &Event, origin: Source) -> Result<Answer, PolicyError> {
         let common = self.common_facts(event).await?;
         if let Some(decision) = admission::decide_common(&common) {
             return Ok(decision.answer);
@@ -81,7 +83,7 @@ impl GraspPolicy {
                 // Most events: nothing to carry out.
                 return Ok(decision.answer);
             }
-            return Ok(process::effects::apply(&self.app, event, decision).await?);
+            return Ok(process::effects::apply(&self.app, event, origin, decision).await?);
         };
         let parsed = match Parsed::read(event, kind) {
             Ok(parsed) => parsed,
@@ -103,7 +105,7 @@ impl GraspPolicy {
                 admission::decide_pull_request(&self.pull_request_facts(pr, kind, targets).await?)
             }
         };
-        Ok(process::effects::apply(&self.app, event, decision).await?)
+        Ok(process::effects::apply(&self.app, event, origin, decision).await?)
     }
 
     async fn common_facts(&self, event: &Event) -> Result<CommonFacts, PolicyError> {
@@ -384,6 +386,22 @@ fn clone_path_matches(url: &url::Url, repo: &RepoId) -> bool {
     decoded == format!("/{}/{}.git", repo.npub(), repo.identifier)
 }
 
+impl GraspPolicy {
+    /// The policy's answer to `event`, brought by `origin`, with its effects carried out and
+    /// counted in the metrics.
+    pub async fn admit(&self, event: &Event, origin: Source) -> Result<Answer, PolicyError> {
+        let answer = self.decide_and_apply(event, origin).await?;
+        let metrics = self.app.metrics();
+        match &answer {
+            Answer::Accept => crate::metrics::inc(&metrics.events_accepted),
+            Answer::Purgatory => crate::metrics::inc(&metrics.events_to_purgatory),
+            Answer::Blocked(_) | Answer::Invalid(_) => crate::metrics::inc(&metrics.events_refused),
+            Answer::Duplicate(_) => {}
+        }
+        Ok(answer)
+    }
+}
+
 impl WritePolicy for GraspPolicy {
     fn admit_event<'a>(
         &'a self,
@@ -391,19 +409,8 @@ impl WritePolicy for GraspPolicy {
         _addr: &'a SocketAddr,
     ) -> BoxedFuture<'a, WritePolicyResult> {
         Box::pin(async move {
-            match self.decide_and_apply(event).await {
-                Ok(answer) => {
-                    let metrics = self.app.metrics();
-                    match &answer {
-                        Answer::Accept => crate::metrics::inc(&metrics.events_accepted),
-                        Answer::Purgatory => crate::metrics::inc(&metrics.events_to_purgatory),
-                        Answer::Blocked(_) | Answer::Invalid(_) => {
-                            crate::metrics::inc(&metrics.events_refused)
-                        }
-                        Answer::Duplicate(_) => {}
-                    }
-                    into_result(answer)
-                }
+            match self.admit(event, Source::User).await {
+                Ok(answer) => into_result(answer),
                 Err(error) => {
                     tracing::error!(event_id = %event.id, %error, "cannot decide on event");
                     WritePolicyResult::reject(MachineReadablePrefix::Error, "internal error; try again later")

@@ -8,6 +8,8 @@ use sqlx::{QueryBuilder, Sqlite};
 pub(super) enum Select {
     Json,
     Id,
+    /// Id and `created_at`: NIP-77 items, without reading any event.
+    IdTime,
     Count,
 }
 
@@ -21,6 +23,7 @@ pub(super) fn select(filter: &Filter, what: Select) -> Option<QueryBuilder<Sqlit
     let head = match what {
         Select::Json => "SELECT json FROM events WHERE 1 = 1",
         Select::Id => "SELECT id FROM events WHERE 1 = 1",
+        Select::IdTime => "SELECT id, created_at FROM events WHERE 1 = 1",
         Select::Count => "SELECT COUNT(*) FROM events WHERE 1 = 1",
     };
     let mut q = QueryBuilder::<Sqlite>::new(head);

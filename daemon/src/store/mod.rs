@@ -157,6 +157,26 @@ impl Store {
         rows.iter().map(|row| parse_json_column(row, 0)).collect()
     }
 
+    /// Ids and times of the events matching `filter` (NIP-77 items; a have-list for the event
+    /// sync), read from the index without loading any event.
+    pub async fn negentropy_items(&self, filter: &Filter) -> Result<Vec<(EventId, Timestamp)>, StoreError> {
+        let Some(mut query) = filter::select(filter, filter::Select::IdTime) else {
+            return Ok(Vec::new());
+        };
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get(0)?;
+                let created_at: i64 = row.try_get(1)?;
+                let id = EventId::from_hex(&id).map_err(|e| StoreError::Corrupt {
+                    reason: e.to_string(),
+                    id,
+                })?;
+                Ok((id, Timestamp::from_secs(u64::try_from(created_at).unwrap_or(0))))
+            })
+            .collect()
+    }
+
     pub async fn count(&self, filter: &Filter) -> Result<usize, StoreError> {
         let Some(mut query) = filter::select(filter, filter::Select::Count) else {
             return Ok(0);

@@ -1,6 +1,6 @@
 //! The relay's database: [`NostrDatabase`] implemented on [`Store`].
 
-use nostr::{Event, EventId, Filter};
+use nostr::{Event, EventId, Filter, Timestamp};
 use nostr_database::nostr::util::BoxedFuture;
 use nostr_database::{
     Backend, DatabaseEventStatus, Events, Features, NostrDatabase, SaveEventStatus, error::Error,
@@ -69,6 +69,10 @@ impl NostrDatabase for SqlDatabase {
             events.extend(found);
             Ok(events)
         })
+    }
+
+    fn negentropy_items(&self, filter: Filter) -> BoxedFuture<'_, Result<Vec<(EventId, Timestamp)>, Error>> {
+        Box::pin(async move { self.store.negentropy_items(&filter).await.map_err(storage) })
     }
 
     fn delete(&self, filter: Filter) -> BoxedFuture<'_, Result<(), Error>> {

@@ -26,7 +26,34 @@ pub async fn check(url: &SyncUrl, allow_private: bool) -> Result<FetchGuard, Syn
     }
     let parsed = url.url();
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let (name, addresses): (Option<&str>, Vec<IpAddr>) = match parsed.host() {
+    let (name, addresses) = public_addresses(parsed, port).await?;
+    let mut git_config = vec!["http.followRedirects=false".to_owned()];
+    if let Some(name) = name {
+        let pinned: Vec<String> = addresses
+            .iter()
+            .map(|address| match address {
+                IpAddr::V4(ip) => ip.to_string(),
+                IpAddr::V6(ip) => format!("[{ip}]"),
+            })
+            .collect();
+        git_config.push(format!("http.curloptResolve={name}:{port}:{}", pinned.join(",")));
+    }
+    Ok(FetchGuard { git_config })
+}
+
+/// The same check for a relay the event sync connects to (`ws://` or `wss://`). The websocket
+/// client resolves the name again when it connects; a relay cannot redirect it elsewhere.
+pub async fn check_relay(url: &url::Url, allow_private: bool) -> Result<(), SyncError> {
+    if allow_private {
+        return Ok(());
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    public_addresses(url, port).await.map(drop)
+}
+
+/// The host name (when it is one) and its addresses, all public, or why not.
+async fn public_addresses(url: &url::Url, port: u16) -> Result<(Option<&str>, Vec<IpAddr>), SyncError> {
+    let (name, addresses): (Option<&str>, Vec<IpAddr>) = match url.host() {
         Some(url::Host::Ipv4(ip)) => (None, vec![IpAddr::V4(ip)]),
         Some(url::Host::Ipv6(ip)) => (None, vec![IpAddr::V6(ip)]),
         Some(url::Host::Domain(name)) => {
@@ -55,18 +82,7 @@ pub async fn check(url: &SyncUrl, allow_private: bool) -> Result<FetchGuard, Syn
             address: *address,
         });
     }
-    let mut git_config = vec!["http.followRedirects=false".to_owned()];
-    if let Some(name) = name {
-        let pinned: Vec<String> = addresses
-            .iter()
-            .map(|address| match address {
-                IpAddr::V4(ip) => ip.to_string(),
-                IpAddr::V6(ip) => format!("[{ip}]"),
-            })
-            .collect();
-        git_config.push(format!("http.curloptResolve={name}:{port}:{}", pinned.join(",")));
-    }
-    Ok(FetchGuard { git_config })
+    Ok((name, addresses))
 }
 
 /// Whether an address is reachable on the public internet: not loopback, private, shared,

@@ -24,6 +24,7 @@
 
 pub mod address;
 pub mod context;
+pub mod events;
 pub mod throttle;
 
 #[cfg(test)]

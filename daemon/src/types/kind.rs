@@ -7,6 +7,8 @@ pub const KIND_STATE: u16 = 30618;
 pub const KIND_PATCH: u16 = 1617;
 pub const KIND_PULL_REQUEST: u16 = 1618;
 pub const KIND_PULL_REQUEST_UPDATE: u16 = 1619;
+/// NIP-34 issue: a root of a repository's discussion, like patches and pull requests.
+pub const KIND_ISSUE: u16 = 1621;
 
 /// What kind of NIP-34 event graspd treats specially.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,354 @@
+//! Event sync (GRASP-02): keep each hosted repository's events in step with the other relays
+//! its announcements list.
+//!
+//! Every [`EventSyncSettings::refresh`] the runner ([`run`]) reads what is hosted here (stored
+//! announcements; announcements waiting in purgatory, for their states only; the repositories'
+//! root events) and computes a plan per relay ([`plan::plan`]). Each relay gets one worker
+//! ([`relay::Worker`]) with one connection. A worker syncs each filter's history, by NIP-77
+//! negentropy where the relay speaks it (a dry-run diff against what graspd has, then REQ by
+//! ids) or by REQ paged by `until` where it does not, then keeps live subscriptions (`limit: 0`).
+//! After a short disconnection it resumes with `since`; a full pass runs again daily. When the
+//! plan of a relay changes, the worker syncs the history of the new filters only.
+//!
+//! Every event fetched goes through [`Ingest`]: the same write policy as a client's event (into
+//! purgatory with the short "came from sync" delay, when it waits for git data). Ids the policy
+//! refused are remembered for a while ([`refused::Refused`]) and count as "have", so negentropy
+//! does not fetch them again and again.
+//!
+//! Safety: only `ws://`/`wss://` relays, never this server, and only public addresses unless
+//! `--sync-private-addresses`; every event's id and signature are checked by graspd itself
+//! (nostr-sdk's own check can be skipped by a relay that sends a forged event twice); an event
+//! larger than `--max-event-bytes` is refused; errors back off (doubling to an hour), a relay
+//! failing for a day is given up until its plan changes, and a rate-limit answer pauses it.
+
+pub mod plan;
+mod refused;
+mod relay;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nostr::util::BoxedFuture;
+use nostr::{Event, EventId, Filter, Kind, RelayUrl, Timestamp};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::config::EventSyncSettings;
+use crate::nip34::{Announcement, Nip34Kind, RepoId};
+use crate::shutdown::Signal;
+use crate::store::StoreError;
+use crate::types::{KIND_ANNOUNCEMENT, KIND_ISSUE, KIND_PATCH, KIND_PULL_REQUEST};
+
+pub use plan::{RelayPlan, Subject};
+pub use refused::Refused;
+
+/// Root events kept per repository in a plan (the newest first).
+const MAX_ROOTS_PER_REPOSITORY: usize = 1000;
+
+/// Where a fetched event goes: the write policy, then the store and live subscribers.
+/// Implemented at the edge (`relay::SyncedEvents`), which owns the policy and the relay.
+pub trait Ingest: Send + Sync + 'static {
+    fn ingest<'a>(&'a self, event: &'a Event) -> BoxedFuture<'a, Ingested>;
+}
+
+/// What became of a fetched event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    Accepted,
+    /// Accepted into purgatory: it waits for its git data.
+    Held,
+    Duplicate,
+    Refused(String),
+    /// An internal failure: not remembered as refused, so it is tried again.
+    Failed(String),
+}
+
+/// What the status service shows of one relay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayStatus {
+    pub url: String,
+    pub connected: bool,
+    /// Whether the relay answers NIP-77; `None` until asked.
+    pub negentropy: Option<bool>,
+    pub repositories: usize,
+    pub filters: usize,
+    /// When the last full pass over its history ended (Unix seconds).
+    pub last_full_pass: Option<u64>,
+    pub fetched: u64,
+    pub accepted: u64,
+    pub held: u64,
+    pub refused: u64,
+    pub duplicates: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// While backing off: when the next attempt is due (Unix seconds).
+    pub retry_at: Option<u64>,
+    pub given_up: bool,
+}
+
+/// Per-relay status, shared by the workers and the status service. Cloning is shallow.
+#[derive(Debug, Clone, Default)]
+pub struct EventSyncStatus {
+    relays: Arc<Mutex<BTreeMap<String, RelayStatus>>>,
+}
+
+impl EventSyncStatus {
+    /// Every relay's status, by URL.
+    pub fn snapshot(&self) -> Vec<RelayStatus> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn update(&self, url: &RelayUrl, change: impl FnOnce(&mut RelayStatus)) {
+        let mut relays = self.lock();
+        let status = relays.entry(url.to_string()).or_insert_with(|| RelayStatus {
+            url: url.to_string(),
+            ..RelayStatus::default()
+        });
+        change(status);
+    }
+
+    fn remove(&self, url: &RelayUrl) {
+        self.lock().remove(url.as_str());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RelayStatus>> {
+        // A panic while holding this lock leaves plain counters behind: still worth showing.
+        self.relays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What every worker shares.
+struct Shared {
+    app: App,
+    ingest: Arc<dyn Ingest>,
+    refused: Refused,
+    status: EventSyncStatus,
+    settings: EventSyncSettings,
+}
+
+impl Shared {
+    /// What graspd has for `filter`, as NIP-77 items: stored events, events in purgatory and ids
+    /// it refused recently.
+    async fn have(&self, filter: &Filter) -> Result<Vec<(EventId, Timestamp)>, StoreError> {
+        let mut items = self
+            .app
+            .store()
+            .negentropy_items(&filter.clone().remove_limit())
+            .await?;
+        items.extend(
+            self.app
+                .purgatory()
+                .all()
+                .iter()
+                .filter(|entry| filter.match_event(&entry.event, nostr::filter::MatchEventOptions::new()))
+                .map(|entry| (entry.event.id, entry.event.created_at)),
+        );
+        items.extend(self.refused.matching(filter));
+        items.sort_unstable();
+        items.dedup_by_key(|(id, _)| *id);
+        Ok(items)
+    }
+
+    /// Passes a fetched event to the write policy and counts the outcome for `relay`.
+    async fn take(&self, relay: &RelayUrl, event: &Event) -> Ingested {
+        if self.refused.contains(&event.id) {
+            return Ingested::Refused("refused before".to_owned());
+        }
+        // nostr-sdk verifies what a relay sends, but caches the ids it has *tried* to verify, so
+        // a relay sending a forged event twice gets the second copy through unchecked. Checked
+        // here, every time. A forged copy is not remembered as refused: that would shadow the
+        // genuine event with the same id.
+        if let Err(error) = event.verify() {
+            tracing::debug!(%relay, event_id = %event.id, %error, "synced event with a bad id or signature");
+            self.status.update(relay, |status| {
+                status.fetched += 1;
+                status.refused += 1;
+            });
+            return Ingested::Refused(format!("invalid: {error}"));
+        }
+        let max = self.app.config().limits.max_event_bytes;
+        let outcome = if event.as_json().len() > max {
+            Ingested::Refused(format!("event larger than {max} bytes"))
+        } else {
+            self.ingest.ingest(event).await
+        };
+        if let Ingested::Refused(why) = &outcome {
+            tracing::debug!(%relay, event_id = %event.id, why, "synced event refused");
+            self.refused.insert(event.id, event.created_at);
+        }
+        if let Ingested::Failed(why) = &outcome {
+            tracing::warn!(%relay, event_id = %event.id, why, "cannot take synced event");
+        }
+        self.status.update(relay, |status| {
+            status.fetched += 1;
+            match outcome {
+                Ingested::Accepted => status.accepted += 1,
+                Ingested::Held => status.held += 1,
+                Ingested::Duplicate => status.duplicates += 1,
+                Ingested::Refused(_) => status.refused += 1,
+                Ingested::Failed(_) => status.errors += 1,
+            }
+        });
+        outcome
+    }
+}
+
+/// Runs the event sync until shutdown.
+pub async fn run(app: App, ingest: Arc<dyn Ingest>, status: EventSyncStatus, mut shutdown: Signal) {
+    let settings = app.config().event_sync.clone();
+    let shared = Arc::new(Shared {
+        refused: Refused::new(refused::CAPACITY, refused::REMEMBER),
+        app,
+        ingest,
+        status,
+        settings,
+    });
+    let mut workers: HashMap<RelayUrl, (watch::Sender<Arc<RelayPlan>>, JoinHandle<()>)> = HashMap::new();
+    loop {
+        match subjects(&shared.app).await {
+            Ok(subjects) => {
+                let config = shared.app.config();
+                let plans = plan::plan(&subjects, &shared.settings.bootstrap_relays, &config.domain);
+                workers.retain(|url, (_, handle)| {
+                    let keep = plans.contains_key(url);
+                    if !keep {
+                        tracing::info!(relay = %url, "event sync: relay no longer listed");
+                        handle.abort();
+                        shared.status.remove(url);
+                    }
+                    keep
+                });
+                for (url, plan) in plans {
+                    let plan = Arc::new(plan);
+                    match workers.get(&url) {
+                        Some((sender, _)) => {
+                            sender.send_if_modified(|current| {
+                                let changed = **current != *plan;
+                                if changed {
+                                    *current = plan.clone();
+                                }
+                                changed
+                            });
+                        }
+                        None => {
+                            let (sender, receiver) = watch::channel(plan);
+                            let worker =
+                                relay::Worker::new(url.clone(), receiver, shared.clone(), shutdown.clone());
+                            workers.insert(url, (sender, tokio::spawn(worker.run())));
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "event sync: cannot read what is hosted"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(shared.settings.refresh) => {}
+            () = shutdown.wait() => break,
+        }
+    }
+    for (_, (sender, handle)) in workers {
+        drop(sender);
+        let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+    }
+}
+
+/// The repositories to keep in step: every stored announcement, and every announcement waiting
+/// in purgatory (states only), with the root events known here.
+pub async fn subjects(app: &App) -> Result<Vec<Subject>, StoreError> {
+    let mut subjects: BTreeMap<RepoId, Subject> = BTreeMap::new();
+    let stored = app
+        .store()
+        .query(&Filter::new().kind(Kind::from(KIND_ANNOUNCEMENT)))
+        .await?;
+    let waiting = app
+        .purgatory()
+        .all()
+        .into_iter()
+        .filter(|entry| entry.kind == Nip34Kind::Announcement)
+        .map(|entry| entry.event.clone());
+    for (event, states_only) in stored
+        .into_iter()
+        .map(|e| (e, false))
+        .chain(waiting.map(|e| (e, true)))
+    {
+        let Ok(announcement) = Announcement::parse(&event) else {
+            continue;
+        };
+        let repo = announcement.repo.clone();
+        if subjects.contains_key(&repo) {
+            continue;
+        }
+        subjects.insert(
+            repo.clone(),
+            Subject {
+                owner: repo.owner,
+                identifier: repo.identifier,
+                maintainers: announcement.maintainers,
+                relays: announcement.relays,
+                states_only,
+                roots: Vec::new(),
+            },
+        );
+    }
+    // Root events (issues, patches, pull requests) by the coordinates they tag.
+    let mut by_coordinate: HashMap<String, RepoId> = HashMap::new();
+    for (repo, subject) in &subjects {
+        if subject.states_only {
+            continue;
+        }
+        for key in subject.maintainers.iter().chain(std::iter::once(&subject.owner)) {
+            by_coordinate.insert(
+                format!("{KIND_ANNOUNCEMENT}:{}:{}", key.to_hex(), repo.identifier),
+                repo.clone(),
+            );
+        }
+    }
+    let coordinates: Vec<String> = by_coordinate.keys().cloned().collect();
+    for chunk in coordinates.chunks(500) {
+        let filter = Filter::new()
+            .kinds([KIND_ISSUE, KIND_PATCH, KIND_PULL_REQUEST].map(Kind::from))
+            .custom_tags(
+                nostr::SingleLetterTag::lowercase(nostr::Alphabet::A),
+                chunk.iter().cloned(),
+            );
+        for (id, coordinate) in root_ids(app, &filter).await? {
+            if let Some(subject) = by_coordinate
+                .get(&coordinate)
+                .and_then(|repo| subjects.get_mut(repo))
+                && subject.roots.len() < MAX_ROOTS_PER_REPOSITORY
+                && !subject.roots.contains(&id)
+            {
+                subject.roots.push(id);
+            }
+        }
+    }
+    Ok(subjects.into_values().collect())
+}
+
+/// Ids of the events matching `filter` with each `a` value they carry, newest first.
+async fn root_ids(app: &App, filter: &Filter) -> Result<Vec<(EventId, String)>, StoreError> {
+    let events = app.store().query(filter).await?;
+    Ok(events
+        .iter()
+        .flat_map(|event| {
+            event
+                .tags
+                .iter()
+                .filter_map(|tag| match tag.as_slice() {
+                    [name, value, ..] if name == "a" => Some(value.clone()),
+                    _ => None,
+                })
+                .map(|coordinate| (event.id, coordinate))
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
+/// Unix seconds now.
+fn unix_now() -> u64 {
+    Timestamp::now().as_secs()
+}

@@ -1,0 +1,286 @@
+//! End-to-end: the event sync (GRASP-02) between real servers on loopback: graspd, a second
+//! graspd on 127.0.0.2, a plain Nostr relay (nostr-relay-builder's `LocalRelay`, which answers
+//! NIP-77) and the same relay behind a proxy that does not speak NIP-77 and slips garbage into
+//! its answers.
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use nostr::{Event, Keys};
+use nostr_relay_builder::LocalRelay;
+use serde_json::json;
+use support::*;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+const PURGATORY_OK: &str = "purgatory: won't be served until git data arrives";
+
+/// Event sync on, plans recomputed every second, loopback allowed, git-data sync prompt.
+const EVENT_SYNC: &[&str] = &[
+    "--sync-private-addresses",
+    "--event-sync-refresh-secs",
+    "1",
+    "--event-sync-timeout-secs",
+    "5",
+    "--sync-default-delay-secs",
+    "0",
+    "--sync-immediate-delay-ms",
+    "100",
+];
+const ON: &[(&str, &str)] = &[("GRASPD_NO_EVENT_SYNC", "false")];
+
+/// An announcement of `identifier` listing `servers` (clone URLs and relays) and `relays`.
+fn announcement_listing(owner: &Keys, servers: &[&Server], identifier: &str, relays: &[&str]) -> Event {
+    let mut clone = vec!["clone".to_owned()];
+    clone.extend(servers.iter().map(|s| s.clone_url(owner, identifier)));
+    let mut relay_tag = vec!["relays".to_owned()];
+    relay_tag.extend(servers.iter().map(|s| s.ws_url()));
+    relay_tag.extend(relays.iter().map(|r| r.to_string()));
+    let clone: Vec<&str> = clone.iter().map(String::as_str).collect();
+    let relay_tag: Vec<&str> = relay_tag.iter().map(String::as_str).collect();
+    event(owner, 30617, "", &[&["d", identifier], &clone, &relay_tag])
+}
+
+/// A repository announced on `server` and released by a push of one commit on `main`.
+async fn hosted(
+    server: &Server,
+    owner: &Keys,
+    identifier: &str,
+    relays: &[&str],
+) -> (tempfile::TempDir, String) {
+    let ann = announcement_listing(owner, &[server], identifier, relays);
+    let (work, oid) = work_tree_with_commit("first");
+    let st = state(owner, identifier, &[("refs/heads/main", &oid)], Some("main"));
+    let mut client = server.client().await;
+    assert_eq!(client.publish(&ann).await.message, PURGATORY_OK);
+    assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
+    git(
+        work.path(),
+        &["push", "-q", &server.clone_url(owner, identifier), "main"],
+    );
+    (work, oid)
+}
+
+async fn plain_relay() -> (LocalRelay, String) {
+    let relay = LocalRelay::new();
+    relay.run().await.expect("plain relay runs");
+    let url = relay.url().await.to_string();
+    (relay, url)
+}
+
+async fn publish_to(url: &str, events: &[&Event]) {
+    let mut client = Client::connect(url).await;
+    for event in events {
+        let ok = client.publish(event).await;
+        assert!(ok.accepted, "{ok:?}");
+    }
+}
+
+async fn served(server: &Server, filter: serde_json::Value) -> Vec<String> {
+    server.client().await.ids(filter).await
+}
+
+async fn wait_served(server: &Server, what: &str, id: &Event) {
+    let want = id.id.to_hex();
+    eventually(what, || {
+        let want = want.clone();
+        async move { served(server, json!({"ids": [want]})).await.len() == 1 }
+    })
+    .await;
+}
+
+fn issue(author: &Keys, owner: &Keys, identifier: &str, title: &str) -> Event {
+    event(
+        author,
+        1621,
+        title,
+        &[&["a", &coordinate(owner, identifier)], &["subject", title]],
+    )
+}
+
+fn comment(author: &Keys, root: &Event) -> Event {
+    let root_id = root.id.to_hex();
+    event(
+        author,
+        1111,
+        "same here",
+        &[&["E", &root_id], &["K", "1621"], &["e", &root_id], &["k", "1621"]],
+    )
+}
+
+#[tokio::test]
+async fn issues_and_comments_published_only_to_another_relay_reach_graspd() {
+    let (_relay, relay_url) = plain_relay().await;
+    // Published before graspd hosts anything: found by the history pass (NIP-77).
+    let owner = Keys::generate();
+    let early = issue(&Keys::generate(), &owner, "net", "before");
+    publish_to(&relay_url, &[&early]).await;
+
+    let a = Server::start_with_env(EVENT_SYNC, ON);
+    hosted(&a, &owner, "net", &[&relay_url]).await;
+    wait_served(&a, "the issue published earlier elsewhere reaches graspd", &early).await;
+
+    // Published while graspd follows the relay live, and a comment on it.
+    let late = issue(&Keys::generate(), &owner, "net", "after");
+    let reply = comment(&Keys::generate(), &late);
+    publish_to(&relay_url, &[&late, &reply]).await;
+    wait_served(&a, "a live issue reaches graspd", &late).await;
+    wait_served(&a, "the comment on it follows, by its root", &reply).await;
+    assert!(a.log().contains("event sync: connected"), "{}", a.log());
+}
+
+#[tokio::test]
+async fn a_state_published_only_to_b_reaches_a_and_a_fetches_its_git_data_from_b() {
+    let a = Server::start_full_on("127.0.0.1", EVENT_SYNC, ON);
+    let b = Server::start_on("127.0.0.2", EVENT_SYNC);
+    let owner = Keys::generate();
+    let ann = announcement_listing(&owner, &[&a, &b], "shared", &[]);
+    let (work, oid) = work_tree_with_commit("first");
+    let first = state(&owner, "shared", &[("refs/heads/main", &oid)], Some("main"));
+    for server in [&a, &b] {
+        let mut client = server.client().await;
+        assert_eq!(client.publish(&ann).await.message, PURGATORY_OK);
+        assert_eq!(client.publish(&first).await.message, PURGATORY_OK);
+    }
+    git(
+        work.path(),
+        &["push", "-q", &a.clone_url(&owner, "shared"), "main"],
+    );
+    wait_served(&b, "B fetches the first commit from A (git-data sync)", &first).await;
+    // A second commit, its state and its push go to B only.
+    std::fs::write(work.path().join("second.txt"), "second").expect("write");
+    git(work.path(), &["add", "."]);
+    git(work.path(), &["commit", "-q", "-m", "second"]);
+    let tip = git(work.path(), &["rev-parse", "HEAD"]);
+    let second = state_at(
+        &owner,
+        "shared",
+        &[("refs/heads/main", &tip)],
+        Some("main"),
+        nostr::Timestamp::from_secs(first.created_at.as_secs() + 1),
+    );
+    assert_eq!(b.client().await.publish(&second).await.message, PURGATORY_OK);
+    git(
+        work.path(),
+        &["push", "-q", &b.clone_url(&owner, "shared"), "main"],
+    );
+
+    wait_served(
+        &a,
+        "A syncs the state from B and releases it once it fetched the commit",
+        &second,
+    )
+    .await;
+    assert_eq!(
+        git(&a.repo_path(&owner, "shared"), &["rev-parse", "refs/heads/main"]),
+        tip
+    );
+}
+
+#[tokio::test]
+async fn a_relay_without_nip_77_is_synced_by_req_and_its_garbage_changes_nothing() {
+    let (_relay, upstream) = plain_relay().await;
+    let owner = Keys::generate();
+    let stranger = Keys::generate();
+    let forged = {
+        let real = issue(&stranger, &owner, "plain", "forged");
+        let mut value = serde_json::to_value(&real).expect("json");
+        value["content"] = json!("changed after signing");
+        value
+    };
+    let unrelated = issue(&stranger, &Keys::generate(), "elsewhere", "not hosted here");
+    let proxy = relay_without_negentropy(
+        upstream.clone(),
+        vec![forged.clone(), serde_json::to_value(&unrelated).expect("json")],
+    )
+    .await;
+    let early = issue(&Keys::generate(), &owner, "plain", "before");
+    publish_to(&upstream, &[&early]).await;
+
+    let a = Server::start_with_env(EVENT_SYNC, ON);
+    hosted(&a, &owner, "plain", &[&proxy]).await;
+    wait_served(&a, "history by REQ", &early).await;
+    let late = issue(&Keys::generate(), &owner, "plain", "after");
+    publish_to(&upstream, &[&late]).await;
+    wait_served(&a, "live by REQ", &late).await;
+
+    assert!(a.log().contains("no NIP-77 here"), "{}", a.log());
+    let forged_id = forged["id"].as_str().expect("id").to_owned();
+    assert!(
+        served(&a, json!({"ids": [forged_id]})).await.is_empty(),
+        "a forged event is not stored"
+    );
+    assert!(
+        served(&a, json!({"ids": [unrelated.id.to_hex()]}))
+            .await
+            .is_empty(),
+        "the policy still decides"
+    );
+    // graspd keeps serving.
+    assert_eq!(served(&a, json!({"kinds": [1621]})).await.len(), 2);
+}
+
+/// A relay that does not speak NIP-77 (it answers NEG-OPEN as strfry answers an unknown
+/// command) and answers every REQ with `extra` events first: a websocket proxy in front of
+/// `upstream`.
+async fn relay_without_negentropy(upstream: String, extra: Vec<serde_json::Value>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(proxy(stream, upstream.clone(), extra.clone()));
+        }
+    });
+    format!("ws://{addr}")
+}
+
+async fn proxy(stream: tokio::net::TcpStream, upstream: String, extra: Vec<serde_json::Value>) {
+    let Ok(client) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    let Ok((server, _)) = tokio_tungstenite::connect_async(upstream.as_str()).await else {
+        return;
+    };
+    let (mut to_client, mut from_client) = client.split();
+    let (mut to_server, mut from_server) = server.split();
+    let (outbox, mut queued) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    let writer = tokio::spawn(async move {
+        while let Some(message) = queued.recv().await {
+            if to_client.send(message).await.is_err() {
+                return;
+            }
+        }
+    });
+    let relayed = outbox.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = from_server.next().await {
+            if relayed.send(message).is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(Ok(message)) = from_client.next().await {
+        if let Message::Text(text) = &message {
+            let parsed: serde_json::Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+            match parsed[0].as_str() {
+                Some("NEG-OPEN") => {
+                    let notice = json!(["NOTICE", "ERROR: bad msg: unknown cmd"]).to_string();
+                    let _ = outbox.send(Message::Text(notice.into()));
+                    continue;
+                }
+                Some("REQ") => {
+                    for event in &extra {
+                        let message = json!(["EVENT", parsed[1], event]).to_string();
+                        let _ = outbox.send(Message::Text(message.into()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if to_server.send(message).await.is_err() {
+            break;
+        }
+    }
+    reader.abort();
+    writer.abort();
+}
