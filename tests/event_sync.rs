@@ -119,6 +119,14 @@ async fn issues_and_comments_published_only_to_another_relay_reach_graspd() {
     let a = Server::start_with_env(EVENT_SYNC, ON);
     hosted(&a, &owner, "net", &[&relay_url]).await;
     wait_served(&a, "the issue published earlier elsewhere reaches graspd", &early).await;
+    let nip11 = http(a.addr, "GET", "/", &[("Accept", "application/nostr+json")]);
+    let doc: serde_json::Value = serde_json::from_str(&nip11.body).expect("json");
+    assert_eq!(doc["supported_grasps"], json!(["GRASP-01", "GRASP-02"]));
+    assert!(
+        doc["supported_nips"]
+            .as_array()
+            .is_some_and(|n| n.contains(&json!(77)))
+    );
 
     // Published while graspd follows the relay live, and a comment on it.
     let late = issue(&Keys::generate(), &owner, "net", "after");
@@ -283,4 +291,73 @@ async fn proxy(stream: tokio::net::TcpStream, upstream: String, extra: Vec<serde
     }
     reader.abort();
     writer.abort();
+}
+
+#[tokio::test]
+async fn graspd_answers_nip_77_without_purgatory_or_deleted_events_and_survives_bad_messages() {
+    use nostr_sdk::relay::{Relay, SyncOptions};
+
+    let a = Server::start();
+    let owner = Keys::generate();
+    let (_work, _oid) = hosted(&a, &owner, "neg", &[]).await;
+    let author = Keys::generate();
+    let kept = issue(&author, &owner, "neg", "kept");
+    let deleted = issue(&author, &owner, "neg", "deleted");
+    let deletion = event(&author, 5, "", &[&["e", &deleted.id.to_hex()], &["k", "1621"]]);
+    let waiting = state_at(
+        &owner,
+        "neg",
+        &[("refs/heads/main", &"b".repeat(40))],
+        Some("main"),
+        nostr::Timestamp::from_secs(nostr::Timestamp::now().as_secs() + 5),
+    );
+    let mut client = a.client().await;
+    for event in [&kept, &deleted, &deletion] {
+        assert!(client.publish(event).await.accepted);
+    }
+    assert_eq!(client.publish(&waiting).await.message, PURGATORY_OK);
+    let stored: std::collections::HashSet<String> = served(&a, json!({})).await.into_iter().collect();
+    assert!(stored.contains(&kept.id.to_hex()) && !stored.contains(&deleted.id.to_hex()));
+
+    // nostr-sdk's negentropy client, with nothing on its side: graspd lists what it serves.
+    let relay = Relay::new(nostr::RelayUrl::parse(&a.ws_url()).expect("url"));
+    relay.try_connect().await.expect("connect");
+    let summary = relay
+        .sync(nostr::Filter::new())
+        .items(Vec::new())
+        .opts(SyncOptions::new().dry_run())
+        .await
+        .expect("negentropy sync");
+    let listed: std::collections::HashSet<String> = summary.remote.iter().map(|id| id.to_hex()).collect();
+    assert_eq!(listed, stored, "graspd lists exactly what it serves");
+    assert!(!listed.contains(&waiting.id.to_hex()), "nothing from purgatory");
+    assert!(!listed.contains(&deleted.id.to_hex()), "nothing deleted");
+    relay.shutdown();
+
+    // Bad messages get NEG-ERR and the connection stays up; sessions are capped.
+    client.send_raw(r#"["NEG-OPEN","bad",{},"zz"]"#).await;
+    let reply = client.next().await;
+    assert_eq!(reply[0], "NEG-ERR", "{reply}");
+    assert_eq!(reply[1], "bad");
+    client.send_raw(r#"["NEG-MSG","nobody","61"]"#).await;
+    let reply = client.next().await;
+    assert_eq!(
+        (reply[0].as_str(), reply[1].as_str()),
+        (Some("NEG-ERR"), Some("nobody")),
+        "{reply}"
+    );
+    for n in 0..5 {
+        // An empty negentropy message of protocol version 1 (0x61).
+        client
+            .send_raw(&json!(["NEG-OPEN", format!("s{n}"), {}, "61"]).to_string())
+            .await;
+        let reply = client.next().await;
+        let expected = if n < 4 { "NEG-MSG" } else { "NEG-ERR" };
+        assert_eq!(reply[0], expected, "session {n}: {reply}");
+    }
+    assert_eq!(
+        client.ids(json!({"ids": [kept.id.to_hex()]})).await.len(),
+        1,
+        "still serving"
+    );
 }

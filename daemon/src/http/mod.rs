@@ -5,6 +5,7 @@
 
 pub mod cgi;
 pub mod health;
+pub mod negentropy;
 pub mod pages;
 pub mod ws;
 

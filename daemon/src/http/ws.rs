@@ -55,6 +55,7 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
     let (mut client_tx, mut client_rx) = client.split();
     let (mut relay_tx, mut relay_rx) = upstream.split();
     let mut bucket = TokenBucket::new(limits.event_burst, limits.events_per_minute);
+    let mut negentropy = super::negentropy::Sessions::default();
 
     loop {
         tokio::select! {
@@ -68,6 +69,13 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
                             }
                             Checked::Answer(reply) => {
                                 if client_tx.send(Message::Text(reply.into())).await.is_err() { break; }
+                            }
+                            Checked::Negentropy(items) => {
+                                if let Some(reply) = negentropy.answer(&items, app.store()).await
+                                    && client_tx.send(Message::Text(reply.into())).await.is_err()
+                                {
+                                    break;
+                                }
                             }
                         }
                     }
@@ -100,6 +108,8 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
 pub enum Checked {
     Forward,
     Answer(String),
+    /// A NIP-77 message, answered by the bridge itself (`http::negentropy`).
+    Negentropy(Vec<Value>),
 }
 
 /// Checks one client text message. Pure apart from the token bucket, so it is unit-tested.
@@ -155,7 +165,21 @@ fn check_slowly(text: &str, limits: &Limits, bucket: &mut TokenBucket) -> Checke
                 Err(e) => Checked::Answer(notice(&format!("invalid: bad COUNT: {e}"))),
             }
         }
-        "CLOSE" | "AUTH" | "NEG-OPEN" | "NEG-MSG" | "NEG-CLOSE" => {
+        "NEG-OPEN" | "NEG-MSG" | "NEG-CLOSE" => {
+            if text.len() > limits.max_message_bytes {
+                let sub = items.get(1).and_then(Value::as_str).unwrap_or_default();
+                return Checked::Answer(
+                    Value::Array(vec![
+                        "NEG-ERR".into(),
+                        sub.into(),
+                        format!("invalid: message larger than {} bytes", limits.max_message_bytes).into(),
+                    ])
+                    .to_string(),
+                );
+            }
+            Checked::Negentropy(items)
+        }
+        "CLOSE" | "AUTH" => {
             if text.len() > limits.max_message_bytes {
                 return Checked::Answer(notice(&format!(
                     "invalid: message larger than {} bytes",
@@ -265,6 +289,7 @@ mod tests {
         match check(text, &limits(), &mut TokenBucket::new(5, 60)) {
             Checked::Answer(a) => a,
             Checked::Forward => "forward".to_owned(),
+            Checked::Negentropy(_) => "negentropy".to_owned(),
         }
     }
 
