@@ -135,6 +135,38 @@ async fn issues_and_comments_published_only_to_another_relay_reach_graspd() {
     wait_served(&a, "a live issue reaches graspd", &late).await;
     wait_served(&a, "the comment on it follows, by its root", &reply).await;
     assert!(a.log().contains("event sync: connected"), "{}", a.log());
+
+    // Operators see the relay, how it is synced and what came of it.
+    let status = status_json(&a, &["sync"]);
+    assert_eq!(status["event_sync_enabled"], true);
+    let relay = status["relays"]
+        .as_array()
+        .and_then(|relays| {
+            relays
+                .iter()
+                .find(|r| r["url"].as_str() == Some(relay_url.trim_end_matches('/')))
+                .or(relays.first())
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(relay["connected"], true, "{status}");
+    assert_eq!(relay["method"], "nip77", "{status}");
+    assert!(relay["accepted"].as_u64().unwrap_or(0) >= 3, "{status}");
+}
+
+fn status_json(server: &Server, args: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_graspd"))
+        .args(["status", "--json", "--data-dir"])
+        .arg(server.data.path())
+        .args(args)
+        .output()
+        .expect("run graspd status");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
 }
 
 #[tokio::test]
@@ -213,6 +245,12 @@ async fn a_relay_without_nip_77_is_synced_by_req_and_its_garbage_changes_nothing
     wait_served(&a, "live by REQ", &late).await;
 
     assert!(a.log().contains("no NIP-77 here"), "{}", a.log());
+    let status = status_json(&a, &["sync"]);
+    assert_eq!(status["relays"][0]["method"], "req", "{status}");
+    assert!(
+        status["relays"][0]["refused"].as_u64().unwrap_or(0) >= 2,
+        "forged and unrelated: {status}"
+    );
     let forged_id = forged["id"].as_str().expect("id").to_owned();
     assert!(
         served(&a, json!({"ids": [forged_id]})).await.is_empty(),

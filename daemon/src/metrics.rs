@@ -78,6 +78,12 @@ pub struct Metrics {
     pub maintenance_failed: AtomicU64,
     pub websocket_connections: AtomicI64,
     pub git_requests_in_flight: AtomicI64,
+    /// Events the event sync fetched, by what the write policy made of them: accepted, held,
+    /// refused, duplicate, failed (see [`SYNCED_OUTCOMES`]).
+    pub events_synced: [AtomicU64; 5],
+    /// Relays the event sync follows, and of those, the ones connected now.
+    pub event_sync_relays: AtomicI64,
+    pub event_sync_connected: AtomicI64,
     /// AuthorizePush handling time.
     pub authorize_seconds: Histogram,
     /// ReportPush handling time (the unified procedure after a push).
@@ -95,6 +101,9 @@ impl Default for Metrics {
             events_accepted: AtomicU64::new(0),
             events_refused: AtomicU64::new(0),
             events_to_purgatory: AtomicU64::new(0),
+            events_synced: Default::default(),
+            event_sync_relays: AtomicI64::new(0),
+            event_sync_connected: AtomicI64::new(0),
             events_released: AtomicU64::new(0),
             pushes_allowed: AtomicU64::new(0),
             pushes_refused: AtomicU64::new(0),
@@ -140,6 +149,9 @@ impl Drop for GaugeGuard<'_> {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// The labels of [`Metrics::events_synced`], in order.
+pub const SYNCED_OUTCOMES: [&str; 5] = ["accepted", "held", "refused", "duplicate", "failed"];
 
 /// Gauges read from the rest of the daemon when rendering.
 #[derive(Debug, Default)]
@@ -287,6 +299,29 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        let name = "graspd_event_sync_events_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Events the event sync fetched from other relays, by what the write policy made of them.\n# TYPE {name} counter"
+        );
+        for (outcome, value) in SYNCED_OUTCOMES.iter().zip(&self.events_synced) {
+            let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {}", get(value));
+        }
+        for (name, help, value) in [
+            (
+                "graspd_event_sync_relays",
+                "Relays the event sync follows.",
+                &self.event_sync_relays,
+            ),
+            (
+                "graspd_event_sync_relays_connected",
+                "Relays the event sync is connected to.",
+                &self.event_sync_connected,
+            ),
+        ] {
+            let value = value.load(Ordering::Relaxed);
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
         let in_flight = self.git_requests_in_flight.load(Ordering::Relaxed);

@@ -114,7 +114,13 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     );
     let mut tasks = vec![
         tokio::spawn(crate::sync::run(syncer, signal.clone())),
-        tokio::spawn(rpc::serve(app.clone(), rpc_listeners, throttle, signal.clone())),
+        tokio::spawn(rpc::serve(
+            app.clone(),
+            rpc_listeners,
+            throttle,
+            event_sync.clone(),
+            signal.clone(),
+        )),
         tokio::spawn(rpc::spool::run(app.clone(), signal.clone())),
         tokio::spawn(expiry::run(app.clone(), signal.clone())),
         tokio::spawn(maintenance::run(app.clone(), signal.clone())),

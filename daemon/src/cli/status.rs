@@ -215,6 +215,8 @@ pub async fn run(args: StatusArgs) -> Result<(), StatusError> {
                     "sync_enabled": s.sync_enabled,
                     "queue": s.queue.iter().map(|q| json!({"identifier": q.identifier, "next_attempt_in_ms": q.next_attempt_in_ms, "attempt_count": q.attempt_count, "in_progress": q.in_progress})).collect::<Vec<_>>(),
                     "throttles": s.throttles.iter().map(|t| json!({"domain": t.domain, "in_flight": t.in_flight, "requests_last_minute": t.requests_last_minute, "queued_identifiers": t.queued_identifiers})).collect::<Vec<_>>(),
+                    "event_sync_enabled": s.event_sync_enabled,
+                    "relays": s.relays.iter().map(relay_json).collect::<Vec<_>>(),
                 }))
             } else {
                 if !s.sync_enabled {
@@ -248,6 +250,25 @@ pub async fn run(args: StatusArgs) -> Result<(), StatusError> {
                         })
                         .collect(),
                 );
+                if s.event_sync_enabled {
+                    table(
+                        &[
+                            "RELAY",
+                            "STATE",
+                            "VIA",
+                            "REPOS",
+                            "FETCHED",
+                            "ACCEPTED",
+                            "HELD",
+                            "REFUSED",
+                            "ERRORS",
+                            "LAST ERROR",
+                        ],
+                        s.relays.iter().map(relay_row).collect(),
+                    );
+                } else {
+                    println!("event sync: off (--no-event-sync)");
+                }
             }
         }
         Some(StatusCommand::Sync {
@@ -508,4 +529,45 @@ fn processing_json(e: &pb::ProcessingEvent) -> Value {
         "states_released": r.states_released, "pull_requests_released": r.pull_requests_released,
         "announcements_released": r.announcements_released, "repos_synced": r.repos_synced,
         "refs_created": r.refs_created, "refs_updated": r.refs_updated, "refs_deleted": r.refs_deleted, "errors": r.errors}})
+}
+
+fn relay_json(r: &pb::RelaySync) -> serde_json::Value {
+    json!({
+        "url": r.url, "connected": r.connected, "method": r.method,
+        "repositories": r.repositories, "filters": r.filters, "last_full_pass": r.last_full_pass,
+        "fetched": r.fetched, "accepted": r.accepted, "held": r.held, "refused": r.refused,
+        "duplicates": r.duplicates, "errors": r.errors, "last_error": r.last_error,
+        "retry_at": r.retry_at, "given_up": r.given_up,
+    })
+}
+
+fn relay_row(r: &pb::RelaySync) -> Vec<String> {
+    let state = if r.given_up {
+        "given up".to_owned()
+    } else if r.connected {
+        "connected".to_owned()
+    } else if r.retry_at > 0 {
+        format!(
+            "retry in {} s",
+            r.retry_at.saturating_sub(nostr::Timestamp::now().as_secs())
+        )
+    } else {
+        "connecting".to_owned()
+    };
+    vec![
+        r.url.clone(),
+        state,
+        if r.method.is_empty() {
+            "-".to_owned()
+        } else {
+            r.method.clone()
+        },
+        r.repositories.to_string(),
+        r.fetched.to_string(),
+        r.accepted.to_string(),
+        r.held.to_string(),
+        r.refused.to_string(),
+        r.errors.to_string(),
+        r.last_error.chars().take(60).collect(),
+    ]
 }

@@ -79,7 +79,13 @@ pub async fn bind(socket: &Path, mode: u32, tcp: Option<SocketAddr>) -> Result<L
 /// The Unix socket (guarded by its file mode) serves everything: hooks, status, health and
 /// reflection. TCP serves status (bearer token required), health and reflection, and the hook
 /// service only with `--grpc-tcp-hooks`. Health reports NOT_SERVING once shutdown starts.
-pub async fn serve(app: App, listeners: Listeners, throttle: crate::sync::ThrottleManager, shutdown: Signal) {
+pub async fn serve(
+    app: App,
+    listeners: Listeners,
+    throttle: crate::sync::ThrottleManager,
+    event_sync: crate::sync::events::EventSyncStatus,
+    shutdown: Signal,
+) {
     let Listeners {
         unix,
         socket_path,
@@ -99,7 +105,7 @@ pub async fn serve(app: App, listeners: Listeners, throttle: crate::sync::Thrott
     let hooks = HookServiceServer::new(hook::Hooks::new(app.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let status = status::StatusApi::new(app.clone(), listen, throttle);
+    let status = status::StatusApi::new(app.clone(), listen, throttle, event_sync);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<HookServiceServer<hook::Hooks>>().await;
     health

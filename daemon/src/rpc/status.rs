@@ -27,14 +27,22 @@ pub struct StatusApi {
     listen: Vec<String>,
     /// The sync loop's per-domain throttles, shown by ListSync.
     throttle: ThrottleManager,
+    /// The event sync's per-relay status, shown by ListSync.
+    event_sync: crate::sync::events::EventSyncStatus,
 }
 
 impl StatusApi {
-    pub fn new(app: App, listen: Vec<String>, throttle: ThrottleManager) -> Self {
+    pub fn new(
+        app: App,
+        listen: Vec<String>,
+        throttle: ThrottleManager,
+        event_sync: crate::sync::events::EventSyncStatus,
+    ) -> Self {
         Self {
             app,
             listen,
             throttle,
+            event_sync,
         }
     }
 
@@ -347,10 +355,39 @@ impl StatusService for StatusApi {
                 queued_identifiers: waiting.iter().map(ToString::to_string).collect(),
             })
             .collect();
+        let relays = self
+            .event_sync
+            .snapshot()
+            .into_iter()
+            .map(|relay| pb::RelaySync {
+                url: relay.url,
+                connected: relay.connected,
+                method: match relay.negentropy {
+                    Some(true) => "nip77",
+                    Some(false) => "req",
+                    None => "",
+                }
+                .to_owned(),
+                repositories: u32::try_from(relay.repositories).unwrap_or(u32::MAX),
+                filters: u32::try_from(relay.filters).unwrap_or(u32::MAX),
+                last_full_pass: relay.last_full_pass.unwrap_or(0),
+                fetched: relay.fetched,
+                accepted: relay.accepted,
+                held: relay.held,
+                refused: relay.refused,
+                duplicates: relay.duplicates,
+                errors: relay.errors,
+                last_error: relay.last_error.unwrap_or_default(),
+                retry_at: relay.retry_at.unwrap_or(0),
+                given_up: relay.given_up,
+            })
+            .collect();
         Ok(Response::new(pb::ListSyncResponse {
             queue,
             throttles,
             sync_enabled: true,
+            event_sync_enabled: self.app.config().event_sync.enabled,
+            relays,
         }))
     }
 

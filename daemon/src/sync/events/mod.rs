@@ -164,6 +164,7 @@ impl Shared {
         // genuine event with the same id.
         if let Err(error) = event.verify() {
             tracing::debug!(%relay, event_id = %event.id, %error, "synced event with a bad id or signature");
+            crate::metrics::inc(&self.app.metrics().events_synced[2]);
             self.status.update(relay, |status| {
                 status.fetched += 1;
                 status.refused += 1;
@@ -183,6 +184,14 @@ impl Shared {
         if let Ingested::Failed(why) = &outcome {
             tracing::warn!(%relay, event_id = %event.id, why, "cannot take synced event");
         }
+        let index = match outcome {
+            Ingested::Accepted => 0,
+            Ingested::Held => 1,
+            Ingested::Refused(_) => 2,
+            Ingested::Duplicate => 3,
+            Ingested::Failed(_) => 4,
+        };
+        crate::metrics::inc(&self.app.metrics().events_synced[index]);
         self.status.update(relay, |status| {
             status.fetched += 1;
             match outcome {
@@ -222,6 +231,10 @@ pub async fn run(app: App, ingest: Arc<dyn Ingest>, status: EventSyncStatus, mut
                     }
                     keep
                 });
+                shared.app.metrics().event_sync_relays.store(
+                    i64::try_from(plans.len()).unwrap_or(i64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 for (url, plan) in plans {
                     let plan = Arc::new(plan);
                     match workers.get(&url) {
