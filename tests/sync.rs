@@ -201,3 +201,68 @@ async fn clone_urls_on_private_addresses_are_not_fetched_by_default() {
         .expect("git cat-file");
     assert!(!has_commit.success(), "no object was fetched");
 }
+
+#[tokio::test]
+async fn a_repository_that_lost_its_data_is_realigned_from_another_server_by_the_refs_check() {
+    let mut flags = FAST_SYNC.to_vec();
+    flags.extend(["--sync-refs-check-secs", "1"]);
+    let a = Server::start_on("127.0.0.1", &flags);
+    let b = Server::start_on("127.0.0.2", FAST_SYNC);
+    let owner = Keys::generate();
+    let ann = shared_announcement(&owner, &a, &b, "restored", &[]);
+    let (work, oid) = work_tree_with_commit("kept on b");
+    let st = state(&owner, "restored", &[("refs/heads/main", &oid)], Some("main"));
+    for server in [&a, &b] {
+        let mut client = server.client().await;
+        assert_eq!(client.publish(&ann).await.message, PURGATORY_OK);
+        assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
+        if server.addr == a.addr {
+            git(
+                work.path(),
+                &["push", "-q", &a.clone_url(&owner, "restored"), "main"],
+            );
+        }
+    }
+    eventually("B fetches the commit from A", || {
+        let b = &b;
+        let want = st.id.to_hex();
+        async move { served_ids(b, json!({"kinds": [30618]})).await == vec![want] }
+    })
+    .await;
+    // A's repository is replaced by an empty one (a disk restored from an old backup): its
+    // state is still served, its refs lag it, and the objects are only on B.
+    let a_repo = a.repo_path(&owner, "restored");
+    std::fs::remove_dir_all(&a_repo).expect("remove");
+    std::fs::create_dir_all(&a_repo).expect("mkdir");
+    git(&a_repo, &["init", "-q", "--bare"]);
+    // Until the check repairs it, status shows the lag.
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_graspd"))
+        .args(["status", "--json", "--data-dir"])
+        .arg(a.data.path())
+        .args(["repo", &format!("{}/restored", npub(&owner))])
+        .output()
+        .expect("graspd status");
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
+    let aligned = git_output(&a_repo, &["rev-parse", "-q", "--verify", "refs/heads/main"])
+        .status
+        .success();
+    assert!(shown["refs_lag_state"] == true || aligned, "{shown}");
+    eventually(
+        "A fetches the commit from B and aligns its refs with the state",
+        || {
+            let a_repo = a_repo.clone();
+            let oid = oid.clone();
+            async move {
+                git_output(&a_repo, &["rev-parse", "--verify", "-q", "refs/heads/main"]).stdout
+                    == format!("{oid}\n").into_bytes()
+            }
+        },
+    )
+    .await;
+    assert_eq!(git(&a_repo, &["symbolic-ref", "HEAD"]), "refs/heads/main");
+    assert!(
+        a.log().contains("lagging repository aligned with its state"),
+        "{}",
+        a.log()
+    );
+}

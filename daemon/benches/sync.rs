@@ -396,6 +396,7 @@ async fn drain(latency: Latency) {
         domain_rate_limit: 1_000_000,
         fetch_timeout: Duration::from_secs(60),
         private_addresses: false,
+        refs_check_interval: None,
     };
     let queue = SyncQueue::new();
     let syncer = Syncer::new(ctx, queue.clone(), &settings);

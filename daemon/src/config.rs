@@ -160,6 +160,9 @@ pub struct SyncSettings {
     pub fetch_timeout: Duration,
     /// Whether clone URLs may point at non-public addresses (see `sync::address`).
     pub private_addresses: bool,
+    /// Between checks of every hosted repository's refs against its state (`sync::lagging`);
+    /// `None`: never.
+    pub refs_check_interval: Option<Duration>,
 }
 
 /// How the event sync (GRASP-02, see `crate::sync::events`) reaches the relays that hosted

@@ -131,6 +131,14 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             signal.clone(),
         )),
     ];
+    if let Some(every) = config.sync.refs_check_interval {
+        tasks.push(tokio::spawn(crate::sync::lagging::run(
+            app.clone(),
+            app.sync_queue().clone(),
+            every,
+            signal.clone(),
+        )));
+    }
     if config.event_sync.enabled {
         let ingest = std::sync::Arc::new(relay::SyncedEvents::new(&app, relay.clone()));
         tasks.push(tokio::spawn(crate::sync::events::run(

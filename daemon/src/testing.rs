@@ -66,6 +66,7 @@ pub fn config(data_dir: &Path) -> crate::config::Config {
             domain_rate_limit: 30,
             fetch_timeout: Duration::from_secs(20),
             private_addresses: true,
+            refs_check_interval: None,
         },
         event_sync: crate::config::EventSyncSettings {
             enabled: false,

@@ -102,7 +102,8 @@ pub enum StatusCommand {
         #[arg(long)]
         identifier: Option<String>,
     },
-    /// The sync queue and per-domain throttles; `sync trigger <identifier>` syncs one now.
+    /// The sync queue, per-domain throttles and the relays the event sync follows; `sync trigger
+    /// <identifier>` syncs one now.
     Sync {
         #[command(subcommand)]
         action: Option<SyncAction>,
@@ -314,6 +315,12 @@ pub struct ServeArgs {
     #[arg(long, env = "GRASPD_SYNC_PRIVATE_ADDRESSES")]
     pub sync_private_addresses: bool,
 
+    /// Seconds between checks of every hosted repository's refs against the newest state it
+    /// serves; a lagging repository is aligned, fetching missing objects from the other clone
+    /// URLs. 0 turns the check off.
+    #[arg(long, env = "GRASPD_SYNC_REFS_CHECK_SECS", default_value_t = 3600)]
+    pub sync_refs_check_secs: u64,
+
     /// Do not sync events from the other relays that hosted repositories list (GRASP-02). By
     /// default graspd keeps each repository's events in sync with those relays: NIP-77
     /// negentropy where the relay speaks it, REQ otherwise, then live subscriptions.
@@ -505,6 +512,8 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
             domain_rate_limit: usize::try_from(args.sync_domain_rate_limit).unwrap_or(usize::MAX),
             fetch_timeout: Duration::from_secs(args.sync_fetch_timeout_secs),
             private_addresses: args.sync_private_addresses,
+            refs_check_interval: (args.sync_refs_check_secs > 0)
+                .then(|| Duration::from_secs(args.sync_refs_check_secs)),
         },
         event_sync: EventSyncSettings {
             enabled: !args.no_event_sync,

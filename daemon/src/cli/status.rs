@@ -473,6 +473,7 @@ fn repository_json(r: &pb::GetRepositoryResponse) -> Value {
         "refs": r.refs.iter().map(|x| json!({"name": x.name, "on_disk": x.on_disk, "in_state": x.in_state})).collect::<Vec<_>>(),
         "pending": r.pending.iter().map(entry_json).collect::<Vec<_>>(),
         "last_push_ms": r.last_push_ms, "last_sync_ms": r.last_sync_ms,
+        "refs_lag_state": r.refs_lag_state,
     })
 }
 
@@ -494,6 +495,9 @@ fn print_repository(r: &pb::GetRepositoryResponse) {
             }
         ),
         None => println!("state: none"),
+    }
+    if r.refs_lag_state {
+        println!("refs: lag the served state (the refs check aligns them, fetching what is missing)");
     }
     table(
         &["REF", "ON DISK", "STATE", ""],

@@ -13,6 +13,7 @@
 
 pub mod effects;
 pub mod expiry;
+pub mod lag;
 pub mod maintenance;
 pub mod push;
 
@@ -44,6 +45,20 @@ pub async fn process_newly_available_git_data(
     new_oids: &HashSet<Oid>,
 ) -> ProcessResult {
     let _serial = app.lock_identifier(&source.identifier).await;
+    procedure(app, source, new_oids).await
+}
+
+/// The procedure after a sync fetch: as after a push, and then every lagging repository of the
+/// identifier whose state's objects are now here is aligned with it (see [`lag`]).
+pub async fn process_fetched_git_data(app: &App, source: &RepoId, new_oids: &HashSet<Oid>) -> ProcessResult {
+    let _serial = app.lock_identifier(&source.identifier).await;
+    let mut result = procedure(app, source, new_oids).await;
+    lag::repair(app, source, &mut result).await;
+    result
+}
+
+/// The unified procedure; the caller holds the identifier's lock.
+async fn procedure(app: &App, source: &RepoId, new_oids: &HashSet<Oid>) -> ProcessResult {
     let mut result = ProcessResult::default();
     let group = match app.repo_group(&source.identifier).await {
         Ok(group) => group,

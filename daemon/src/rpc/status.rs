@@ -301,6 +301,11 @@ impl StatusService for StatusApi {
             pending,
             last_push_ms: self.app.metrics().last_push_ms(&repo),
             last_sync_ms: self.app.metrics().last_sync_ms(&repo),
+            refs_lag_state: crate::process::lag::lagging(&self.app, &repo.identifier)
+                .await
+                .map_err(internal)?
+                .iter()
+                .any(|lag| lag.repo == repo),
         }))
     }
 

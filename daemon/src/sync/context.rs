@@ -150,7 +150,11 @@ impl SyncContext for RealSyncContext {
             .into_iter()
             .filter(|entry| needs_git_data(entry))
             .collect();
-        if entries.is_empty() {
+        // Repositories whose refs lag their stored state (see `process::lag`).
+        let lags = crate::process::lag::lagging(&self.app, identifier)
+            .await
+            .map_err(|error| SyncError::Process(error.to_string()))?;
+        if entries.is_empty() && lags.is_empty() {
             return Ok(None);
         }
         let group = self.app.repo_group(identifier).await?;
@@ -178,6 +182,9 @@ impl SyncContext for RealSyncContext {
                 }
                 Nip34Kind::Announcement => {}
             }
+        }
+        for lag in lags {
+            wanted.extend(lag.state.wanted_oids());
         }
         if wanted.is_empty() {
             return Ok(None);
@@ -248,7 +255,7 @@ impl SyncContext for RealSyncContext {
         target: &RepoId,
         new_oids: &HashSet<Oid>,
     ) -> ProcessResult {
-        let result = crate::process::process_newly_available_git_data(&self.app, target, new_oids).await;
+        let result = crate::process::process_fetched_git_data(&self.app, target, new_oids).await;
         self.app.publish_processed("sync", target, &result);
         result
     }

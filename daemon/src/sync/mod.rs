@@ -25,6 +25,7 @@
 pub mod address;
 pub mod context;
 pub mod events;
+pub mod lagging;
 pub mod throttle;
 
 #[cfg(test)]
@@ -59,6 +60,8 @@ pub enum SyncError {
     Git(#[from] GitError),
     #[error("cannot run git: {0}")]
     Spawn(std::io::Error),
+    #[error("{0}")]
+    Process(String),
     #[error("fetch from {url} timed out after {} s", .after.as_secs())]
     Timeout { url: String, after: Duration },
     #[error("fetch from {url} failed: {stderr}")]

@@ -40,6 +40,7 @@ fn settings() -> SyncSettings {
         domain_rate_limit: 30,
         fetch_timeout: Duration::from_secs(60),
         private_addresses: false,
+        refs_check_interval: None,
     }
 }
 
