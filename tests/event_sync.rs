@@ -121,7 +121,10 @@ async fn issues_and_comments_published_only_to_another_relay_reach_graspd() {
     wait_served(&a, "the issue published earlier elsewhere reaches graspd", &early).await;
     let nip11 = http(a.addr, "GET", "/", &[("Accept", "application/nostr+json")]);
     let doc: serde_json::Value = serde_json::from_str(&nip11.body).expect("json");
-    assert_eq!(doc["supported_grasps"], json!(["GRASP-01", "GRASP-02"]));
+    assert_eq!(
+        doc["supported_grasps"],
+        json!(["GRASP-01", "GRASP-02", "GRASP-03"])
+    );
     assert!(
         doc["supported_nips"]
             .as_array()
@@ -170,6 +173,36 @@ fn status_json(server: &Server, args: &[&str]) -> serde_json::Value {
 }
 
 #[tokio::test]
+async fn a_comment_published_only_to_a_participants_outbox_relay_reaches_graspd() {
+    let (_listed, listed_url) = plain_relay().await;
+    let (_outbox, outbox_url) = plain_relay().await;
+    let a = Server::start_with_env(EVENT_SYNC, ON);
+    let owner = Keys::generate();
+    hosted(&a, &owner, "outbox", &[&listed_url]).await;
+    // A participant opens an issue here, and says (on the repository's relay) where they write.
+    let participant = Keys::generate();
+    let opened = issue(&participant, &owner, "outbox", "opened here");
+    assert!(a.client().await.publish(&opened).await.accepted);
+    let relay_list = event(&participant, 10002, "", &[&["r", &outbox_url]]);
+    publish_to(&listed_url, &[&relay_list]).await;
+    // Their reply goes to their own relay only.
+    let reply = comment(&participant, &opened);
+    publish_to(&outbox_url, &[&reply]).await;
+    wait_served(
+        &a,
+        "the reply on the participant's outbox relay reaches graspd",
+        &reply,
+    )
+    .await;
+    let status = status_json(&a, &["sync"]);
+    let urls: Vec<&str> = status["relays"]
+        .as_array()
+        .map(|relays| relays.iter().filter_map(|r| r["url"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(urls.iter().any(|u| outbox_url.starts_with(u)), "{status}");
+}
+
+#[tokio::test]
 async fn a_state_published_only_to_b_reaches_a_and_a_fetches_its_git_data_from_b() {
     let a = Server::start_full_on("127.0.0.1", EVENT_SYNC, ON);
     let b = Server::start_on("127.0.0.2", EVENT_SYNC);
@@ -181,11 +214,14 @@ async fn a_state_published_only_to_b_reaches_a_and_a_fetches_its_git_data_from_b
         let mut client = server.client().await;
         assert_eq!(client.publish(&ann).await.message, PURGATORY_OK);
         assert_eq!(client.publish(&first).await.message, PURGATORY_OK);
+        // Pushed to A before B hears of the state: B's first fetch from A then finds it.
+        if server.addr == a.addr {
+            git(
+                work.path(),
+                &["push", "-q", &a.clone_url(&owner, "shared"), "main"],
+            );
+        }
     }
-    git(
-        work.path(),
-        &["push", "-q", &a.clone_url(&owner, "shared"), "main"],
-    );
     wait_served(&b, "B fetches the first commit from A (git-data sync)", &first).await;
     // A second commit, its state and its push go to B only.
     std::fs::write(work.path().join("second.txt"), "second").expect("write");

@@ -187,6 +187,12 @@ pub struct EventSyncSettings {
     pub give_up_after: Duration,
     /// Relays asked, besides those in announcements, for announcements that list this server.
     pub bootstrap_relays: Vec<String>,
+    /// GRASP-03: also fetch the discussion from participants' outbox relays.
+    pub outbox: bool,
+    /// Participants per repository whose outbox relays are used.
+    pub outbox_max_authors: usize,
+    /// Outbox relays per repository.
+    pub outbox_max_relays: usize,
 }
 
 /// The resolved configuration of a running server.

@@ -337,6 +337,19 @@ pub struct ServeArgs {
     )]
     pub event_sync_bootstrap_relays: Vec<String>,
 
+    /// Do not fetch the discussion around hosted repositories from their participants' own
+    /// outbox relays (GRASP-03, NIP-65 lists).
+    #[arg(long, env = "GRASPD_NO_OUTBOX_SYNC")]
+    pub no_outbox_sync: bool,
+
+    /// Participants per repository whose outbox relays the event sync follows (GRASP-03).
+    #[arg(long, env = "GRASPD_OUTBOX_MAX_AUTHORS", default_value_t = 32)]
+    pub outbox_max_authors: usize,
+
+    /// Outbox relays per repository the event sync follows (GRASP-03).
+    #[arg(long, env = "GRASPD_OUTBOX_MAX_RELAYS", default_value_t = 24)]
+    pub outbox_max_relays: usize,
+
     /// Seconds between recomputations of what the event sync asks each relay.
     #[arg(long, env = "GRASPD_EVENT_SYNC_REFRESH_SECS", default_value_t = 60,
         value_parser = clap::value_parser!(u64).range(1..))]
@@ -525,6 +538,9 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
             max_backoff: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(24 * 3600),
             bootstrap_relays: args.event_sync_bootstrap_relays.clone(),
+            outbox: !args.no_outbox_sync,
+            outbox_max_authors: args.outbox_max_authors,
+            outbox_max_relays: args.outbox_max_relays,
         },
     })
 }

@@ -143,6 +143,9 @@ fn supported_grasps(config: &Config) -> Vec<&'static str> {
     let mut grasps = vec!["GRASP-01"];
     if config.event_sync.enabled {
         grasps.push("GRASP-02");
+        if config.event_sync.outbox {
+            grasps.push("GRASP-03");
+        }
     }
     grasps
 }

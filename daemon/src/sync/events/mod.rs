@@ -21,6 +21,7 @@
 //! larger than `--max-event-bytes` is refused; errors back off (doubling to an hour), a relay
 //! failing for a day is given up until its plan changes, and a rate-limit answer pauses it.
 
+mod outbox;
 pub mod plan;
 mod refused;
 mod relay;
@@ -217,10 +218,21 @@ pub async fn run(app: App, ingest: Arc<dyn Ingest>, status: EventSyncStatus, mut
         settings,
     });
     let mut workers: HashMap<RelayUrl, (watch::Sender<Arc<RelayPlan>>, JoinHandle<()>)> = HashMap::new();
+    let mut outboxes = outbox::Outboxes::default();
     loop {
         match subjects(&shared.app).await {
-            Ok(subjects) => {
+            Ok(mut subjects) => {
                 let config = shared.app.config();
+                if shared.settings.outbox {
+                    let limits = outbox::Limits {
+                        max_authors: shared.settings.outbox_max_authors,
+                        max_relays: shared.settings.outbox_max_relays,
+                        timeout: shared.settings.timeout,
+                        private_addresses: config.sync.private_addresses,
+                    };
+                    outboxes.refresh(&subjects, limits, &config.domain).await;
+                    outboxes.apply(&mut subjects, limits);
+                }
                 let plans = plan::plan(&subjects, &shared.settings.bootstrap_relays, &config.domain);
                 workers.retain(|url, (_, handle)| {
                     let keep = plans.contains_key(url);
@@ -304,6 +316,8 @@ pub async fn subjects(app: &App) -> Result<Vec<Subject>, StoreError> {
                 relays: announcement.relays,
                 states_only,
                 roots: Vec::new(),
+                participants: Vec::new(),
+                discussion_relays: Vec::new(),
             },
         );
     }
@@ -339,7 +353,62 @@ pub async fn subjects(app: &App) -> Result<Vec<Subject>, StoreError> {
             }
         }
     }
+    // Participants: authors of the newest events here that tag the repository or its roots.
+    for chunk in coordinates.chunks(100) {
+        let filter = Filter::new()
+            .custom_tags(
+                nostr::SingleLetterTag::lowercase(nostr::Alphabet::A),
+                chunk.iter().cloned(),
+            )
+            .limit(PARTICIPANT_EVENTS);
+        for event in app.store().query(&filter).await? {
+            for coordinate in a_tags(&event) {
+                if let Some(subject) = by_coordinate
+                    .get(&coordinate)
+                    .and_then(|repo| subjects.get_mut(repo))
+                {
+                    note_participant(subject, event.pubkey);
+                }
+            }
+        }
+    }
+    for subject in subjects
+        .values_mut()
+        .filter(|s| !s.states_only && !s.roots.is_empty())
+    {
+        let roots: Vec<String> = subject.roots.iter().take(100).map(EventId::to_hex).collect();
+        let filter = Filter::new()
+            .custom_tags(nostr::SingleLetterTag::uppercase(nostr::Alphabet::E), roots)
+            .limit(PARTICIPANT_EVENTS);
+        for event in app.store().query(&filter).await? {
+            note_participant(subject, event.pubkey);
+        }
+    }
     Ok(subjects.into_values().collect())
+}
+
+/// Events read per query when looking for participants.
+const PARTICIPANT_EVENTS: usize = 500;
+
+/// Participants kept per repository at most, before the configured bound applies.
+const MAX_PARTICIPANTS: usize = 256;
+
+fn note_participant(subject: &mut Subject, author: nostr::PublicKey) {
+    if subject.participants.len() < MAX_PARTICIPANTS && !subject.participants.contains(&author) {
+        subject.participants.push(author);
+    }
+}
+
+/// The values of an event's `a` tags.
+fn a_tags(event: &Event) -> Vec<String> {
+    event
+        .tags
+        .iter()
+        .filter_map(|tag| match tag.as_slice() {
+            [name, value, ..] if name == "a" => Some(value.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Ids of the events matching `filter` with each `a` value they carry, newest first.
@@ -348,13 +417,8 @@ async fn root_ids(app: &App, filter: &Filter) -> Result<Vec<(EventId, String)>, 
     Ok(events
         .iter()
         .flat_map(|event| {
-            event
-                .tags
-                .iter()
-                .filter_map(|tag| match tag.as_slice() {
-                    [name, value, ..] if name == "a" => Some(value.clone()),
-                    _ => None,
-                })
+            a_tags(event)
+                .into_iter()
                 .map(|coordinate| (event.id, coordinate))
                 .collect::<Vec<_>>()
         })

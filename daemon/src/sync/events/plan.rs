@@ -34,6 +34,10 @@ pub struct Subject {
     pub states_only: bool,
     /// Issues, patches and pull requests of the repository known here.
     pub roots: Vec<EventId>,
+    /// Authors of the newest events here about the repository, newest first (GRASP-03).
+    pub participants: Vec<PublicKey>,
+    /// Their outbox relays not already in `relays`: asked for the discussion only (GRASP-03).
+    pub discussion_relays: Vec<String>,
 }
 
 impl Subject {
@@ -88,6 +92,20 @@ pub fn plan(subjects: &[Subject], bootstrap: &[String], ours: &Domain) -> BTreeM
             .iter()
             .filter_map(|raw| relay_url(raw, ours).ok())
             .collect();
+        if !subject.states_only {
+            let discussion: BTreeSet<RelayUrl> = subject
+                .discussion_relays
+                .iter()
+                .filter_map(|raw| relay_url(raw, ours).ok())
+                .filter(|url| !relays.contains(url))
+                .collect();
+            for relay in discussion {
+                let wanted = per_relay.entry(relay).or_default();
+                wanted.repositories += 1;
+                wanted.coordinates.extend(subject.coordinates());
+                wanted.roots.extend(subject.roots.iter().copied());
+            }
+        }
         for relay in relays {
             let wanted = per_relay.entry(relay).or_default();
             wanted.repositories += 1;
@@ -193,6 +211,8 @@ mod tests {
             relays: relays.iter().map(|r| (*r).to_owned()).collect(),
             states_only,
             roots: vec![EventId::all_zeros()],
+            participants: Vec::new(),
+            discussion_relays: Vec::new(),
         }
     }
 
@@ -227,6 +247,25 @@ mod tests {
             serde_json::to_string(&b.filters[0])
                 .expect("json")
                 .contains("30618")
+        );
+    }
+
+    #[test]
+    fn outbox_relays_get_the_discussion_only() {
+        let mut one = subject("one", &["wss://relay.a"], false);
+        one.discussion_relays = vec!["wss://outbox.example".into(), "wss://relay.a".into()];
+        let plans = plan(&[one], &[], &domain());
+        assert_eq!(plans.len(), 2);
+        let outbox = &plans[&RelayUrl::parse("wss://outbox.example").expect("url")];
+        let json: Vec<String> = outbox
+            .filters
+            .iter()
+            .map(|f| serde_json::to_string(f).expect("json"))
+            .collect();
+        assert_eq!(json.len(), 6, "coordinates and roots, 3 letters each: {json:#?}");
+        assert!(
+            json.iter()
+                .all(|f| !f.contains("30618") && !f.contains("\"authors\""))
         );
     }
 

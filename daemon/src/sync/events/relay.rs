@@ -429,7 +429,7 @@ fn rand_u16() -> u16 {
 /// The nostr-sdk relay's event "database": remembers nothing (graspd's store is the memory), so
 /// no event is kept in memory per relay and none is passed on unverified as "already saved".
 #[derive(Debug, Default)]
-struct NoTracker;
+pub(super) struct NoTracker;
 
 impl NostrDatabase for NoTracker {
     fn backend(&self) -> Backend {
