@@ -5,13 +5,10 @@
 
 mod support;
 
-use futures_util::{SinkExt, StreamExt};
 use nostr::{Event, Keys};
-use nostr_relay_builder::LocalRelay;
 use serde_json::json;
+use support::relays::{Proxy, ProxyOptions, plain_relay};
 use support::*;
-use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Message;
 
 const PURGATORY_OK: &str = "purgatory: won't be served until git data arrives";
 
@@ -59,13 +56,6 @@ async fn hosted(
         &["push", "-q", &server.clone_url(owner, identifier), "main"],
     );
     (work, oid)
-}
-
-async fn plain_relay() -> (LocalRelay, String) {
-    let relay = LocalRelay::new();
-    relay.run().await.expect("plain relay runs");
-    let url = relay.url().await.to_string();
-    (relay, url)
 }
 
 async fn publish_to(url: &str, events: &[&Event]) {
@@ -265,11 +255,15 @@ async fn a_relay_without_nip_77_is_synced_by_req_and_its_garbage_changes_nothing
         value
     };
     let unrelated = issue(&stranger, &Keys::generate(), "elsewhere", "not hosted here");
-    let proxy = relay_without_negentropy(
+    let proxy = Proxy::start(
         upstream.clone(),
-        vec![forged.clone(), serde_json::to_value(&unrelated).expect("json")],
+        ProxyOptions {
+            refuse_negentropy: true,
+            extra_events: vec![forged.clone(), serde_json::to_value(&unrelated).expect("json")],
+        },
     )
-    .await;
+    .await
+    .url;
     let early = issue(&Keys::generate(), &owner, "plain", "before");
     publish_to(&upstream, &[&early]).await;
 
@@ -300,71 +294,6 @@ async fn a_relay_without_nip_77_is_synced_by_req_and_its_garbage_changes_nothing
     );
     // graspd keeps serving.
     assert_eq!(served(&a, json!({"kinds": [1621]})).await.len(), 2);
-}
-
-/// A relay that does not speak NIP-77 (it answers NEG-OPEN as strfry answers an unknown
-/// command) and answers every REQ with `extra` events first: a websocket proxy in front of
-/// `upstream`.
-async fn relay_without_negentropy(upstream: String, extra: Vec<serde_json::Value>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(proxy(stream, upstream.clone(), extra.clone()));
-        }
-    });
-    format!("ws://{addr}")
-}
-
-async fn proxy(stream: tokio::net::TcpStream, upstream: String, extra: Vec<serde_json::Value>) {
-    let Ok(client) = tokio_tungstenite::accept_async(stream).await else {
-        return;
-    };
-    let Ok((server, _)) = tokio_tungstenite::connect_async(upstream.as_str()).await else {
-        return;
-    };
-    let (mut to_client, mut from_client) = client.split();
-    let (mut to_server, mut from_server) = server.split();
-    let (outbox, mut queued) = tokio::sync::mpsc::unbounded_channel::<Message>();
-    let writer = tokio::spawn(async move {
-        while let Some(message) = queued.recv().await {
-            if to_client.send(message).await.is_err() {
-                return;
-            }
-        }
-    });
-    let relayed = outbox.clone();
-    let reader = tokio::spawn(async move {
-        while let Some(Ok(message)) = from_server.next().await {
-            if relayed.send(message).is_err() {
-                return;
-            }
-        }
-    });
-    while let Some(Ok(message)) = from_client.next().await {
-        if let Message::Text(text) = &message {
-            let parsed: serde_json::Value = serde_json::from_str(text.as_str()).unwrap_or_default();
-            match parsed[0].as_str() {
-                Some("NEG-OPEN") => {
-                    let notice = json!(["NOTICE", "ERROR: bad msg: unknown cmd"]).to_string();
-                    let _ = outbox.send(Message::Text(notice.into()));
-                    continue;
-                }
-                Some("REQ") => {
-                    for event in &extra {
-                        let message = json!(["EVENT", parsed[1], event]).to_string();
-                        let _ = outbox.send(Message::Text(message.into()));
-                    }
-                }
-                _ => {}
-            }
-        }
-        if to_server.send(message).await.is_err() {
-            break;
-        }
-    }
-    reader.abort();
-    writer.abort();
 }
 
 #[tokio::test]
@@ -434,4 +363,23 @@ async fn graspd_answers_nip_77_without_purgatory_or_deleted_events_and_survives_
         1,
         "still serving"
     );
+}
+
+/// The event-sync benchmark (`cargo bench -p graspd --bench event_sync`), bounded: both methods
+/// bring every event, and NIP-77 moves fewer bytes than REQ when most events are shared.
+#[tokio::test]
+async fn bounded_sync_benchmark_brings_everything_and_negentropy_moves_less() {
+    use support::sync_bench::run;
+    let n = 600;
+    let neg = run(n, n * 99 / 100, true).await;
+    let req = run(n, n * 99 / 100, false).await;
+    assert_eq!((neg.synced, req.synced), (6, 6));
+    assert!(
+        neg.bytes < req.bytes,
+        "NIP-77 {} bytes, REQ {} bytes",
+        neg.bytes,
+        req.bytes
+    );
+    let empty = run(n, 0, true).await;
+    assert_eq!(empty.synced, n);
 }

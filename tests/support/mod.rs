@@ -632,6 +632,8 @@ where
 
 /// nginx + fcgiwrap in front of graspd (tests/nginx.rs, benches/nginx.rs).
 pub mod nginx;
+pub mod relays;
+pub mod sync_bench;
 
 /// The `true` executable, for hooks that do nothing (the benches' measure of git's own cost of
 /// running hooks).

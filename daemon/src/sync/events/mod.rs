@@ -45,6 +45,17 @@ use crate::types::{KIND_ANNOUNCEMENT, KIND_ISSUE, KIND_PATCH, KIND_PULL_REQUEST}
 pub use plan::{RelayPlan, Subject};
 pub use refused::Refused;
 
+/// Events of one page taken at once.
+const TAKE_CONCURRENCY: usize = 32;
+
+/// Kinds taken before the others in a page: NIP-34's own and the roots of discussions.
+fn is_root_kind(kind: Kind) -> bool {
+    matches!(
+        kind.as_u16(),
+        KIND_ANNOUNCEMENT | crate::types::KIND_STATE | KIND_ISSUE | KIND_PATCH | KIND_PULL_REQUEST
+    ) || kind.as_u16() == crate::types::KIND_PULL_REQUEST_UPDATE
+}
+
 /// Root events kept per repository in a plan (the newest first).
 const MAX_ROOTS_PER_REPOSITORY: usize = 1000;
 
@@ -152,6 +163,24 @@ impl Shared {
         items.sort_unstable();
         items.dedup_by_key(|(id, _)| *id);
         Ok(items)
+    }
+
+    /// Takes a page of fetched events, several at a time so that their commits share
+    /// transactions: repositories' own events and root events (issues, patches, pull requests)
+    /// first, oldest first, then the rest, so that a reply does not come before what it
+    /// answers.
+    async fn take_all(&self, relay: &RelayUrl, mut events: Vec<Event>) {
+        use futures_util::StreamExt;
+        events.sort_by_key(|event| (!is_root_kind(event.kind), event.created_at));
+        let split = events.partition_point(|event| is_root_kind(event.kind));
+        let rest = events.split_off(split);
+        for group in [events, rest] {
+            futures_util::stream::iter(group)
+                .for_each_concurrent(TAKE_CONCURRENCY, |event| async move {
+                    self.take(relay, &event).await;
+                })
+                .await;
+        }
     }
 
     /// Passes a fetched event to the write policy and counts the outcome for `relay`.
@@ -335,23 +364,26 @@ pub async fn subjects(app: &App) -> Result<Vec<Subject>, StoreError> {
         }
     }
     let coordinates: Vec<String> = by_coordinate.keys().cloned().collect();
-    for chunk in coordinates.chunks(500) {
+    // Per repository, the newest roots only: the query reads no more than it keeps.
+    for (repo, subject) in subjects.iter_mut().filter(|(_, s)| !s.states_only) {
+        let mine: Vec<String> = subject
+            .maintainers
+            .iter()
+            .chain(std::iter::once(&subject.owner))
+            .map(|key| format!("{KIND_ANNOUNCEMENT}:{}:{}", key.to_hex(), repo.identifier))
+            .take(plan::MAX_VALUES)
+            .collect();
         let filter = Filter::new()
             .kinds([KIND_ISSUE, KIND_PATCH, KIND_PULL_REQUEST].map(Kind::from))
-            .custom_tags(
-                nostr::SingleLetterTag::lowercase(nostr::Alphabet::A),
-                chunk.iter().cloned(),
-            );
-        for (id, coordinate) in root_ids(app, &filter).await? {
-            if let Some(subject) = by_coordinate
-                .get(&coordinate)
-                .and_then(|repo| subjects.get_mut(repo))
-                && subject.roots.len() < MAX_ROOTS_PER_REPOSITORY
-                && !subject.roots.contains(&id)
-            {
-                subject.roots.push(id);
-            }
-        }
+            .custom_tags(nostr::SingleLetterTag::lowercase(nostr::Alphabet::A), mine)
+            .limit(MAX_ROOTS_PER_REPOSITORY);
+        subject.roots = app
+            .store()
+            .negentropy_items(&filter)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
     }
     // Participants: authors of the newest events here that tag the repository or its roots.
     for chunk in coordinates.chunks(100) {
@@ -409,20 +441,6 @@ fn a_tags(event: &Event) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-/// Ids of the events matching `filter` with each `a` value they carry, newest first.
-async fn root_ids(app: &App, filter: &Filter) -> Result<Vec<(EventId, String)>, StoreError> {
-    let events = app.store().query(filter).await?;
-    Ok(events
-        .iter()
-        .flat_map(|event| {
-            a_tags(event)
-                .into_iter()
-                .map(|coordinate| (event.id, coordinate))
-                .collect::<Vec<_>>()
-        })
-        .collect())
 }
 
 /// Unix seconds now.

@@ -361,16 +361,19 @@ impl Worker {
             .timeout(self.shared.settings.timeout)
             .policy(ReqExitPolicy::ExitOnEOSE)
             .await?;
-        let (mut count, mut fresh, mut oldest) = (0, 0, None::<Timestamp>);
+        let (mut count, mut oldest) = (0, None::<Timestamp>);
+        // At most a page (or 100 ids) at a time: collected to EOSE, then taken.
+        let mut page = Vec::new();
         while let Some(event) = stream.next().await {
             let event: Event = event?;
             count += 1;
             oldest = Some(oldest.map_or(event.created_at, |o| o.min(event.created_at)));
             if seen.insert(event.id) {
-                fresh += 1;
-                self.shared.take(&self.url, &event).await;
+                page.push(event);
             }
         }
+        let fresh = page.len();
+        self.shared.take_all(&self.url, page).await;
         Ok((count, fresh, oldest))
     }
 }

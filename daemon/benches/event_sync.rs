@@ -1,0 +1,48 @@
+//! Event-sync benchmark (not a test): `cargo bench -p graspd --bench event_sync`.
+//!
+//! One graspd holds `GRASPD_BENCH_SYNC_EVENTS` issues (default 100,000) of a repository; a second
+//! graspd hosting the same repository is told of the first one's relay and syncs them, by NIP-77
+//! and by REQ pages (a proxy in front refusing NIP-77), once from empty and once already holding
+//! 99% of them. Prints time, bytes on the wire and round trips (messages graspd sent), and the
+//! NIP-77 / REQ byte ratio. Targets: 100,000 events from empty in ≤ 15 s; NIP-77 moves ≥ 5× fewer
+//! bytes than REQ at 99% shared.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use support::sync_bench::{Figures, run};
+
+fn print(label: &str, f: &Figures) {
+    println!(
+        "{label:<28} {:>7} events  {:>7.2} s  {:>8.0} events/s  {:>11} bytes  {:>6} round trips  target RSS {:>6.1} MiB",
+        f.synced,
+        f.seconds,
+        f.synced as f64 / f.seconds.max(1e-9),
+        f.bytes,
+        f.round_trips,
+        f.target_rss_mib
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("GRASPD_BENCH_SYNC_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let shared = n * 99 / 100;
+    println!("event sync of {n} issues between two graspd on loopback");
+    let from_empty_neg = run(n, 0, true).await;
+    print("from empty, NIP-77", &from_empty_neg);
+    let from_empty_req = run(n, 0, false).await;
+    print("from empty, REQ pages", &from_empty_req);
+    let most_neg = run(n, shared, true).await;
+    print("99% shared, NIP-77", &most_neg);
+    let most_req = run(n, shared, false).await;
+    print("99% shared, REQ pages", &most_req);
+    println!(
+        "bytes REQ / NIP-77 at 99% shared: {:.1}x (target >= 5x); from empty: {:.2}x",
+        most_req.bytes as f64 / most_neg.bytes.max(1) as f64,
+        from_empty_req.bytes as f64 / from_empty_neg.bytes.max(1) as f64
+    );
+}

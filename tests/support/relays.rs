@@ -1,0 +1,137 @@
+//! Relays for event-sync tests and benchmarks: a plain Nostr relay (nostr-relay-builder's
+//! `LocalRelay`, which answers NIP-77), and a websocket proxy in front of any relay that counts
+//! the bytes and messages it carries, can refuse NIP-77 as a relay without it does, and can slip
+//! extra messages into every REQ's answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::{SinkExt, StreamExt};
+use nostr_relay_builder::LocalRelay;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A plain relay on loopback, and its URL.
+pub async fn plain_relay() -> (LocalRelay, String) {
+    let relay = LocalRelay::new();
+    relay.run().await.expect("plain relay runs");
+    let url = relay.url().await.to_string();
+    (relay, url)
+}
+
+/// What a [`Proxy`] does besides forwarding.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyOptions {
+    /// Answer NEG-OPEN as strfry answers an unknown command instead of forwarding it.
+    pub refuse_negentropy: bool,
+    /// Events sent first in answer to every REQ.
+    pub extra_events: Vec<Value>,
+}
+
+/// What went through a proxy.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Text bytes from the client (graspd's sync) to the relay.
+    pub bytes_up: AtomicU64,
+    /// Text bytes from the relay to the client.
+    pub bytes_down: AtomicU64,
+    /// Messages from the client: each is a round trip's request (REQ, NEG-OPEN, NEG-MSG, ...).
+    pub messages_up: AtomicU64,
+}
+
+impl Counters {
+    pub fn bytes(&self) -> u64 {
+        self.bytes_up.load(Ordering::Relaxed) + self.bytes_down.load(Ordering::Relaxed)
+    }
+
+    pub fn messages_up(&self) -> u64 {
+        self.messages_up.load(Ordering::Relaxed)
+    }
+}
+
+/// A websocket proxy on loopback in front of `upstream`.
+pub struct Proxy {
+    pub url: String,
+    pub counters: Arc<Counters>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: String, options: ProxyOptions) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let counters = Arc::new(Counters::default());
+        let shared = counters.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(carry(stream, upstream.clone(), options.clone(), shared.clone()));
+            }
+        });
+        Self {
+            url: format!("ws://{addr}"),
+            counters,
+        }
+    }
+}
+
+async fn carry(
+    stream: tokio::net::TcpStream,
+    upstream: String,
+    options: ProxyOptions,
+    counters: Arc<Counters>,
+) {
+    let Ok(client) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    let Ok((server, _)) = tokio_tungstenite::connect_async(upstream.as_str()).await else {
+        return;
+    };
+    let (mut to_client, mut from_client) = client.split();
+    let (mut to_server, mut from_server) = server.split();
+    let (outbox, mut queued) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    let down = counters.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(message) = queued.recv().await {
+            if let Message::Text(text) = &message {
+                down.bytes_down.fetch_add(text.len() as u64, Ordering::Relaxed);
+            }
+            if to_client.send(message).await.is_err() {
+                return;
+            }
+        }
+    });
+    let relayed = outbox.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = from_server.next().await {
+            if relayed.send(message).is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(Ok(message)) = from_client.next().await {
+        if let Message::Text(text) = &message {
+            counters.bytes_up.fetch_add(text.len() as u64, Ordering::Relaxed);
+            counters.messages_up.fetch_add(1, Ordering::Relaxed);
+            let parsed: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+            match parsed[0].as_str() {
+                Some("NEG-OPEN") if options.refuse_negentropy => {
+                    let notice = json!(["NOTICE", "ERROR: bad msg: unknown cmd"]).to_string();
+                    let _ = outbox.send(Message::Text(notice.into()));
+                    continue;
+                }
+                Some("REQ") => {
+                    for event in &options.extra_events {
+                        let message = json!(["EVENT", parsed[1], event]).to_string();
+                        let _ = outbox.send(Message::Text(message.into()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if to_server.send(message).await.is_err() {
+            break;
+        }
+    }
+    reader.abort();
+    writer.abort();
+}
