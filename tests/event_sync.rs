@@ -145,6 +145,41 @@ async fn issues_and_comments_published_only_to_another_relay_reach_graspd() {
     assert_eq!(relay["connected"], true, "{status}");
     assert_eq!(relay["method"], "nip77", "{status}");
     assert!(relay["accepted"].as_u64().unwrap_or(0) >= 3, "{status}");
+    // The announcement lists graspd itself too: it never syncs from itself.
+    let own = a.ws_url();
+    assert!(
+        status["relays"].as_array().is_some_and(|relays| relays
+            .iter()
+            .all(|r| !own.starts_with(r["url"].as_str().unwrap_or("-")))),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn after_a_lost_connection_graspd_reconnects_and_resumes_with_since() {
+    let (_relay, upstream) = plain_relay().await;
+    let proxy = Proxy::start(upstream.clone(), ProxyOptions::default()).await;
+    let a = Server::start_with_env(EVENT_SYNC, ON);
+    let owner = Keys::generate();
+    hosted(&a, &owner, "resume", &[&proxy.url]).await;
+    let first = issue(&Keys::generate(), &owner, "resume", "first");
+    publish_to(&upstream, &[&first]).await;
+    wait_served(&a, "live before the cut", &first).await;
+    // The relay goes away; what is published meanwhile comes with the resumed history.
+    proxy.cut_connections();
+    let meanwhile = issue(&Keys::generate(), &owner, "resume", "meanwhile");
+    publish_to(&upstream, &[&meanwhile]).await;
+    wait_served(
+        &a,
+        "an event published while disconnected arrives after the reconnection",
+        &meanwhile,
+    )
+    .await;
+    let status = status_json(&a, &["sync"]);
+    assert!(
+        status["relays"][0]["errors"].as_u64().unwrap_or(0) >= 1,
+        "the lost connection shows: {status}"
+    );
 }
 
 fn status_json(server: &Server, args: &[&str]) -> serde_json::Value {

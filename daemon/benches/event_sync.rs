@@ -5,12 +5,13 @@
 //! and by REQ pages (a proxy in front refusing NIP-77), once from empty and once already holding
 //! 99% of them. Prints time, bytes on the wire and round trips (messages graspd sent), and the
 //! NIP-77 / REQ byte ratio. Targets: 100,000 events from empty in ≤ 15 s; NIP-77 moves ≥ 5× fewer
-//! bytes than REQ at 99% shared.
+//! bytes than REQ at 99% shared. Then the memory of a graspd hosting `GRASPD_BENCH_SYNC_REPOS`
+//! repositories (default 1,000) that list 3 of 20 relays each: ≤ 100 MB RSS.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use support::sync_bench::{Figures, run};
+use support::sync_bench::{Figures, memory_run, run};
 
 fn print(label: &str, f: &Figures) {
     println!(
@@ -44,5 +45,15 @@ async fn main() {
         "bytes REQ / NIP-77 at 99% shared: {:.1}x (target >= 5x); from empty: {:.2}x",
         most_req.bytes as f64 / most_neg.bytes.max(1) as f64,
         from_empty_req.bytes as f64 / from_empty_neg.bytes.max(1) as f64
+    );
+    let repos: usize = std::env::var("GRASPD_BENCH_SYNC_REPOS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let (rss, seconds) = memory_run(repos, 20).await;
+    println!(
+        "memory: {repos} hosted repositories across 20 relays, all connected and past a full pass after {seconds:.0} s: \
+         target peak RSS {rss:.1} MiB (target <= 100 MB = 95.4 MiB), ratio {:.2}",
+        rss / 95.4
     );
 }

@@ -54,6 +54,8 @@ impl Counters {
 pub struct Proxy {
     pub url: String,
     pub counters: Arc<Counters>,
+    /// Bumped to cut every open connection (a relay restarting, as its clients see it).
+    cut: tokio::sync::watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -62,15 +64,30 @@ impl Proxy {
         let addr = listener.local_addr().expect("addr");
         let counters = Arc::new(Counters::default());
         let shared = counters.clone();
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(carry(stream, upstream.clone(), options.clone(), shared.clone()));
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(carry(
+                    stream,
+                    upstream.clone(),
+                    options.clone(),
+                    shared.clone(),
+                    cuts,
+                ));
             }
         });
         Self {
             url: format!("ws://{addr}"),
             counters,
+            cut,
         }
+    }
+
+    /// Drops every open connection; new ones are carried as before.
+    pub fn cut_connections(&self) {
+        self.cut.send_modify(|generation| *generation += 1);
     }
 }
 
@@ -79,6 +96,7 @@ async fn carry(
     upstream: String,
     options: ProxyOptions,
     counters: Arc<Counters>,
+    mut cuts: tokio::sync::watch::Receiver<u64>,
 ) {
     let Ok(client) = tokio_tungstenite::accept_async(stream).await else {
         return;
@@ -108,7 +126,18 @@ async fn carry(
             }
         }
     });
-    while let Some(Ok(message)) = from_client.next().await {
+    loop {
+        let message = tokio::select! {
+            message = from_client.next() => message,
+            // A cut (and never, once the proxy is gone).
+            changed = cuts.changed() => {
+                if changed.is_ok() {
+                    break;
+                }
+                from_client.next().await
+            }
+        };
+        let Some(Ok(message)) = message else { break };
         if let Message::Text(text) = &message {
             counters.bytes_up.fetch_add(text.len() as u64, Ordering::Relaxed);
             counters.messages_up.fetch_add(1, Ordering::Relaxed);

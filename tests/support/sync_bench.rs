@@ -167,3 +167,66 @@ pub async fn run(n: usize, shared: usize, negentropy: bool) -> Figures {
         target_rss_mib: target.peak_rss_mib().unwrap_or(0.0),
     }
 }
+
+/// The target's memory while it follows `relays` relays for `repos` hosted repositories, each
+/// listing three of them (and each relay holding a few issues of each of its repositories): the
+/// peak RSS once every relay is connected and past its first full pass, and how long that took.
+pub async fn memory_run(repos: usize, relays: usize) -> (f64, f64) {
+    let mut plain = Vec::new();
+    for _ in 0..relays {
+        plain.push(super::relays::plain_relay().await);
+    }
+    let target = Server::start_with_env(FLAGS, ON);
+    let owner = Keys::generate();
+    let started = Instant::now();
+    // Hosted four at a time: announcement, state and push each.
+    let names: Vec<String> = (0..repos).map(|i| format!("r{i}")).collect();
+    for (c, chunk) in names.chunks(4).enumerate() {
+        let mut pushes = Vec::new();
+        for (i, name) in chunk.iter().enumerate() {
+            let j = c * 4 + i;
+            let listed: Vec<&str> = (0..3).map(|k| plain[(j + k * 7) % relays].1.as_str()).collect();
+            let at = Timestamp::from_secs(Timestamp::now().as_secs() - 10);
+            let ann = announcement_at(&owner, &target, name, &listed, at);
+            let (work, oid) = work_tree_with_commit(name);
+            let st = state(&owner, name, &[("refs/heads/main", &oid)], Some("main"));
+            let mut client = target.client().await;
+            assert!(client.publish(&ann).await.accepted);
+            assert!(client.publish(&st).await.accepted);
+            let url = target.clone_url(&owner, name);
+            pushes.push(std::thread::spawn(move || {
+                git(work.path(), &["push", "-q", &url, "main"]);
+                drop(work);
+            }));
+        }
+        for push in pushes {
+            push.join().expect("push");
+        }
+    }
+    // Wait for every relay to be connected and through its first pass.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_graspd"))
+            .args(["status", "--json", "--data-dir"])
+            .arg(target.data.path())
+            .arg("sync")
+            .output()
+            .expect("graspd status");
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let ready = status["relays"].as_array().is_some_and(|list| {
+            list.len() == relays
+                && list
+                    .iter()
+                    .all(|r| r["connected"] == true && r["last_full_pass"].as_u64().unwrap_or(0) > 0)
+        });
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "relays not all synced: {status}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    (
+        target.peak_rss_mib().unwrap_or(0.0),
+        started.elapsed().as_secs_f64(),
+    )
+}

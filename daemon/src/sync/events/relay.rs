@@ -181,6 +181,7 @@ impl Worker {
                 .map(|(_, seen)| Timestamp::from_secs(seen.as_secs().saturating_sub(60)));
             let history_started = Timestamp::now();
             for filter in &plan.filters {
+                ensure_connected(&relay)?;
                 let key = serde_json::to_string(filter).unwrap_or_default();
                 match (memory.done.contains(&key), resume) {
                     (true, Some(since)) => self.pages(&relay, filter.clone().since(since)).await?,
@@ -208,6 +209,7 @@ impl Worker {
                 let filters: Vec<Filter> = filters.iter().map(|f| f.clone().limit(0)).collect();
                 live.insert(relay.subscribe(filters).await?);
             }
+            ensure_connected(&relay)?;
             let catch_up = Timestamp::from_secs(history_started.as_secs().saturating_sub(60));
             for filter in &plan.filters {
                 self.pages(&relay, filter.clone().since(catch_up)).await?;
@@ -283,6 +285,10 @@ impl Worker {
                         .status
                         .update(&self.url, |status| status.negentropy = Some(true));
                     return Ok(());
+                }
+                // Whatever failed, a lost connection ends the session (and it resumes).
+                Err(SessionError::Relay(_)) if ensure_connected(relay).is_err() => {
+                    return Err(SessionError::Disconnected);
                 }
                 Err(SessionError::Relay(error)) if negentropy_unsupported(&error, memory.negentropy) => {
                     tracing::info!(relay = %self.url, %error, "event sync: no NIP-77 here; REQ instead");
@@ -375,6 +381,14 @@ impl Worker {
         let fresh = page.len();
         self.shared.take_all(&self.url, page).await;
         Ok((count, fresh, oldest))
+    }
+}
+
+/// A lost connection is an error of its own: calls on it would only wait for their timeouts.
+fn ensure_connected(relay: &Relay) -> Result<(), SessionError> {
+    match relay.status() {
+        Connection::Connected => Ok(()),
+        _ => Err(SessionError::Disconnected),
     }
 }
 
