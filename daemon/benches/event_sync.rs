@@ -15,10 +15,11 @@ use support::sync_bench::{Figures, memory_run, run};
 
 fn print(label: &str, f: &Figures) {
     println!(
-        "{label:<28} {:>7} events  {:>7.2} s  {:>8.0} events/s  {:>11} bytes  {:>6} round trips  target RSS {:>6.1} MiB",
+        "{label:<24} {:>7} events in {:>6.2} s ({:>6.0} events/s), pass done {:>6.2} s; {:>10} bytes, {:>5} round trips; target RSS {:>6.1} MiB",
         f.synced,
         f.seconds,
         f.synced as f64 / f.seconds.max(1e-9),
+        f.pass_seconds,
         f.bytes,
         f.round_trips,
         f.target_rss_mib

@@ -35,6 +35,8 @@ pub struct Figures {
     pub synced: usize,
     /// From the announcement naming the source's relay to the last event stored.
     pub seconds: f64,
+    /// From the same moment to the end of the first full pass over the source's history.
+    pub pass_seconds: f64,
     /// Websocket text bytes both ways through the proxy.
     pub bytes: u64,
     /// Messages graspd sent to the relay (REQ, NEG-OPEN, NEG-MSG, CLOSE, ...).
@@ -126,6 +128,23 @@ async fn count(server: &Server) -> u64 {
     }
 }
 
+/// Whether every relay the server follows is connected and past its first full pass.
+fn passed(server: &Server) -> bool {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_graspd"))
+        .args(["status", "--json", "--data-dir"])
+        .arg(server.data.path())
+        .arg("sync")
+        .output()
+        .expect("graspd status");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    status["relays"].as_array().is_some_and(|list| {
+        !list.is_empty()
+            && list
+                .iter()
+                .all(|r| r["connected"] == true && r["last_full_pass"].as_u64().unwrap_or(0) > 0)
+    })
+}
+
 /// Runs one sync of `n` events of which the target already has `shared`.
 pub async fn run(n: usize, shared: usize, negentropy: bool) -> Figures {
     let source = Server::start_with(FLAGS);
@@ -159,9 +178,20 @@ pub async fn run(n: usize, shared: usize, negentropy: bool) -> Figures {
         assert!(Instant::now() < deadline, "sync did not finish: {}", target.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let seconds = started.elapsed().as_secs_f64();
+    // The bytes of the whole pass: the REQ pages go on past the last missing event.
+    while !passed(&target) {
+        assert!(
+            Instant::now() < deadline,
+            "the pass did not end: {}",
+            target.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Figures {
         synced: n - shared,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
+        pass_seconds: started.elapsed().as_secs_f64(),
         bytes: proxy.counters.bytes(),
         round_trips: proxy.counters.messages_up(),
         target_rss_mib: target.peak_rss_mib().unwrap_or(0.0),

@@ -22,8 +22,9 @@ use crate::sync::address;
 /// Events asked for per REQ page when a relay does not speak NIP-77.
 const PAGE: usize = 500;
 
-/// Ids per REQ when fetching what negentropy found missing.
-const IDS_PER_REQ: usize = 100;
+/// Ids per REQ when fetching what negentropy found missing (strfry's default cap on a filter's
+/// results is 500).
+const IDS_PER_REQ: usize = 500;
 
 /// Filters per live subscription (relays commonly cap filters per REQ).
 const FILTERS_PER_SUBSCRIPTION: usize = 10;
@@ -326,62 +327,81 @@ impl Worker {
             )
             .await?;
         let missing: Vec<EventId> = summary.remote.into_iter().collect();
+        // Pipelined: the next REQ by ids runs while the previous answer is taken.
+        let mut seen = HashSet::new();
+        let mut taking: Vec<Event> = Vec::new();
         for ids in missing.chunks(IDS_PER_REQ) {
-            self.fetch(relay, Filter::new().ids(ids.iter().copied())).await?;
+            let fetch = self.collect(relay, Filter::new().ids(ids.iter().copied()), &mut seen);
+            let (fetched, ()) = tokio::join!(
+                fetch,
+                self.shared.take_all(&self.url, std::mem::take(&mut taking))
+            );
+            taking = fetched?.events;
         }
+        self.shared.take_all(&self.url, taking).await;
         Ok(())
     }
 
-    /// REQ + EOSE paged by `until`, newest first, until a page brings nothing new.
+    /// REQ + EOSE paged by `until`, newest first, until a page brings nothing new. Pipelined:
+    /// the next page is asked for while the previous one is taken.
     async fn pages(&self, relay: &Relay, filter: Filter) -> Result<(), SessionError> {
         let mut seen: HashSet<EventId> = HashSet::new();
         let mut until: Option<Timestamp> = None;
+        let mut taking: Vec<Event> = Vec::new();
         loop {
             let mut page = filter.clone().limit(PAGE);
             if let Some(until) = until {
                 page = page.until(until);
             }
-            let (count, fresh, oldest) = self.fetch_counting(relay, page, &mut seen).await?;
-            if fresh == 0 || count < PAGE {
-                return Ok(());
+            let fetch = self.collect(relay, page, &mut seen);
+            let (fetched, ()) = tokio::join!(
+                fetch,
+                self.shared.take_all(&self.url, std::mem::take(&mut taking))
+            );
+            let page = fetched?;
+            let done = page.events.is_empty() || page.received < PAGE;
+            taking = page.events;
+            until = page.oldest;
+            if done {
+                break;
             }
-            until = oldest;
         }
+        self.shared.take_all(&self.url, taking).await;
+        Ok(())
     }
 
-    async fn fetch(&self, relay: &Relay, filter: Filter) -> Result<(), SessionError> {
-        let mut seen = HashSet::new();
-        self.fetch_counting(relay, filter, &mut seen).await.map(drop)
-    }
-
-    /// Streams one REQ to EOSE into the policy: events received, events not seen before in
-    /// this pass, and the oldest `created_at`.
-    async fn fetch_counting(
+    /// One REQ streamed to EOSE: the events not seen before in this pass (at most a page, or
+    /// [`IDS_PER_REQ`]), how many arrived, and the oldest `created_at`.
+    async fn collect(
         &self,
         relay: &Relay,
         filter: Filter,
         seen: &mut HashSet<EventId>,
-    ) -> Result<(usize, usize, Option<Timestamp>), SessionError> {
+    ) -> Result<Page, SessionError> {
         let mut stream = relay
             .stream_events(filter)
             .timeout(self.shared.settings.timeout)
             .policy(ReqExitPolicy::ExitOnEOSE)
             .await?;
-        let (mut count, mut oldest) = (0, None::<Timestamp>);
-        // At most a page (or 100 ids) at a time: collected to EOSE, then taken.
-        let mut page = Vec::new();
+        let mut page = Page::default();
         while let Some(event) = stream.next().await {
             let event: Event = event?;
-            count += 1;
-            oldest = Some(oldest.map_or(event.created_at, |o| o.min(event.created_at)));
+            page.received += 1;
+            page.oldest = Some(page.oldest.map_or(event.created_at, |o| o.min(event.created_at)));
             if seen.insert(event.id) {
-                page.push(event);
+                page.events.push(event);
             }
         }
-        let fresh = page.len();
-        self.shared.take_all(&self.url, page).await;
-        Ok((count, fresh, oldest))
+        Ok(page)
     }
+}
+
+/// What one REQ brought.
+#[derive(Default)]
+struct Page {
+    events: Vec<Event>,
+    received: usize,
+    oldest: Option<Timestamp>,
 }
 
 /// A lost connection is an error of its own: calls on it would only wait for their timeouts.
