@@ -15,14 +15,15 @@ use support::sync_bench::{Figures, memory_run, run};
 
 fn print(label: &str, f: &Figures) {
     println!(
-        "{label:<24} {:>7} events in {:>6.2} s ({:>6.0} events/s), pass done {:>6.2} s; {:>10} bytes, {:>5} round trips; target RSS {:>6.1} MiB",
+        "{label:<24} {:>7} events in {:>6.2} s ({:>6.0} events/s), pass done {:>6.2} s; {:>10} bytes, {:>5} round trips; target peak RSS {:>6.1} MiB, anonymous {:>6.1} MiB",
         f.synced,
         f.seconds,
         f.synced as f64 / f.seconds.max(1e-9),
         f.pass_seconds,
         f.bytes,
         f.round_trips,
-        f.target_rss_mib
+        f.target_rss_mib,
+        f.target_anon_mib
     );
 }
 
@@ -51,10 +52,10 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let (rss, seconds) = memory_run(repos, 20).await;
+    let (rss, anon, seconds) = memory_run(repos, 20).await;
     println!(
         "memory: {repos} hosted repositories across 20 relays, all connected and past a full pass after {seconds:.0} s: \
-         target peak RSS {rss:.1} MiB (target <= 100 MB = 95.4 MiB), ratio {:.2}",
+         target peak RSS {rss:.1} MiB (target <= 100 MB = 95.4 MiB), ratio {:.2}; anonymous {anon:.1} MiB",
         rss / 95.4
     );
 }

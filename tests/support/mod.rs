@@ -178,6 +178,16 @@ impl Server {
         Some(kib / 1024.0)
     }
 
+    /// Resident anonymous memory now (heap and stacks; without file pages such as SQLite's
+    /// memory-mapped database, which the kernel can drop at will).
+    pub fn rss_anon_mib(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("graspd.log")).unwrap_or_default()
     }

@@ -41,8 +41,10 @@ pub struct Figures {
     pub bytes: u64,
     /// Messages graspd sent to the relay (REQ, NEG-OPEN, NEG-MSG, CLOSE, ...).
     pub round_trips: u64,
-    /// The target's peak resident memory.
+    /// The target's peak resident memory (file pages of its memory-mapped database included).
     pub target_rss_mib: f64,
+    /// The target's anonymous resident memory at the end (heap, stacks).
+    pub target_anon_mib: f64,
 }
 
 /// `n` issues of `owner`'s repository, one second apart (so REQ pages by `until` are exact),
@@ -195,13 +197,14 @@ pub async fn run(n: usize, shared: usize, negentropy: bool) -> Figures {
         bytes: proxy.counters.bytes(),
         round_trips: proxy.counters.messages_up(),
         target_rss_mib: target.peak_rss_mib().unwrap_or(0.0),
+        target_anon_mib: target.rss_anon_mib().unwrap_or(0.0),
     }
 }
 
 /// The target's memory while it follows `relays` relays for `repos` hosted repositories, each
 /// listing three of them (and each relay holding a few issues of each of its repositories): the
 /// peak RSS once every relay is connected and past its first full pass, and how long that took.
-pub async fn memory_run(repos: usize, relays: usize) -> (f64, f64) {
+pub async fn memory_run(repos: usize, relays: usize) -> (f64, f64, f64) {
     let mut plain = Vec::new();
     for _ in 0..relays {
         plain.push(super::relays::plain_relay().await);
@@ -257,6 +260,7 @@ pub async fn memory_run(repos: usize, relays: usize) -> (f64, f64) {
     }
     (
         target.peak_rss_mib().unwrap_or(0.0),
+        target.rss_anon_mib().unwrap_or(0.0),
         started.elapsed().as_secs_f64(),
     )
 }
