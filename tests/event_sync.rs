@@ -130,7 +130,7 @@ async fn issues_and_comments_published_only_to_another_relay_reach_graspd() {
     assert!(a.log().contains("event sync: connected"), "{}", a.log());
 
     // Operators see the relay, how it is synced and what came of it.
-    let status = status_json(&a, &["sync"]);
+    let status = a.status_json(&["sync"]);
     assert_eq!(status["event_sync_enabled"], true);
     let relay = status["relays"]
         .as_array()
@@ -175,26 +175,11 @@ async fn after_a_lost_connection_graspd_reconnects_and_resumes_with_since() {
         &meanwhile,
     )
     .await;
-    let status = status_json(&a, &["sync"]);
+    let status = a.status_json(&["sync"]);
     assert!(
         status["relays"][0]["errors"].as_u64().unwrap_or(0) >= 1,
         "the lost connection shows: {status}"
     );
-}
-
-fn status_json(server: &Server, args: &[&str]) -> serde_json::Value {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_graspd"))
-        .args(["status", "--json", "--data-dir"])
-        .arg(server.data.path())
-        .args(args)
-        .output()
-        .expect("run graspd status");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON")
 }
 
 #[tokio::test]
@@ -219,12 +204,51 @@ async fn a_comment_published_only_to_a_participants_outbox_relay_reaches_graspd(
         &reply,
     )
     .await;
-    let status = status_json(&a, &["sync"]);
+    let status = a.status_json(&["sync"]);
     let urls: Vec<&str> = status["relays"]
         .as_array()
         .map(|relays| relays.iter().filter_map(|r| r["url"].as_str()).collect())
         .unwrap_or_default();
     assert!(urls.iter().any(|u| outbox_url.starts_with(u)), "{status}");
+}
+
+#[tokio::test]
+async fn a_bootstrap_relay_brings_announcements_that_list_this_server() {
+    let (_index, index_url) = plain_relay().await;
+    let mut flags = EVENT_SYNC.to_vec();
+    flags.extend(["--event-sync-bootstrap-relay", &index_url]);
+    let a = Server::start_with_env(&flags, ON);
+    // Published to the index relay only: one announcement lists graspd, one does not.
+    let owner = Keys::generate();
+    let listing = announcement_listing(&owner, &[&a], "found", &[]);
+    let other = Keys::generate();
+    let elsewhere = event(
+        &other,
+        30617,
+        "",
+        &[
+            &["d", "elsewhere"],
+            &["clone", "https://git.example/x.git"],
+            &["relays", "wss://relay.example"],
+        ],
+    );
+    publish_to(&index_url, &[&listing, &elsewhere]).await;
+    let repo = a.repo_path(&owner, "found");
+    eventually(
+        "the announcement listing graspd is taken, and its repository created",
+        || {
+            let repo = repo.clone();
+            async move { repo.join("HEAD").is_file() }
+        },
+    )
+    .await;
+    let waiting = a.status_json(&["purgatory"]);
+    let ids: Vec<&str> = waiting["entries"]
+        .as_array()
+        .map(|entries| entries.iter().filter_map(|e| e["event_id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, vec![listing.id.to_hex()], "{waiting}");
+    assert!(!a.repo_path(&other, "elsewhere").exists());
 }
 
 #[tokio::test]
@@ -310,7 +334,7 @@ async fn a_relay_without_nip_77_is_synced_by_req_and_its_garbage_changes_nothing
     wait_served(&a, "live by REQ", &late).await;
 
     assert!(a.log().contains("no NIP-77 here"), "{}", a.log());
-    let status = status_json(&a, &["sync"]);
+    let status = a.status_json(&["sync"]);
     assert_eq!(status["relays"][0]["method"], "req", "{status}");
     assert!(
         status["relays"][0]["refused"].as_u64().unwrap_or(0) >= 2,

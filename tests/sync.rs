@@ -236,13 +236,7 @@ async fn a_repository_that_lost_its_data_is_realigned_from_another_server_by_the
     std::fs::create_dir_all(&a_repo).expect("mkdir");
     git(&a_repo, &["init", "-q", "--bare"]);
     // Until the check repairs it, status shows the lag.
-    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_graspd"))
-        .args(["status", "--json", "--data-dir"])
-        .arg(a.data.path())
-        .args(["repo", &format!("{}/restored", npub(&owner))])
-        .output()
-        .expect("graspd status");
-    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
+    let shown = a.status_json(&["repo", &format!("{}/restored", npub(&owner))]);
     let aligned = git_output(&a_repo, &["rev-parse", "-q", "--verify", "refs/heads/main"])
         .status
         .success();

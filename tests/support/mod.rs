@@ -178,6 +178,17 @@ impl Server {
         Some(kib / 1024.0)
     }
 
+    /// `graspd status --json <args>` against this server, parsed (`null` when it prints nothing).
+    pub fn status_json(&self, args: &[&str]) -> Value {
+        let output = Command::new(env!("CARGO_BIN_EXE_graspd"))
+            .args(["status", "--json", "--data-dir"])
+            .arg(self.data.path())
+            .args(args)
+            .output()
+            .expect("run graspd status");
+        serde_json::from_slice(&output.stdout).unwrap_or_default()
+    }
+
     /// Resident anonymous memory now (heap and stacks; without file pages such as SQLite's
     /// memory-mapped database, which the kernel can drop at will).
     pub fn rss_anon_mib(&self) -> Option<f64> {

@@ -132,13 +132,7 @@ async fn count(server: &Server) -> u64 {
 
 /// Whether every relay the server follows is connected and past its first full pass.
 fn passed(server: &Server) -> bool {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_graspd"))
-        .args(["status", "--json", "--data-dir"])
-        .arg(server.data.path())
-        .arg("sync")
-        .output()
-        .expect("graspd status");
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    let status = server.status_json(&["sync"]);
     status["relays"].as_array().is_some_and(|list| {
         !list.is_empty()
             && list
@@ -239,13 +233,7 @@ pub async fn memory_run(repos: usize, relays: usize) -> (f64, f64, f64) {
     // Wait for every relay to be connected and through its first pass.
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_graspd"))
-            .args(["status", "--json", "--data-dir"])
-            .arg(target.data.path())
-            .arg("sync")
-            .output()
-            .expect("graspd status");
-        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let status = target.status_json(&["sync"]);
         let ready = status["relays"].as_array().is_some_and(|list| {
             list.len() == relays
                 && list
