@@ -102,7 +102,8 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     if queued > 0 {
         tracing::info!(queued, "sync queue rebuilt from purgatory");
     }
-    // The per-domain throttles belong to the sync loop; status shows them.
+    // The per-domain throttles belong to the sync loop (the event sync's connections count
+    // against them too); status shows them.
     let throttle = crate::sync::throttle_for(&config.sync);
     // The event sync's per-relay status, for the status service.
     let event_sync = crate::sync::events::EventSyncStatus::default();
@@ -117,7 +118,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         tokio::spawn(rpc::serve(
             app.clone(),
             rpc_listeners,
-            throttle,
+            throttle.clone(),
             event_sync.clone(),
             signal.clone(),
         )),
@@ -145,6 +146,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             app.clone(),
             ingest,
             event_sync.clone(),
+            throttle.clone(),
             signal.clone(),
         )));
     }

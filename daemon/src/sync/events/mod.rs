@@ -136,6 +136,9 @@ impl EventSyncStatus {
 /// What every worker shares.
 struct Shared {
     app: App,
+    /// The git-data sync's per-domain limits: each connection to a relay counts as a request on
+    /// its domain's sliding-minute rate.
+    throttle: crate::sync::ThrottleManager,
     ingest: Arc<dyn Ingest>,
     refused: Refused,
     status: EventSyncStatus,
@@ -143,6 +146,23 @@ struct Shared {
 }
 
 impl Shared {
+    /// Waits until `url`'s domain may take one more request (the git-data sync's per-domain
+    /// sliding-minute rate and concurrency), and counts this connection against its rate.
+    /// `false` on shutdown.
+    async fn admit_connection(&self, url: &url::Url, shutdown: &mut Signal) -> bool {
+        let domain = domain_of(url);
+        loop {
+            if self.throttle.try_start(&domain, tokio::time::Instant::now()) {
+                self.throttle.finish(&domain);
+                return true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = shutdown.wait() => return false,
+            }
+        }
+    }
+
     /// What graspd has for `filter`, as NIP-77 items: stored events, events in purgatory and ids
     /// it refused recently.
     async fn have(&self, filter: &Filter) -> Result<Vec<(EventId, Timestamp)>, StoreError> {
@@ -236,10 +256,18 @@ impl Shared {
     }
 }
 
-/// Runs the event sync until shutdown.
-pub async fn run(app: App, ingest: Arc<dyn Ingest>, status: EventSyncStatus, mut shutdown: Signal) {
+/// Runs the event sync until shutdown. `throttle` is the git-data sync's: both count against the
+/// same per-domain limits.
+pub async fn run(
+    app: App,
+    ingest: Arc<dyn Ingest>,
+    status: EventSyncStatus,
+    throttle: crate::sync::ThrottleManager,
+    mut shutdown: Signal,
+) {
     let settings = app.config().event_sync.clone();
     let shared = Arc::new(Shared {
+        throttle,
         refused: Refused::new(refused::CAPACITY, refused::REMEMBER),
         app,
         ingest,
@@ -259,7 +287,9 @@ pub async fn run(app: App, ingest: Arc<dyn Ingest>, status: EventSyncStatus, mut
                         timeout: shared.settings.timeout,
                         private_addresses: config.sync.private_addresses,
                     };
-                    outboxes.refresh(&subjects, limits, &config.domain).await;
+                    outboxes
+                        .refresh(&subjects, limits, &config.domain, &shared.throttle)
+                        .await;
                     outboxes.apply(&mut subjects, limits);
                 }
                 let plans = plan::plan(&subjects, &shared.settings.bootstrap_relays, &config.domain);
@@ -443,7 +473,32 @@ fn a_tags(event: &Event) -> Vec<String> {
         .collect()
 }
 
+/// `host[:port]` (the port only when not the scheme's default), as the git-data sync keys its
+/// throttles, so a relay and a clone server on one host share one.
+fn domain_of(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    }
+}
+
 /// Unix seconds now.
 fn unix_now() -> u64 {
     Timestamp::now().as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_and_a_clone_server_on_one_host_share_a_throttle_domain() {
+        let ours = crate::config::Domain::parse("grasp.example").expect("domain");
+        let clone = crate::sync::SyncUrl::parse("https://Git.Example/x.git", &ours).expect("url");
+        let relay = url::Url::parse("wss://git.example/").expect("url");
+        assert_eq!(domain_of(&relay), clone.domain());
+        let port = url::Url::parse("ws://git.example:7777").expect("url");
+        assert_eq!(domain_of(&port), "git.example:7777");
+    }
 }

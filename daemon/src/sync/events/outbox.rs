@@ -46,7 +46,13 @@ pub struct Limits {
 impl Outboxes {
     /// Asks the subjects' relays for the relay lists of participants not known (or known for
     /// longer than [`TTL`]).
-    pub async fn refresh(&mut self, subjects: &[Subject], limits: Limits, ours: &Domain) {
+    pub async fn refresh(
+        &mut self,
+        subjects: &[Subject],
+        limits: Limits,
+        ours: &Domain,
+        throttle: &crate::sync::ThrottleManager,
+    ) {
         let now = Instant::now();
         self.known.retain(|_, (_, at)| now.duration_since(*at) < TTL);
         let mut wanted: BTreeMap<RelayUrl, BTreeSet<PublicKey>> = BTreeMap::new();
@@ -68,6 +74,14 @@ impl Outboxes {
             }
         }
         for (url, authors) in wanted.into_iter().take(RELAYS_PER_REFRESH) {
+            // A connection on the domain's shared rate; a busy domain is asked next time.
+            let domain = url::Url::parse(url.as_str())
+                .map(|u| super::domain_of(&u))
+                .unwrap_or_default();
+            if !throttle.try_start(&domain, tokio::time::Instant::now()) {
+                continue;
+            }
+            throttle.finish(&domain);
             let authors: Vec<PublicKey> = authors.into_iter().collect();
             match relay_lists(&url, &authors, limits).await {
                 Ok(lists) => {

@@ -151,6 +151,9 @@ impl Worker {
         let settings = self.shared.settings.clone();
         let parsed = url::Url::parse(self.url.as_str()).map_err(|_| SessionError::Disconnected)?;
         address::check_relay(&parsed, self.shared.app.config().sync.private_addresses).await?;
+        if !self.shared.admit_connection(&parsed, &mut self.shutdown).await {
+            return Ok(End::Stop);
+        }
         let relay = Relay::builder(self.url.clone())
             .database(NoTracker)
             .opts(
