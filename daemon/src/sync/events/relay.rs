@@ -26,8 +26,13 @@ const PAGE: usize = 500;
 /// results is 500).
 const IDS_PER_REQ: usize = 500;
 
-/// Filters per live subscription (relays commonly cap filters per REQ).
+/// Filters per live subscription while that keeps within [`MAX_SUBSCRIPTIONS`] (relays commonly
+/// cap both filters per REQ and REQs per connection).
 const FILTERS_PER_SUBSCRIPTION: usize = 10;
+
+/// Live subscriptions per relay at most: past 10 × this many filters, each subscription carries
+/// more filters instead of there being more subscriptions.
+const MAX_SUBSCRIPTIONS: usize = 20;
 
 /// How long a rate-limited relay is left alone.
 const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(65);
@@ -209,7 +214,7 @@ impl Worker {
             // Live: subscribe first, then catch up on what arrived during the history pass.
             let mut notifications = relay.notifications();
             let mut live = HashSet::new();
-            for filters in plan.filters.chunks(FILTERS_PER_SUBSCRIPTION) {
+            for filters in plan.filters.chunks(per_subscription(plan.filters.len())) {
                 let filters: Vec<Filter> = filters.iter().map(|f| f.clone().limit(0)).collect();
                 live.insert(relay.subscribe(filters).await?);
             }
@@ -407,6 +412,12 @@ struct Page {
     oldest: Option<Timestamp>,
 }
 
+/// Filters per live subscription for `filters` filters: [`FILTERS_PER_SUBSCRIPTION`], or more
+/// so that there are at most [`MAX_SUBSCRIPTIONS`] subscriptions.
+fn per_subscription(filters: usize) -> usize {
+    FILTERS_PER_SUBSCRIPTION.max(filters.div_ceil(MAX_SUBSCRIPTIONS))
+}
+
 /// A lost connection is an error of its own: calls on it would only wait for their timeouts.
 fn ensure_connected(relay: &Relay) -> Result<(), SessionError> {
     match relay.status() {
@@ -517,6 +528,19 @@ impl NostrDatabase for NoTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_subscriptions_stay_within_the_cap() {
+        for filters in [1usize, 10, 11, 200, 201, 5000] {
+            let subscriptions = filters.div_ceil(per_subscription(filters));
+            assert!(
+                subscriptions <= MAX_SUBSCRIPTIONS,
+                "{filters} filters: {subscriptions}"
+            );
+        }
+        assert_eq!(per_subscription(35), 10, "few filters: ten per subscription");
+        assert_eq!(per_subscription(5000), 250);
+    }
 
     #[test]
     fn rate_limit_answers_are_recognised() {
