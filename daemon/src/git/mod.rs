@@ -123,6 +123,20 @@ impl GitRepos {
         dirs
     }
 
+    /// Every repository on disk that names a valid owner and identifier, read off the runtime's
+    /// workers (a directory walk blocks).
+    pub async fn repos_on_disk(&self) -> Vec<RepoId> {
+        let git = self.clone();
+        tokio::task::spawn_blocking(move || {
+            git.list_repo_dirs()
+                .iter()
+                .filter_map(|path| git.repo_at(path))
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// Brings an existing bare repository under graspd (config and hooks). Returns what changed
     /// (or would change, with `dry_run`).
     pub async fn install_hooks_at(&self, path: PathBuf, dry_run: bool) -> Result<Vec<String>, GitError> {

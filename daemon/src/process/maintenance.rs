@@ -95,15 +95,7 @@ async fn sweep_due(at: Option<Instant>) {
 
 /// Queues every repository on disk.
 async fn sweep(app: &App) {
-    let git = app.git().clone();
-    let repos = tokio::task::spawn_blocking(move || {
-        git.list_repo_dirs()
-            .into_iter()
-            .filter_map(|path| git.repo_at(&path))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    let repos = app.git().repos_on_disk().await;
     tracing::info!(
         repositories = repos.len(),
         "housekeeping: checking every repository"

@@ -32,9 +32,9 @@ pub async fn run(app: App, queue: SyncQueue, every: Duration, mut shutdown: Sign
 pub async fn pass(app: &App, queue: &SyncQueue) -> (usize, usize) {
     let identifiers: BTreeSet<Identifier> = app
         .git()
-        .list_repo_dirs()
-        .iter()
-        .filter_map(|path| app.git().repo_at(path))
+        .repos_on_disk()
+        .await
+        .into_iter()
         .map(|repo| repo.identifier)
         .collect();
     let (mut aligned, mut queued) = (0, 0);
