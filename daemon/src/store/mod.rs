@@ -157,6 +157,19 @@ impl Store {
         rows.iter().map(|row| parse_json_column(row, 0)).collect()
     }
 
+    /// SQLite's query plan for `filter`, one step a line (for tests, benchmarks and the docs).
+    pub async fn query_plan(&self, filter: &Filter) -> Result<String, StoreError> {
+        let Some(mut query) = filter::explain(filter) else {
+            return Ok(String::new());
+        };
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let steps: Vec<String> = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>(3))
+            .collect::<Result<_, _>>()?;
+        Ok(steps.join("\n"))
+    }
+
     /// Ids and times of the events matching `filter` (NIP-77 items; a have-list for the event
     /// sync), read from the index without loading any event.
     pub async fn negentropy_items(&self, filter: &Filter) -> Result<Vec<(EventId, Timestamp)>, StoreError> {

@@ -185,6 +185,67 @@ async fn two_tag_filters_must_both_match() {
 }
 
 #[tokio::test]
+async fn tag_filter_over_several_values_keeps_an_event_tagging_two_of_them_once() {
+    let (_dir, store) = temp_store().await;
+    let keys = Keys::generate();
+    let both = event(&keys, 1621, 100, "", &[&["a", "one"], &["a", "two"]]);
+    let one = event(&keys, 1621, 101, "", &[&["a", "one"]]);
+    let two = event(&keys, 1621, 102, "", &[&["a", "two"]]);
+    let other_kind = event(&keys, 1, 103, "", &[&["a", "one"]]);
+    for e in [&both, &one, &two, &other_kind] {
+        save(&store, e).await;
+    }
+    let filter = Filter::new()
+        .kind(Kind::from(1621u16))
+        .custom_tags(tag(Alphabet::A), ["one", "two"]);
+    assert_eq!(ids_of(&store, filter.clone()).await, vec![two.id, one.id, both.id]);
+    assert_eq!(ids_of(&store, filter.clone().limit(2)).await, vec![two.id, one.id]);
+    assert_eq!(
+        ids_of(&store, filter.clone().until(Timestamp::from(101u64)).limit(1)).await,
+        vec![one.id]
+    );
+    assert_eq!(store.count(&filter).await.expect("count"), 3);
+}
+
+#[tokio::test]
+async fn tag_filter_with_authors_kinds_window_and_a_second_tag() {
+    let (_dir, store) = temp_store().await;
+    let keys = Keys::generate();
+    let stranger = Keys::generate();
+    let hit = event(&keys, 1621, 100, "", &[&["a", "repo"], &["t", "bug"]]);
+    let newer_hit = event(&keys, 1621, 110, "", &[&["a", "repo"], &["t", "bug"]]);
+    let no_second_tag = event(&keys, 1621, 101, "", &[&["a", "repo"]]);
+    let by_stranger = event(&stranger, 1621, 102, "", &[&["a", "repo"], &["t", "bug"]]);
+    let too_old = event(&keys, 1621, 50, "", &[&["a", "repo"], &["t", "bug"]]);
+    for e in [&hit, &newer_hit, &no_second_tag, &by_stranger, &too_old] {
+        save(&store, e).await;
+    }
+    let filter = Filter::new()
+        .author(keys.public_key())
+        .kind(Kind::from(1621u16))
+        .custom_tag(tag(Alphabet::A), "repo")
+        .custom_tag(tag(Alphabet::T), "bug")
+        .since(Timestamp::from(60u64));
+    assert_eq!(ids_of(&store, filter.clone()).await, vec![newer_hit.id, hit.id]);
+    assert_eq!(ids_of(&store, filter.limit(1)).await, vec![newer_hit.id]);
+}
+
+/// The repository-scoped REQ walks the tag index in serving order: no temporary sort, no list of
+/// every match built first (what made it slow with many matches).
+#[tokio::test]
+async fn a_coordinate_filter_is_served_in_index_order() {
+    let (_dir, store) = temp_store().await;
+    let filter = Filter::new()
+        .kinds([Kind::from(1621u16), Kind::from(1618u16)])
+        .custom_tag(tag(Alphabet::A), "30617:ab:repo")
+        .limit(10);
+    let plan = store.query_plan(&filter).await.expect("plan");
+    assert!(plan.contains("event_tags_by_value"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    assert!(!plan.contains("LIST SUBQUERY"), "{plan}");
+}
+
+#[tokio::test]
 async fn tag_filter_matches_the_first_value_of_a_tag_only() {
     let (_dir, store) = temp_store().await;
     let keys = Keys::generate();
