@@ -208,10 +208,11 @@ impl Shared {
         if self.refused.contains(&event.id) {
             return Ingested::Refused("refused before".to_owned());
         }
-        // nostr-sdk verifies what a relay sends, but caches the ids it has *tried* to verify, so
-        // a relay sending a forged event twice gets the second copy through unchecked. Checked
-        // here, every time. A forged copy is not remembered as refused: that would shadow the
-        // genuine event with the same id.
+        // The only check of the id and signature: nostr-sdk's is turned off (see `NoTracker`),
+        // and it would not be enough anyway, since it caches the ids it has *tried* to verify,
+        // so a relay sending a forged event twice got the second copy through unchecked. A
+        // forged copy is not remembered as refused: that would shadow the genuine event with the
+        // same id.
         if let Err(error) = event.verify() {
             tracing::debug!(%relay, event_id = %event.id, %error, "synced event with a bad id or signature");
             crate::metrics::inc(&self.app.metrics().events_synced[2]);

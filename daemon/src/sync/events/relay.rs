@@ -254,13 +254,14 @@ impl Worker {
         live: &HashSet<SubscriptionId>,
     ) -> Result<(), SessionError> {
         match notification {
-            RelayNotification::Event {
-                subscription_id,
-                event,
-            } if live.contains(&subscription_id) => {
-                self.shared.take(&self.url, &event).await;
-            }
             RelayNotification::Message { message } => match *message {
+                // As "already saved" (see [`NoTracker`]), a live event comes as a message only.
+                RelayMessage::Event {
+                    subscription_id,
+                    event,
+                } if live.contains(subscription_id.as_ref()) => {
+                    self.shared.take(&self.url, &event).await;
+                }
                 RelayMessage::Notice(text) if is_rate_limit(&text) => {
                     return Err(SessionError::RateLimited(text.into_owned()));
                 }
@@ -478,7 +479,9 @@ fn rand_u16() -> u16 {
 }
 
 /// The nostr-sdk relay's event "database": remembers nothing (graspd's store is the memory), so
-/// no event is kept in memory per relay and none is passed on unverified as "already saved".
+/// no event is kept in memory per relay. It calls every id "already saved", which makes nostr-sdk
+/// pass each event on without verifying it: [`super::Shared::take`] verifies every event itself
+/// (nostr-sdk's own check would verify it a second time, the sync's largest cost).
 #[derive(Debug, Default)]
 pub(super) struct NoTracker;
 
@@ -501,7 +504,7 @@ impl NostrDatabase for NoTracker {
     }
 
     fn check_id<'a>(&'a self, _: &'a EventId) -> BoxedFuture<'a, Result<DatabaseEventStatus, DatabaseError>> {
-        Box::pin(async { Ok(DatabaseEventStatus::NotExistent) })
+        Box::pin(async { Ok(DatabaseEventStatus::Saved) })
     }
 
     fn event_by_id<'a>(&'a self, _: &'a EventId) -> BoxedFuture<'a, Result<Option<Event>, DatabaseError>> {
