@@ -156,6 +156,41 @@ async fn issues_and_comments_published_only_to_another_relay_reach_graspd() {
 }
 
 #[tokio::test]
+async fn over_the_relay_cap_graspd_follows_the_relay_serving_the_most_repositories() {
+    let (_busy, busy_url) = plain_relay().await;
+    let (_quiet, quiet_url) = plain_relay().await;
+    let flags: Vec<&str> = EVENT_SYNC
+        .iter()
+        .copied()
+        .chain(["--event-sync-max-relays", "1"])
+        .collect();
+    let a = Server::start_with_env(&flags, ON);
+    let owner = Keys::generate();
+    hosted(&a, &owner, "capped-one", &[&quiet_url, &busy_url]).await;
+    hosted(&a, &owner, "capped-two", &[&busy_url]).await;
+    let on_busy = issue(&Keys::generate(), &owner, "capped-one", "on the busy relay");
+    publish_to(&busy_url, &[&on_busy]).await;
+    wait_served(&a, "the relay serving two repositories is followed", &on_busy).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = a.status_json(&["sync"]);
+        let urls: Vec<&str> = status["relays"]
+            .as_array()
+            .map(|relays| relays.iter().filter_map(|r| r["url"].as_str()).collect())
+            .unwrap_or_default();
+        if urls == [busy_url.trim_end_matches('/')] && a.log().contains("--event-sync-max-relays") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "one relay followed, the cap logged: {status}\n{}",
+            a.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn after_a_lost_connection_graspd_reconnects_and_resumes_with_since() {
     let (_relay, upstream) = plain_relay().await;
     let proxy = Proxy::start(upstream.clone(), ProxyOptions::default()).await;

@@ -187,6 +187,9 @@ pub struct EventSyncSettings {
     pub give_up_after: Duration,
     /// Relays asked, besides those in announcements, for announcements that list this server.
     pub bootstrap_relays: Vec<String>,
+    /// Relays followed at once at most: past it, those serving the most repositories (the
+    /// bootstrap relays first).
+    pub max_relays: usize,
     /// GRASP-03: also fetch the discussion from participants' outbox relays.
     pub outbox: bool,
     /// Participants per repository whose outbox relays are used.

@@ -84,6 +84,8 @@ pub struct Metrics {
     /// Relays the event sync follows, and of those, the ones connected now.
     pub event_sync_relays: AtomicI64,
     pub event_sync_connected: AtomicI64,
+    /// Relays named by hosted repositories but left out by the cap on followed relays.
+    pub event_sync_left_out: AtomicI64,
     /// AuthorizePush handling time.
     pub authorize_seconds: Histogram,
     /// ReportPush handling time (the unified procedure after a push).
@@ -103,6 +105,7 @@ impl Default for Metrics {
             events_to_purgatory: AtomicU64::new(0),
             events_synced: Default::default(),
             event_sync_relays: AtomicI64::new(0),
+            event_sync_left_out: AtomicI64::new(0),
             event_sync_connected: AtomicI64::new(0),
             events_released: AtomicU64::new(0),
             pushes_allowed: AtomicU64::new(0),
@@ -319,6 +322,11 @@ impl Metrics {
                 "graspd_event_sync_relays_connected",
                 "Relays the event sync is connected to.",
                 &self.event_sync_connected,
+            ),
+            (
+                "graspd_event_sync_relays_left_out",
+                "Relays named by hosted repositories that the event sync does not follow (over --event-sync-max-relays).",
+                &self.event_sync_left_out,
             ),
         ] {
             let value = value.load(Ordering::Relaxed);

@@ -78,6 +78,7 @@ pub fn config(data_dir: &Path) -> crate::config::Config {
             max_backoff: Duration::from_secs(5),
             give_up_after: Duration::from_secs(3600),
             bootstrap_relays: Vec::new(),
+            max_relays: 500,
             outbox: false,
             outbox_max_authors: 32,
             outbox_max_relays: 24,

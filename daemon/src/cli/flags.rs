@@ -337,6 +337,13 @@ pub struct ServeArgs {
     )]
     pub event_sync_bootstrap_relays: Vec<String>,
 
+    /// Relays the event sync follows at most (one connection each). When the hosted
+    /// repositories name more, those serving the most repositories are followed, the bootstrap
+    /// relays first; the others are logged and counted in `/metrics`.
+    #[arg(long, env = "GRASPD_EVENT_SYNC_MAX_RELAYS", default_value_t = 500,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_sync_max_relays: u64,
+
     /// Do not fetch the discussion around hosted repositories from their participants' own
     /// outbox relays (GRASP-03, NIP-65 lists).
     #[arg(long, env = "GRASPD_NO_OUTBOX_SYNC")]
@@ -538,6 +545,7 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
             max_backoff: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(24 * 3600),
             bootstrap_relays: args.event_sync_bootstrap_relays.clone(),
+            max_relays: usize::try_from(args.event_sync_max_relays).unwrap_or(usize::MAX),
             outbox: !args.no_outbox_sync,
             outbox_max_authors: args.outbox_max_authors,
             outbox_max_relays: args.outbox_max_relays,

@@ -95,7 +95,10 @@ fn build(filter: &Filter, what: Select, prefix: &str) -> Option<Sql> {
 
 /// Driven by the events table: its conditions, then each tag's matching ids.
 fn by_event(filter: &Filter, what: Select, prefix: &str) -> QueryBuilder<Sqlite> {
-    let mut q = QueryBuilder::<Sqlite>::new(format!("{prefix}SELECT {} FROM events e WHERE 1 = 1", what.columns()));
+    let mut q = QueryBuilder::<Sqlite>::new(format!(
+        "{prefix}SELECT {} FROM events e WHERE 1 = 1",
+        what.columns()
+    ));
     push_event_conditions(&mut q, filter);
     push_window(&mut q, filter, "e.created_at");
     for (tag, values) in filter.generic_tags.iter() {

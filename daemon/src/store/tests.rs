@@ -198,8 +198,14 @@ async fn tag_filter_over_several_values_keeps_an_event_tagging_two_of_them_once(
     let filter = Filter::new()
         .kind(Kind::from(1621u16))
         .custom_tags(tag(Alphabet::A), ["one", "two"]);
-    assert_eq!(ids_of(&store, filter.clone()).await, vec![two.id, one.id, both.id]);
-    assert_eq!(ids_of(&store, filter.clone().limit(2)).await, vec![two.id, one.id]);
+    assert_eq!(
+        ids_of(&store, filter.clone()).await,
+        vec![two.id, one.id, both.id]
+    );
+    assert_eq!(
+        ids_of(&store, filter.clone().limit(2)).await,
+        vec![two.id, one.id]
+    );
     assert_eq!(
         ids_of(&store, filter.clone().until(Timestamp::from(101u64)).limit(1)).await,
         vec![one.id]

@@ -143,7 +143,13 @@ struct Shared {
     refused: Refused,
     status: EventSyncStatus,
     settings: EventSyncSettings,
+    /// History passes over one filter running at once, across all relays: each holds a
+    /// have-list and a page of events in memory.
+    passes: tokio::sync::Semaphore,
 }
+
+/// History passes (one filter of one relay) at once, across all relays.
+const CONCURRENT_PASSES: usize = 16;
 
 impl Shared {
     /// Waits until `url`'s domain may take one more request (the git-data sync's per-domain
@@ -274,6 +280,7 @@ pub async fn run(
         ingest,
         status,
         settings,
+        passes: tokio::sync::Semaphore::new(CONCURRENT_PASSES),
     });
     let mut workers: HashMap<RelayUrl, (watch::Sender<Arc<RelayPlan>>, JoinHandle<()>)> = HashMap::new();
     let mut outboxes = outbox::Outboxes::default();
@@ -293,7 +300,21 @@ pub async fn run(
                         .await;
                     outboxes.apply(&mut subjects, limits);
                 }
-                let plans = plan::plan(&subjects, &shared.settings.bootstrap_relays, &config.domain);
+                let mut plans = plan::plan(&subjects, &shared.settings.bootstrap_relays, &config.domain);
+                let left_out = plan::keep_busiest(&mut plans, shared.settings.max_relays);
+                let previously = shared.app.metrics().event_sync_left_out.swap(
+                    i64::try_from(left_out.len()).unwrap_or(i64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                if !left_out.is_empty() && previously != i64::try_from(left_out.len()).unwrap_or(i64::MAX) {
+                    tracing::warn!(
+                        followed = plans.len(),
+                        left_out = left_out.len(),
+                        first_left_out = %left_out[0],
+                        "event sync: hosted repositories name more relays than --event-sync-max-relays; \
+                         following those serving the most repositories"
+                    );
+                }
                 workers.retain(|url, (_, handle)| {
                     let keep = plans.contains_key(url);
                     if !keep {

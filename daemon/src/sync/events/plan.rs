@@ -55,6 +55,8 @@ impl Subject {
 pub struct RelayPlan {
     pub filters: Vec<Filter>,
     pub repositories: usize,
+    /// Named by the operator (`--event-sync-bootstrap-relay`).
+    pub bootstrap: bool,
 }
 
 /// Why a `relays` entry is not synced from.
@@ -167,6 +169,7 @@ pub fn plan(subjects: &[Subject], bootstrap: &[String], ours: &Domain) -> BTreeM
             let plan = RelayPlan {
                 filters,
                 repositories: wanted.repositories,
+                bootstrap: false,
             };
             (relay, plan)
         })
@@ -175,9 +178,29 @@ pub fn plan(subjects: &[Subject], bootstrap: &[String], ours: &Domain) -> BTreeM
         if let Ok(relay) = relay_url(raw, ours) {
             let plan = plans.entry(relay).or_default();
             plan.filters.insert(0, listing_this_server());
+            plan.bootstrap = true;
         }
     }
     plans
+}
+
+/// Keeps the `max` relays that matter most when more are planned: the bootstrap relays, then
+/// those serving the most repositories (ties in URL order). Returns the relays left out.
+pub fn keep_busiest(plans: &mut BTreeMap<RelayUrl, RelayPlan>, max: usize) -> Vec<RelayUrl> {
+    if plans.len() <= max {
+        return Vec::new();
+    }
+    let mut ranked: Vec<(&RelayUrl, &RelayPlan)> = plans.iter().collect();
+    ranked.sort_by(|(a_url, a), (b_url, b)| {
+        (b.bootstrap, b.repositories)
+            .cmp(&(a.bootstrap, a.repositories))
+            .then_with(|| a_url.cmp(b_url))
+    });
+    let left_out: Vec<RelayUrl> = ranked[max..].iter().map(|(url, _)| (*url).clone()).collect();
+    for url in &left_out {
+        plans.remove(url);
+    }
+    left_out
 }
 
 /// Announcements that may list this server. Their `relays` tag is not a single-letter tag, so no
@@ -298,5 +321,43 @@ mod tests {
         assert_eq!(plans.len(), 1);
         let filter = serde_json::to_string(&plans.values().next().expect("plan").filters[0]).expect("json");
         assert_eq!(filter, r#"{"kinds":[30617]}"#);
+    }
+
+    #[test]
+    fn over_the_relay_cap_the_bootstrap_relays_and_the_busiest_are_kept() {
+        let subjects = [
+            subject("one", &["wss://busy", "wss://quiet-b"], false),
+            subject("two", &["wss://busy", "wss://quiet-a"], false),
+            subject("three", &["wss://busy"], false),
+            subject("four", &["wss://second", "wss://index"], false),
+            subject("five", &["wss://second"], false),
+        ];
+        let all = plan(&subjects, &["wss://index".to_owned()], &domain());
+        assert_eq!(all.len(), 5);
+        let url = |raw: &str| RelayUrl::parse(raw).expect("url");
+
+        let mut plans = all.clone();
+        let left_out = keep_busiest(&mut plans, 3);
+        let kept: Vec<&RelayUrl> = plans.keys().collect();
+        assert_eq!(
+            kept,
+            [&url("wss://busy"), &url("wss://index"), &url("wss://second")]
+        );
+        assert_eq!(
+            left_out,
+            [url("wss://quiet-a"), url("wss://quiet-b")],
+            "ties in URL order"
+        );
+
+        let mut plans = all.clone();
+        assert!(keep_busiest(&mut plans, 5).is_empty());
+        assert_eq!(plans, all, "within the cap nothing changes");
+        let mut plans = all;
+        keep_busiest(&mut plans, 1);
+        assert_eq!(
+            plans.keys().collect::<Vec<_>>(),
+            [&url("wss://index")],
+            "bootstrap first"
+        );
     }
 }

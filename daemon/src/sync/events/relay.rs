@@ -192,6 +192,8 @@ impl Worker {
             for filter in &plan.filters {
                 ensure_connected(&relay)?;
                 let key = serde_json::to_string(filter).unwrap_or_default();
+                // The semaphore is never closed; were it, the pass would run unbounded.
+                let _pass = self.shared.passes.acquire().await.ok();
                 match (memory.done.contains(&key), resume) {
                     (true, Some(since)) => self.pages(&relay, filter.clone().since(since)).await?,
                     _ => {
