@@ -288,6 +288,47 @@ async fn pull_request_git_first_with_the_same_tip_is_released_at_once() {
 }
 
 #[tokio::test]
+async fn a_pull_request_ref_lost_from_disk_is_put_back_by_the_refs_check() {
+    let server = Server::start_with(&["--sync-refs-check-secs", "1"]);
+    let (owner, contributor) = (Keys::generate(), Keys::generate());
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "pr-lost"))
+            .await
+            .accepted
+    );
+    let (work, tip) = work_tree_with_commit("feature");
+    let pr = pull_request(&contributor, &owner, "pr-lost", &tip, 1618);
+    let ref_name = format!("refs/nostr/{}", pr.id.to_hex());
+    assert!(ok(&push_to(
+        &server,
+        work.path(),
+        &owner,
+        "pr-lost",
+        &[&format!("main:{ref_name}")]
+    )));
+    assert!(client.publish(&pr).await.accepted);
+    let repo = server.repo_path(&owner, "pr-lost");
+    assert_eq!(git(&repo, &["rev-parse", &ref_name]), tip);
+    // The ref is lost (a restore, a hand edit); the commit is still on disk.
+    git(&repo, &["update-ref", "-d", &ref_name]);
+    eventually("the refs check puts the pull request ref back at its tip", || {
+        let (repo, ref_name, tip) = (repo.clone(), ref_name.clone(), tip.clone());
+        async move {
+            git_output(&repo, &["rev-parse", "-q", "--verify", &ref_name]).stdout
+                == format!("{tip}\n").into_bytes()
+        }
+    })
+    .await;
+    assert!(
+        server.log().contains("pull request ref put back at its tip"),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
 async fn pull_request_git_first_with_another_tip_removes_the_ref_and_waits() {
     let server = Server::start();
     let (owner, contributor) = (Keys::generate(), Keys::generate());

@@ -113,7 +113,9 @@ async fn an_unreachable_url_backs_off_and_a_reachable_one_still_wins() {
 #[tokio::test]
 async fn a_pull_request_whose_commit_is_on_another_server_is_fetched_from_its_clone_tag() {
     let a = Server::start_on("127.0.0.1", FAST_SYNC);
-    let b = Server::start_on("127.0.0.2", FAST_SYNC);
+    let mut b_flags = FAST_SYNC.to_vec();
+    b_flags.extend(["--sync-refs-check-secs", "1"]);
+    let b = Server::start_on("127.0.0.2", &b_flags);
     let owner = Keys::generate();
     let contributor = Keys::generate();
     // B hosts the repository; the contributor's commit lives only on A (a fork there).
@@ -160,10 +162,25 @@ async fn a_pull_request_whose_commit_is_on_another_server_is_fetched_from_its_cl
     })
     .await;
     let repo = b.repo_path(&owner, "prs");
-    assert_eq!(
-        git(&repo, &["rev-parse", &format!("refs/nostr/{}", pr.id.to_hex())]),
-        tip
-    );
+    let ref_name = format!("refs/nostr/{}", pr.id.to_hex());
+    assert_eq!(git(&repo, &["rev-parse", &ref_name]), tip);
+
+    // B's repository is replaced by an empty one: the refs check finds the pull request's ref
+    // missing, and fetches its commit again from the pull request's clone URL.
+    std::fs::remove_dir_all(&repo).expect("remove");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q", "--bare"]);
+    eventually(
+        "B fetches the commit again and puts the pull request ref back",
+        || {
+            let (repo, ref_name, tip) = (repo.clone(), ref_name.clone(), tip.clone());
+            async move {
+                git_output(&repo, &["rev-parse", "-q", "--verify", &ref_name]).stdout
+                    == format!("{tip}\n").into_bytes()
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -6,14 +6,90 @@
 //! hosted repositories of the group could not be aligned. The git-data sync repairs these: at
 //! least hourly it looks for lagging repositories, aligns those whose objects are here, and
 //! fetches the missing objects from the other clone URLs for the rest (`sync::lag`).
+//!
+//! The same holds for pull requests: a stored pull request (or update) has its
+//! `refs/nostr/<event-id>` at its `c` tip in every hosted repository it targets, and one missing
+//! or moved is put back the same ways.
 
-use nostr::Kind;
+use std::collections::{BTreeSet, HashMap};
 
-use super::{ProcessError, sync_state};
+use nostr::{Filter, Kind};
+
+use super::{ProcessError, pull_request_ref, pull_request_targets, sync_pull_request, sync_state};
 use crate::app::App;
 use crate::nip01::is_newer;
-use crate::nip34::{Identifier, Nip34Kind, RepoId, RepoState};
-use crate::types::{KIND_STATE, Oid, ProcessResult};
+use crate::nip34::{Identifier, Nip34Kind, PullRequest, RepoId, RepoState};
+use crate::types::{
+    KIND_ANNOUNCEMENT, KIND_PULL_REQUEST, KIND_PULL_REQUEST_UPDATE, KIND_STATE, Oid, ProcessResult,
+};
+
+/// Stored pull requests (and updates) of an identifier checked at most, newest first.
+const MAX_PULL_REQUESTS_CHECKED: usize = 5000;
+
+/// A hosted repository whose `refs/nostr/<event-id>` is missing, or not at the tip, for a stored
+/// pull request (or update) that targets it.
+#[derive(Debug, Clone)]
+pub struct PullRequestLag {
+    pub repo: RepoId,
+    pub pull_request: PullRequest,
+}
+
+/// The hosted repositories of `identifier` whose pull request refs lag the stored pull requests
+/// (and updates) that target them (the newest [`MAX_PULL_REQUESTS_CHECKED`]).
+pub async fn lagging_pull_requests(
+    app: &App,
+    identifier: &Identifier,
+) -> Result<Vec<PullRequestLag>, ProcessError> {
+    let group = app.repo_group(identifier).await?;
+    let coordinates: BTreeSet<String> = group
+        .by_owner
+        .keys()
+        .flat_map(|owner| group.maintainers(owner).into_iter().chain([*owner]))
+        .map(|key| format!("{KIND_ANNOUNCEMENT}:{}:{identifier}", key.to_hex()))
+        .collect();
+    let mut lags = Vec::new();
+    let mut refs_of: HashMap<RepoId, Vec<(String, Oid)>> = HashMap::new();
+    for chunk in coordinates.into_iter().collect::<Vec<_>>().chunks(100) {
+        let filter = Filter::new()
+            .kinds([KIND_PULL_REQUEST, KIND_PULL_REQUEST_UPDATE].map(Kind::from))
+            .custom_tags(
+                nostr::SingleLetterTag::lowercase(nostr::Alphabet::A),
+                chunk.to_vec(),
+            )
+            .limit(MAX_PULL_REQUESTS_CHECKED);
+        for event in app.store().query(&filter).await? {
+            let Ok(pull_request) = PullRequest::parse(&event) else {
+                continue;
+            };
+            let Some(name) = pull_request_ref(&pull_request.id) else {
+                continue;
+            };
+            for repo in pull_request_targets(app, &pull_request).await? {
+                if repo.identifier != *identifier {
+                    continue;
+                }
+                if !refs_of.contains_key(&repo) {
+                    refs_of.insert(repo.clone(), app.git().refs(&repo).await?);
+                }
+                let at_tip = refs_of.get(&repo).is_some_and(|refs| {
+                    refs.iter()
+                        .any(|(n, oid)| n == name.as_str() && *oid == pull_request.tip)
+                });
+                if !at_tip
+                    && !lags
+                        .iter()
+                        .any(|l: &PullRequestLag| l.repo == repo && l.pull_request.id == pull_request.id)
+                {
+                    lags.push(PullRequestLag {
+                        repo,
+                        pull_request: pull_request.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(lags)
+}
 
 /// A hosted repository and the stored state its refs should equal.
 #[derive(Debug, Clone)]
@@ -86,8 +162,43 @@ pub fn matches_state(on_disk: &[(String, Oid)], state: &RepoState) -> bool {
 }
 
 /// Aligns each lagging repository of `source`'s identifier whose state's objects are in
-/// `source` (copying them over first). The caller holds the identifier's lock.
+/// `source` (copying them over first), and puts back the pull request refs whose tips are. The
+/// caller holds the identifier's lock.
 pub async fn repair(app: &App, source: &RepoId, result: &mut ProcessResult) {
+    repair_states(app, source, result).await;
+    repair_pull_requests(app, source, result).await;
+}
+
+async fn repair_pull_requests(app: &App, source: &RepoId, result: &mut ProcessResult) {
+    let lags = match lagging_pull_requests(app, &source.identifier).await {
+        Ok(lags) => lags,
+        Err(error) => {
+            result
+                .errors
+                .push(format!("cannot check pull request refs: {error}"));
+            return;
+        }
+    };
+    for lag in lags {
+        match app.git().has_objects(source, vec![lag.pull_request.tip]).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                result.errors.push(format!("{}: {error}", lag.repo));
+                continue;
+            }
+        }
+        match sync_pull_request(app, source, std::slice::from_ref(&lag.repo), &lag.pull_request).await {
+            Ok(()) => {
+                tracing::info!(repo = %lag.repo, event_id = %lag.pull_request.id, "pull request ref put back at its tip");
+                result.repos_synced += 1;
+            }
+            Err(error) => result.errors.push(format!("{}: {error}", lag.repo)),
+        }
+    }
+}
+
+async fn repair_states(app: &App, source: &RepoId, result: &mut ProcessResult) {
     let lags = match lagging(app, &source.identifier).await {
         Ok(lags) => lags,
         Err(error) => {

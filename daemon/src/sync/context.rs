@@ -154,7 +154,10 @@ impl SyncContext for RealSyncContext {
         let lags = crate::process::lag::lagging(&self.app, identifier)
             .await
             .map_err(|error| SyncError::Process(error.to_string()))?;
-        if entries.is_empty() && lags.is_empty() {
+        let pull_request_lags = crate::process::lag::lagging_pull_requests(&self.app, identifier)
+            .await
+            .map_err(|error| SyncError::Process(error.to_string()))?;
+        if entries.is_empty() && lags.is_empty() && pull_request_lags.is_empty() {
             return Ok(None);
         }
         let group = self.app.repo_group(identifier).await?;
@@ -186,6 +189,7 @@ impl SyncContext for RealSyncContext {
         for lag in lags {
             wanted.extend(lag.state.wanted_oids());
         }
+        wanted.extend(pull_request_lags.iter().map(|lag| lag.pull_request.tip));
         if wanted.is_empty() {
             return Ok(None);
         }
@@ -210,6 +214,10 @@ impl SyncContext for RealSyncContext {
             {
                 urls.extend(pr.clone);
             }
+        }
+        // Lagging pull request refs: their tips may be only where their authors pushed them.
+        if let Ok(lags) = crate::process::lag::lagging_pull_requests(&self.app, identifier).await {
+            urls.extend(lags.into_iter().flat_map(|lag| lag.pull_request.clone));
         }
         Ok(urls)
     }

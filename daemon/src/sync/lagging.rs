@@ -2,14 +2,16 @@
 //! refs are compared with the newest state it serves. A lagging repository whose objects are
 //! here is aligned at once; for the others the identifier goes into the sync queue, which fetches
 //! the missing objects from the other clone URLs through the same throttles and then runs the
-//! unified procedure (`process::process_fetched_git_data`), which aligns them.
+//! unified procedure (`process::process_fetched_git_data`), which aligns them. Pull request refs
+//! (`refs/nostr/<event-id>` at each stored pull request's tip) are checked and put back the same
+//! way.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use crate::app::App;
-use crate::nip34::Identifier;
-use crate::process::lag;
+use crate::nip34::{Identifier, RepoId};
+use crate::process::{ProcessError, lag};
 use crate::queue::SyncQueue;
 use crate::shutdown::Signal;
 
@@ -39,23 +41,22 @@ pub async fn pass(app: &App, queue: &SyncQueue) -> (usize, usize) {
         .collect();
     let (mut aligned, mut queued) = (0, 0);
     for identifier in identifiers {
-        let lags = match lag::lagging(app, &identifier).await {
-            Ok(lags) if lags.is_empty() => continue,
-            Ok(lags) => lags,
+        let sources = match lagging_repos(app, &identifier).await {
+            Ok(sources) if sources.is_empty() => continue,
+            Ok(sources) => sources,
             Err(error) => {
                 tracing::warn!(%identifier, %error, "cannot check refs against states");
                 continue;
             }
         };
         // Objects already on disk in one of the group's repositories: align from there.
-        let sources: Vec<_> = lags.iter().map(|lag| lag.repo.clone()).collect();
         for source in &sources {
             let result = crate::process::process_fetched_git_data(app, source, &HashSet::new()).await;
             if result.repos_synced > 0 {
                 aligned += 1;
             }
         }
-        if lag::lagging(app, &identifier)
+        if lagging_repos(app, &identifier)
             .await
             .is_ok_and(|left| !left.is_empty())
         {
@@ -64,4 +65,21 @@ pub async fn pass(app: &App, queue: &SyncQueue) -> (usize, usize) {
         }
     }
     (aligned, queued)
+}
+
+/// The hosted repositories of `identifier` whose branches and tags lag the served state, or
+/// whose pull request refs lag the stored pull requests.
+async fn lagging_repos(app: &App, identifier: &Identifier) -> Result<BTreeSet<RepoId>, ProcessError> {
+    let mut repos: BTreeSet<RepoId> = lag::lagging(app, identifier)
+        .await?
+        .into_iter()
+        .map(|lag| lag.repo)
+        .collect();
+    repos.extend(
+        lag::lagging_pull_requests(app, identifier)
+            .await?
+            .into_iter()
+            .map(|lag| lag.repo),
+    );
+    Ok(repos)
 }
