@@ -191,6 +191,48 @@ async fn over_the_relay_cap_graspd_follows_the_relay_serving_the_most_repositori
 }
 
 #[tokio::test]
+async fn a_rate_limit_notice_pauses_the_relay_for_at_least_a_minute() {
+    let (_relay, upstream) = plain_relay().await;
+    let proxy = Proxy::start(
+        upstream.clone(),
+        ProxyOptions {
+            notice_on_live: Some("rate-limited: slow down".to_owned()),
+            ..ProxyOptions::default()
+        },
+    )
+    .await;
+    let a = Server::start_with_env(EVENT_SYNC, ON);
+    let owner = Keys::generate();
+    let early = issue(&Keys::generate(), &owner, "limited", "before");
+    publish_to(&upstream, &[&early]).await;
+    hosted(&a, &owner, "limited", &[&proxy.url]).await;
+    // The history pass runs; the live subscription is answered with the NOTICE.
+    wait_served(&a, "the history pass brings the issue", &early).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = a.status_json(&["sync"]);
+        let relay = &status["relays"][0];
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let paused = relay["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("rate-limited"))
+            && relay["retry_at"].as_u64().is_some_and(|at| at >= now + 55);
+        if paused {
+            assert_eq!(relay["connected"], false, "{status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay is paused a minute: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn after_a_lost_connection_graspd_reconnects_and_resumes_with_since() {
     let (_relay, upstream) = plain_relay().await;
     let proxy = Proxy::start(upstream.clone(), ProxyOptions::default()).await;
@@ -354,6 +396,7 @@ async fn a_relay_without_nip_77_is_synced_by_req_and_its_garbage_changes_nothing
         ProxyOptions {
             refuse_negentropy: true,
             extra_events: vec![forged.clone(), serde_json::to_value(&unrelated).expect("json")],
+            ..ProxyOptions::default()
         },
     )
     .await

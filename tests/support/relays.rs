@@ -27,6 +27,9 @@ pub struct ProxyOptions {
     pub refuse_negentropy: bool,
     /// Events sent first in answer to every REQ.
     pub extra_events: Vec<Value>,
+    /// A NOTICE sent in answer to every live subscription (a REQ with `limit: 0`), as a relay
+    /// that rate-limits does.
+    pub notice_on_live: Option<String>,
 }
 
 /// What went through a proxy.
@@ -152,6 +155,13 @@ async fn carry(
                     for event in &options.extra_events {
                         let message = json!(["EVENT", parsed[1], event]).to_string();
                         let _ = outbox.send(Message::Text(message.into()));
+                    }
+                    let live = parsed
+                        .as_array()
+                        .is_some_and(|req| req[2..].iter().all(|f| f["limit"] == 0));
+                    if let (true, Some(text)) = (live, &options.notice_on_live) {
+                        let notice = json!(["NOTICE", text]).to_string();
+                        let _ = outbox.send(Message::Text(notice.into()));
                     }
                 }
                 _ => {}
