@@ -232,6 +232,69 @@ async fn a_rate_limit_notice_pauses_the_relay_for_at_least_a_minute() {
     }
 }
 
+/// GRASP-05: an archive server takes an announcement that lists only another server, syncs its
+/// state from that server's relay, fetches the git data from its clone URL, and serves both.
+#[tokio::test]
+async fn an_archive_server_mirrors_a_repository_that_does_not_list_it() {
+    let a = Server::start_with_env(EVENT_SYNC, ON);
+    let owner = Keys::generate();
+    let ann = announcement_listing(&owner, &[&a], "mirrored", &[]);
+    let (work, oid) = work_tree_with_commit("first");
+    let st = state(&owner, "mirrored", &[("refs/heads/main", &oid)], Some("main"));
+    let mut to_a = a.client().await;
+    assert_eq!(to_a.publish(&ann).await.message, PURGATORY_OK);
+    assert_eq!(to_a.publish(&st).await.message, PURGATORY_OK);
+    git(
+        work.path(),
+        &["push", "-q", &a.clone_url(&owner, "mirrored"), "main"],
+    );
+    wait_served(&a, "A serves its state", &st).await;
+
+    let mut flags = EVENT_SYNC.to_vec();
+    flags.extend(["--archive-all", "--archive-deny", "secret"]);
+    let b = Server::start_full_on("127.0.0.2", &flags, ON);
+    let nip11 = http(b.addr, "GET", "/", &[("Accept", "application/nostr+json")]);
+    let doc: serde_json::Value = serde_json::from_str(&nip11.body).expect("json");
+    assert!(
+        doc["supported_grasps"]
+            .as_array()
+            .is_some_and(|g| g.contains(&json!("GRASP-05"))),
+        "{doc}"
+    );
+    assert!(
+        doc["curation"]
+            .as_str()
+            .is_some_and(|c| c.contains("every repository")),
+        "{doc}"
+    );
+
+    // The announcement lists A only; B archives it.
+    let mut to_b = b.client().await;
+    assert_eq!(to_b.publish(&ann).await.message, PURGATORY_OK);
+    wait_served(
+        &b,
+        "B syncs the state from A's relay and the git data from A",
+        &st,
+    )
+    .await;
+    wait_served(&b, "and then serves the announcement", &ann).await;
+    assert_eq!(
+        git(
+            &b.repo_path(&owner, "mirrored"),
+            &["rev-parse", "refs/heads/main"]
+        ),
+        oid
+    );
+    // A deny rule wins, even for an announcement that lists B.
+    let denied = announcement_listing(&owner, &[&b], "secret", &[]);
+    let answer = to_b.publish(&denied).await;
+    assert!(
+        !answer.accepted && answer.message.contains("does not host or archive"),
+        "{answer:?}"
+    );
+    assert!(!b.repo_path(&owner, "secret").exists());
+}
+
 #[tokio::test]
 async fn after_a_lost_connection_graspd_reconnects_and_resumes_with_since() {
     let (_relay, upstream) = plain_relay().await;

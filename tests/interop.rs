@@ -150,6 +150,28 @@ fn initial_branch_that_is_not_a_branch_name_is_refused_at_start() {
     assert!(stderr.contains("--initial-branch 'a..b'"), "{stderr}");
 }
 
+#[test]
+fn a_bad_archive_rule_is_refused_at_start_naming_it_and_its_line() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let refused = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_graspd"))
+            .arg("serve")
+            .args(args)
+            .arg("--data-dir")
+            .arg(data.path())
+            .output()
+            .expect("run graspd");
+        assert!(!output.status.success(), "{args:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refused(&["--archive-allow", "npub1nothing/web"]);
+    assert!(stderr.contains("--archive-allow 'npub1nothing/web'"), "{stderr}");
+    let file = data.path().join("allow.txt");
+    std::fs::write(&file, "# owners we mirror\nweb\n../etc\n").expect("write");
+    let stderr = refused(&["--archive-allow-file", file.to_str().expect("utf-8")]);
+    assert!(stderr.contains("line 3") && stderr.contains("../etc"), "{stderr}");
+}
+
 /// A state event with raw tags, as a client in the wild writes it.
 fn raw_state(keys: &Keys, identifier: &str, tags: &[&[&str]], created_at: Timestamp) -> nostr::Event {
     let d = ["d", identifier];

@@ -9,6 +9,7 @@
 
 use nostr::EventId;
 
+use crate::config::ArchiveVerdict;
 use crate::nip34::{Announcement, Identifier, Nip34Kind, PullRequest, RepoId, RepoState};
 use crate::types::Oid;
 
@@ -133,19 +134,49 @@ pub struct AnnouncementFacts {
     pub has_refs: bool,
     /// An older announcement of the same repository waiting in purgatory.
     pub pending: Option<EventId>,
+    /// GRASP-05: what the archive rules make of the repository; `None` with archive mode off.
+    pub archive: Option<ArchiveVerdict>,
+    /// Archive only (a read-only mirror): listing this server is not enough.
+    pub archive_only: bool,
+}
+
+impl AnnouncementFacts {
+    /// Whether the announcement is taken as one hosted here: it lists this server and the server
+    /// is not an archive only.
+    pub fn hosted_here(&self) -> bool {
+        self.lists_us.is_ok() && !self.archive_only
+    }
+
+    /// Whether the archive rules take the repository (GRASP-05).
+    pub fn archived(&self) -> bool {
+        self.archive == Some(ArchiveVerdict::Allowed)
+    }
 }
 
 /// GRASP-01 [9]: announcements that list this server get a repository; one that replaces a
 /// served announcement (or whose repository has data) is served at once, a first one waits for
 /// git data. Announcements by a maintainer of another owner's repository are served without one.
+/// GRASP-05: a deny rule refuses whatever the announcement lists; the archive rules take
+/// announcements that do not list this server (all of them on an archive-only server) as if they
+/// did, and their repositories fill through the syncs.
 pub fn decide_announcement(facts: &AnnouncementFacts) -> Decision {
     let repo = facts.announcement.repo.clone();
-    if let Err(missing) = &facts.lists_us {
-        return if facts.maintains_another {
-            Decision::answer(Answer::Accept)
-        } else {
-            Decision::blocked(missing.clone())
-        };
+    if facts.archive == Some(ArchiveVerdict::Denied) {
+        return Decision::blocked(format!(
+            "this server does not host or archive '{}' of {}",
+            repo.identifier,
+            repo.npub()
+        ));
+    }
+    if !facts.hosted_here() && !facts.archived() {
+        if facts.maintains_another {
+            return Decision::answer(Answer::Accept);
+        }
+        return Decision::blocked(match &facts.lists_us {
+            Err(missing) => missing.clone(),
+            Ok(()) => "this server is a read-only archive, and its archive rules do not take this repository"
+                .to_owned(),
+        });
     }
     let mut effects = vec![Effect::Provision(repo.clone())];
     if facts.stored_at_address || facts.has_refs {
@@ -324,6 +355,8 @@ mod tests {
             stored_at_address: false,
             has_refs: false,
             pending: None,
+            archive: None,
+            archive_only: false,
         }
     }
 
@@ -374,7 +407,7 @@ mod tests {
                 "a first announcement listing us waits for git data in a new repository",
                 base.clone(),
                 Answer::Purgatory,
-                vec![Effect::Provision(r.clone()), hold],
+                vec![Effect::Provision(r.clone()), hold.clone()],
             ),
             (
                 "one replacing a served announcement is served at once, the older waiting one dropped",
@@ -406,6 +439,59 @@ mod tests {
                 not_listing(true),
                 Answer::Accept,
                 vec![],
+            ),
+            (
+                "GRASP-05: one not listing us that the archive rules take gets a repository and waits",
+                AnnouncementFacts {
+                    archive: Some(ArchiveVerdict::Allowed),
+                    ..not_listing(false)
+                },
+                Answer::Purgatory,
+                vec![Effect::Provision(r.clone()), hold.clone()],
+            ),
+            (
+                "GRASP-05: one the archive rules do not take is refused as before",
+                AnnouncementFacts {
+                    archive: Some(ArchiveVerdict::NotAllowed),
+                    ..not_listing(false)
+                },
+                Answer::Blocked("announcement must list this server in 'relays'".into()),
+                vec![],
+            ),
+            (
+                "GRASP-05: a deny rule wins, even over listing us",
+                AnnouncementFacts {
+                    archive: Some(ArchiveVerdict::Denied),
+                    ..base.clone()
+                },
+                Answer::Blocked(format!(
+                    "this server does not host or archive 'r' of {}",
+                    r.npub()
+                )),
+                vec![],
+            ),
+            (
+                "GRASP-05: an archive-only server takes one listing it only by the archive rules",
+                AnnouncementFacts {
+                    archive: Some(ArchiveVerdict::NotAllowed),
+                    archive_only: true,
+                    ..base.clone()
+                },
+                Answer::Blocked(
+                    "this server is a read-only archive, and its archive rules do not take this repository"
+                        .into(),
+                ),
+                vec![],
+            ),
+            (
+                "GRASP-05: ... and hosts it when they do",
+                AnnouncementFacts {
+                    archive: Some(ArchiveVerdict::Allowed),
+                    archive_only: true,
+                    ..base.clone()
+                },
+                Answer::Purgatory,
+                vec![Effect::Provision(r.clone()), hold.clone()],
             ),
         ];
         for (case, facts, answer, effects) in cases {

@@ -198,6 +198,119 @@ pub struct EventSyncSettings {
     pub outbox_max_relays: usize,
 }
 
+/// GRASP-05: announcements that do not list this server, accepted as archives (read-only
+/// mirrors filled by the event and git-data syncs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveSettings {
+    /// Archive mode is on (`--archive`, or implied by any rule below).
+    pub enabled: bool,
+    /// Archive every announcement not denied.
+    pub all: bool,
+    pub allow: Vec<ArchiveEntry>,
+    /// Always wins, also over announcements that list this server.
+    pub deny: Vec<ArchiveEntry>,
+    /// A read-only mirror: announcements that list this server are accepted only by the rules
+    /// above, like any other.
+    pub only: bool,
+}
+
+/// An allow or deny rule: an owner (`npub`), one repository (`npub/identifier`) or an identifier
+/// under any owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveEntry {
+    Owner(nostr::PublicKey),
+    Repository(nostr::PublicKey, String),
+    Identifier(String),
+}
+
+impl ArchiveEntry {
+    /// `npub1...`, `npub1.../identifier` or `identifier` (64-hex keys are accepted for npubs).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let key = |text: &str| {
+            nostr::PublicKey::parse(text).map_err(|_| format!("'{raw}': '{text}' is not an npub"))
+        };
+        let identifier = |text: &str| {
+            crate::types::Identifier::parse(text)
+                .map(|id| id.as_str().to_owned())
+                .map_err(|error| format!("'{raw}': '{text}' is not a repository identifier ({error})"))
+        };
+        match raw.split_once('/') {
+            Some((owner, id)) => Ok(Self::Repository(key(owner)?, identifier(id)?)),
+            None if raw.starts_with("npub1")
+                || (raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit())) =>
+            {
+                Ok(Self::Owner(key(raw)?))
+            }
+            None => Ok(Self::Identifier(identifier(raw)?)),
+        }
+    }
+
+    pub fn matches(&self, owner: &nostr::PublicKey, identifier: &str) -> bool {
+        match self {
+            Self::Owner(key) => key == owner,
+            Self::Repository(key, id) => key == owner && id == identifier,
+            Self::Identifier(id) => id == identifier,
+        }
+    }
+}
+
+/// What the archive rules make of a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveVerdict {
+    /// A deny rule names it: refused, even when its announcement lists this server.
+    Denied,
+    /// Archived (`--archive-all`, or an allow rule names it).
+    Allowed,
+    /// Not archived: accepted only if its announcement lists this server.
+    NotAllowed,
+}
+
+impl ArchiveSettings {
+    /// The verdict on `owner`'s repository `identifier`; `None` with archive mode off.
+    pub fn verdict(&self, owner: &nostr::PublicKey, identifier: &str) -> Option<ArchiveVerdict> {
+        if !self.enabled {
+            return None;
+        }
+        Some(if self.deny.iter().any(|e| e.matches(owner, identifier)) {
+            ArchiveVerdict::Denied
+        } else if self.all || self.allow.iter().any(|e| e.matches(owner, identifier)) {
+            ArchiveVerdict::Allowed
+        } else {
+            ArchiveVerdict::NotAllowed
+        })
+    }
+
+    /// NIP-11's `curation`: what is archived, in one line; `None` with archive mode off.
+    pub fn curation(&self) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        let what = if self.all {
+            "every repository announced on the network".to_owned()
+        } else if self.allow.is_empty() {
+            "nothing yet (no allow rules)".to_owned()
+        } else {
+            format!(
+                "repositories matching {} allow rule{} (owners, owner/identifier pairs, identifiers)",
+                self.allow.len(),
+                if self.allow.len() == 1 { "" } else { "s" }
+            )
+        };
+        let denied = if self.deny.is_empty() {
+            String::new()
+        } else {
+            format!(", except {} denied", self.deny.len())
+        };
+        let mode = if self.only {
+            "Read-only archive of"
+        } else {
+            "Hosts repositories that list this server, and archives"
+        };
+        Some(format!("{mode} {what}{denied}."))
+    }
+}
+
 /// The resolved configuration of a running server.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -226,11 +339,62 @@ pub struct Config {
     pub limits: Limits,
     pub sync: SyncSettings,
     pub event_sync: EventSyncSettings,
+    pub archive: ArchiveSettings,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archive_entries_name_owners_repositories_or_identifiers() {
+        let keys = nostr::Keys::generate().public_key();
+        let npub = nostr::ToBech32::to_bech32(&keys).expect("npub");
+        assert_eq!(ArchiveEntry::parse(&npub), Ok(ArchiveEntry::Owner(keys)));
+        assert_eq!(
+            ArchiveEntry::parse(&format!("{npub}/web")),
+            Ok(ArchiveEntry::Repository(keys, "web".to_owned()))
+        );
+        assert_eq!(
+            ArchiveEntry::parse(" web "),
+            Ok(ArchiveEntry::Identifier("web".to_owned()))
+        );
+        assert!(ArchiveEntry::parse("npub1nope").is_err());
+        assert!(ArchiveEntry::parse(&format!("{npub}/../x")).is_err());
+        assert!(ArchiveEntry::parse("").is_err());
+    }
+
+    #[test]
+    fn archive_deny_wins_then_all_or_allow() {
+        let (alice, bob) = (
+            nostr::Keys::generate().public_key(),
+            nostr::Keys::generate().public_key(),
+        );
+        let mut settings = ArchiveSettings {
+            enabled: true,
+            allow: vec![
+                ArchiveEntry::Owner(alice),
+                ArchiveEntry::Identifier("shared".to_owned()),
+            ],
+            deny: vec![ArchiveEntry::Repository(alice, "secret".to_owned())],
+            ..ArchiveSettings::default()
+        };
+        assert_eq!(settings.verdict(&alice, "web"), Some(ArchiveVerdict::Allowed));
+        assert_eq!(settings.verdict(&alice, "secret"), Some(ArchiveVerdict::Denied));
+        assert_eq!(settings.verdict(&bob, "shared"), Some(ArchiveVerdict::Allowed));
+        assert_eq!(settings.verdict(&bob, "web"), Some(ArchiveVerdict::NotAllowed));
+        settings.all = true;
+        assert_eq!(settings.verdict(&bob, "web"), Some(ArchiveVerdict::Allowed));
+        assert_eq!(settings.verdict(&alice, "secret"), Some(ArchiveVerdict::Denied));
+        assert!(
+            settings
+                .curation()
+                .is_some_and(|c| c.contains("every repository") && c.contains("1 denied"))
+        );
+        settings.enabled = false;
+        assert_eq!(settings.verdict(&alice, "secret"), None);
+        assert_eq!(settings.curation(), None);
+    }
 
     fn url(s: &str) -> url::Url {
         url::Url::parse(s).expect("url")

@@ -83,5 +83,6 @@ pub fn config(data_dir: &Path) -> crate::config::Config {
             outbox_max_authors: 32,
             outbox_max_relays: 24,
         },
+        archive: crate::config::ArchiveSettings::default(),
     }
 }

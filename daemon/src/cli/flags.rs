@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use graspd::config::{
-    Config, Domain, DomainError, EventSyncSettings, HookSetup, Limits, SyncSettings, absolute, git_root,
+    ArchiveEntry, ArchiveSettings, Config, Domain, DomainError, EventSyncSettings, HookSetup, Limits,
+    SyncSettings, absolute, git_root,
 };
 use graspd::git::RefName;
 
@@ -337,6 +338,45 @@ pub struct ServeArgs {
     )]
     pub event_sync_bootstrap_relays: Vec<String>,
 
+    /// GRASP-05 archive mode: also accept announcements that do not list this server when the
+    /// archive rules allow them (`--archive-allow`, `--archive-allow-file`, `--archive-all`);
+    /// implied by any archive flag.
+    #[arg(long, env = "GRASPD_ARCHIVE")]
+    pub archive: bool,
+
+    /// Archive every announced repository not denied by `--archive-deny`.
+    #[arg(long, env = "GRASPD_ARCHIVE_ALL")]
+    pub archive_all: bool,
+
+    /// Archive the repositories this entry names: `npub`, `npub/identifier` or `identifier`.
+    /// Repeatable.
+    #[arg(
+        long = "archive-allow",
+        env = "GRASPD_ARCHIVE_ALLOW",
+        value_delimiter = ',',
+        value_name = "ENTRY"
+    )]
+    pub archive_allow: Vec<String>,
+
+    /// A file of `--archive-allow` entries, one a line (`#` starts a comment).
+    #[arg(long, env = "GRASPD_ARCHIVE_ALLOW_FILE", value_name = "FILE")]
+    pub archive_allow_file: Option<PathBuf>,
+
+    /// Never host or archive the repositories this entry names, even when their announcement
+    /// lists this server. Repeatable.
+    #[arg(
+        long = "archive-deny",
+        env = "GRASPD_ARCHIVE_DENY",
+        value_delimiter = ',',
+        value_name = "ENTRY"
+    )]
+    pub archive_deny: Vec<String>,
+
+    /// A read-only mirror: announcements that list this server are accepted only by the archive
+    /// rules, like any other.
+    #[arg(long, env = "GRASPD_ARCHIVE_ONLY")]
+    pub archive_only: bool,
+
     /// Relays the event sync follows at most (one connection each). When the hosted
     /// repositories name more, those serving the most repositories are followed, the bootstrap
     /// relays first; the others are logged and counted in `/metrics`.
@@ -474,6 +514,52 @@ pub enum ConfigError {
     Token(String),
     #[error("--initial-branch '{0}': not a valid branch name")]
     InitialBranch(String),
+    #[error("{0}")]
+    Archive(String),
+}
+
+/// The archive rules (GRASP-05) from the flags and the allow file; a bad entry is an error that
+/// names it (and its line in the file).
+fn archive_settings(args: &ServeArgs) -> Result<ArchiveSettings, ConfigError> {
+    let parse = |flag: &str, raw: &str| {
+        ArchiveEntry::parse(raw).map_err(|error| ConfigError::Archive(format!("{flag} {error}")))
+    };
+    let mut allow = args
+        .archive_allow
+        .iter()
+        .map(|raw| parse("--archive-allow", raw))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(path) = &args.archive_allow_file {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigError::Archive(format!("--archive-allow-file {}: {error}", path.display()))
+        })?;
+        for (number, line) in text.lines().enumerate() {
+            let entry = line.split('#').next().unwrap_or_default().trim();
+            if !entry.is_empty() {
+                allow.push(parse(
+                    &format!("--archive-allow-file {} line {}:", path.display(), number + 1),
+                    entry,
+                )?);
+            }
+        }
+    }
+    let deny = args
+        .archive_deny
+        .iter()
+        .map(|raw| parse("--archive-deny", raw))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ArchiveSettings {
+        enabled: args.archive
+            || args.archive_all
+            || args.archive_only
+            || args.archive_allow_file.is_some()
+            || !allow.is_empty()
+            || !deny.is_empty(),
+        all: args.archive_all,
+        allow,
+        deny,
+        only: args.archive_only,
+    })
 }
 
 /// The server's configuration from `graspd serve`'s arguments (after the configuration file was
@@ -491,6 +577,7 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("graspd.db").display()));
     let data_dir = absolute(&args.data_dir);
+    let archive = archive_settings(args)?;
     let initial_head = match &args.initial_branch {
         Some(name) => RefName::branch(name).ok_or_else(|| ConfigError::InitialBranch(name.clone()))?,
         None => graspd::git::default_branch(&args.git_program),
@@ -550,6 +637,7 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
             outbox_max_authors: args.outbox_max_authors,
             outbox_max_relays: args.outbox_max_relays,
         },
+        archive,
     })
 }
 

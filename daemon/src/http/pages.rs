@@ -13,7 +13,7 @@ pub const SOFTWARE: &str = "graspd";
 /// NIP-11 relay information document.
 pub fn nip11(config: &Config) -> serde_json::Value {
     let limits = &config.limits;
-    serde_json::json!({
+    let mut document = serde_json::json!({
         "name": config.name,
         "description": config.description,
         "software": SOFTWARE,
@@ -36,7 +36,22 @@ pub fn nip11(config: &Config) -> serde_json::Value {
             "payment_required": false,
             "restricted_writes": true,
         },
-    })
+    });
+    if let Some(curation) = config.archive.curation() {
+        let criteria = if config.archive.only {
+            format!(
+                "Read-only archive (GRASP-05): only announcements its archive rules take are accepted. {curation}"
+            )
+        } else {
+            format!(
+                "{} Archive mode (GRASP-05): announcements that do not list this server are accepted when its archive rules take them. {curation}",
+                document["repo_acceptance_criteria"].as_str().unwrap_or_default()
+            )
+        };
+        document["repo_acceptance_criteria"] = serde_json::Value::String(criteria);
+        document["curation"] = serde_json::Value::String(curation);
+    }
+    document
 }
 
 /// The page at `/`.
@@ -146,6 +161,9 @@ fn supported_grasps(config: &Config) -> Vec<&'static str> {
         if config.event_sync.outbox {
             grasps.push("GRASP-03");
         }
+    }
+    if config.archive.enabled {
+        grasps.push("GRASP-05");
     }
     grasps
 }

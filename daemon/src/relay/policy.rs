@@ -136,6 +136,7 @@ impl GraspPolicy {
     ) -> Result<AnnouncementFacts, PolicyError> {
         let repo = announcement.repo.clone();
         let lists_us = self.lists_this_server(&announcement);
+        let archive = &self.app.config().archive;
         let mut facts = AnnouncementFacts {
             announcement,
             lists_us,
@@ -143,8 +144,10 @@ impl GraspPolicy {
             stored_at_address: false,
             has_refs: false,
             pending: None,
+            archive: archive.verdict(&repo.owner, repo.identifier.as_str()),
+            archive_only: archive.only,
         };
-        if facts.lists_us.is_err() {
+        if !facts.hosted_here() && !facts.archived() {
             let group = self.app.repo_group(&repo.identifier).await?;
             facts.maintains_another = group
                 .by_owner
