@@ -180,13 +180,8 @@ async fn repair_pull_requests(app: &App, source: &RepoId, result: &mut ProcessRe
         }
     };
     for lag in lags {
-        match app.git().has_objects(source, vec![lag.pull_request.tip]).await {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(error) => {
-                result.errors.push(format!("{}: {error}", lag.repo));
-                continue;
-            }
+        if !holds(app, source, vec![lag.pull_request.tip], &lag.repo, result).await {
+            continue;
         }
         match sync_pull_request(app, source, std::slice::from_ref(&lag.repo), &lag.pull_request).await {
             Ok(()) => {
@@ -194,6 +189,23 @@ async fn repair_pull_requests(app: &App, source: &RepoId, result: &mut ProcessRe
                 result.repos_synced += 1;
             }
             Err(error) => result.errors.push(format!("{}: {error}", lag.repo)),
+        }
+    }
+}
+
+/// Whether `source` holds every one of `oids`; a failure to tell is noted against `repo`.
+async fn holds(
+    app: &App,
+    source: &RepoId,
+    oids: Vec<Oid>,
+    repo: &RepoId,
+    result: &mut ProcessResult,
+) -> bool {
+    match app.git().has_objects(source, oids).await {
+        Ok(held) => held,
+        Err(error) => {
+            result.errors.push(format!("{repo}: {error}"));
+            false
         }
     }
 }
@@ -209,13 +221,8 @@ async fn repair_states(app: &App, source: &RepoId, result: &mut ProcessResult) {
         }
     };
     for lag in lags {
-        match app.git().has_objects(source, lag.state.wanted_oids()).await {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(error) => {
-                result.errors.push(format!("{}: {error}", lag.repo));
-                continue;
-            }
+        if !holds(app, source, lag.state.wanted_oids(), &lag.repo, result).await {
+            continue;
         }
         match sync_state(app, source, std::slice::from_ref(&lag.repo), &lag.state).await {
             Ok(changes) => {

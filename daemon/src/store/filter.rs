@@ -104,12 +104,9 @@ fn by_event(filter: &Filter, what: Select, prefix: &str) -> QueryBuilder<Sqlite>
     for (tag, values) in filter.generic_tags.iter() {
         q.push(" AND e.id IN (SELECT event_id FROM event_tags WHERE name = ")
             .push_bind(tag.as_char().to_string())
-            .push(" AND value IN (");
-        let mut list = q.separated(", ");
-        for value in values {
-            list.push_bind(value.clone());
-        }
-        q.push("))");
+            .push(" AND value IN ");
+        push_list(&mut q, values.iter().cloned());
+        q.push(")");
     }
     if what != Select::Count {
         q.push(" ORDER BY e.created_at DESC, e.id ASC");
@@ -163,12 +160,9 @@ fn push_tag_scan(q: &mut QueryBuilder<Sqlite>, filter: &Filter, tag: SingleLette
         // The tag rows carry their event's time, so this is one index lookup per value.
         q.push(" AND EXISTS (SELECT 1 FROM event_tags o WHERE o.name = ")
             .push_bind(other.as_char().to_string())
-            .push(" AND o.value IN (");
-        let mut list = q.separated(", ");
-        for value in values {
-            list.push_bind(value.clone());
-        }
-        q.push(") AND o.created_at = e.created_at AND o.event_id = e.id)");
+            .push(" AND o.value IN ");
+        push_list(q, values.iter().cloned());
+        q.push(" AND o.created_at = e.created_at AND o.event_id = e.id)");
     }
     q.push(" ORDER BY t.created_at DESC, t.event_id ASC");
     push_limit(q, filter);
@@ -212,7 +206,13 @@ fn push_limit(q: &mut QueryBuilder<Sqlite>, filter: &Filter) {
 }
 
 fn push_in(q: &mut QueryBuilder<Sqlite>, column: &str, values: impl Iterator<Item = String>) {
-    q.push(format!(" AND {column} IN ("));
+    q.push(format!(" AND {column} IN "));
+    push_list(q, values);
+}
+
+/// `(?, ?, ...)` with `values` bound.
+fn push_list(q: &mut QueryBuilder<Sqlite>, values: impl Iterator<Item = String>) {
+    q.push("(");
     let mut list = q.separated(", ");
     for value in values {
         list.push_bind(value);
