@@ -115,7 +115,10 @@ async fn issues_and_comments_published_only_to_another_relay_reach_graspd() {
         doc["supported_grasps"],
         json!(["GRASP-01", "GRASP-02", "GRASP-03"])
     );
-    assert!(doc.get("curation").is_none(), "no archive mode, no curation: {doc}");
+    assert!(
+        doc.get("curation").is_none(),
+        "no archive mode, no curation: {doc}"
+    );
     assert!(
         doc["supported_nips"]
             .as_array()
