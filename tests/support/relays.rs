@@ -12,12 +12,24 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-/// A plain relay on loopback, and its URL.
+/// A plain relay on loopback, and its URL. The relay picks a random port it found free and binds
+/// it later, so another process can take it in between: a few attempts, each on a new port.
 pub async fn plain_relay() -> (LocalRelay, String) {
-    let relay = LocalRelay::new();
-    relay.run().await.expect("plain relay runs");
-    let url = relay.url().await.to_string();
-    (relay, url)
+    let mut attempts = 0;
+    loop {
+        let relay = LocalRelay::new();
+        match relay.run().await {
+            Ok(_) => {
+                let url = relay.url().await.to_string();
+                return (relay, url);
+            }
+            Err(error) if attempts < 5 => {
+                attempts += 1;
+                eprintln!("plain relay: {error}; trying another port");
+            }
+            Err(error) => panic!("plain relay runs: {error}"),
+        }
+    }
 }
 
 /// What a [`Proxy`] does besides forwarding.
