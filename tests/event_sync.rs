@@ -194,6 +194,32 @@ async fn over_the_relay_cap_graspd_follows_the_relay_serving_the_most_repositori
     }
 }
 
+/// `status sync`'s entry for the only relay shows it paused by a rate limit for about a minute.
+async fn wait_paused_by_rate_limit(server: &Server) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = server.status_json(&["sync"]);
+        let relay = &status["relays"][0];
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let paused = relay["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("rate-limited"))
+            && relay["retry_at"].as_u64().is_some_and(|at| at >= now + 55);
+        if paused {
+            assert_eq!(relay["connected"], false, "{status}");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay is paused a minute: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_rate_limit_notice_pauses_the_relay_for_at_least_a_minute() {
     let (_relay, upstream) = plain_relay().await;
@@ -212,32 +238,26 @@ async fn a_rate_limit_notice_pauses_the_relay_for_at_least_a_minute() {
     hosted(&a, &owner, "limited", &[&proxy.url]).await;
     // The history pass runs; the live subscription is answered with the NOTICE.
     wait_served(&a, "the history pass brings the issue", &early).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let status = a.status_json(&["sync"]);
-        let relay = &status["relays"][0];
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let paused = relay["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("rate-limited"))
-            && relay["retry_at"].as_u64().is_some_and(|at| at >= now + 55);
-        if paused {
-            assert_eq!(relay["connected"], false, "{status}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the relay is paused a minute: {status}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_paused_by_rate_limit(&a).await;
 }
 
-/// GRASP-05: an archive server takes an announcement that lists only another server, syncs its
-/// state from that server's relay, fetches the git data from its clone URL, and serves both.
+#[tokio::test]
+async fn a_history_req_closed_as_rate_limited_pauses_the_relay_too() {
+    let (_relay, upstream) = plain_relay().await;
+    let proxy = Proxy::start(
+        upstream,
+        ProxyOptions {
+            refuse_negentropy: true,
+            closed_on_history: Some("rate-limited: too many REQs".to_owned()),
+            ..ProxyOptions::default()
+        },
+    )
+    .await;
+    let a = Server::start_with_env(EVENT_SYNC, ON);
+    hosted(&a, &Keys::generate(), "closed", &[&proxy.url]).await;
+    wait_paused_by_rate_limit(&a).await;
+}
+
 #[tokio::test]
 async fn an_archive_server_mirrors_a_repository_that_does_not_list_it() {
     let a = Server::start_with_env(EVENT_SYNC, ON);

@@ -42,6 +42,8 @@ pub struct ProxyOptions {
     /// A NOTICE sent in answer to every live subscription (a REQ with `limit: 0`), as a relay
     /// that rate-limits does.
     pub notice_on_live: Option<String>,
+    /// A CLOSED sent instead of forwarding every history REQ (one without `limit: 0`).
+    pub closed_on_history: Option<String>,
 }
 
 /// What went through a proxy.
@@ -174,6 +176,11 @@ async fn carry(
                     if let (true, Some(text)) = (live, &options.notice_on_live) {
                         let notice = json!(["NOTICE", text]).to_string();
                         let _ = outbox.send(Message::Text(notice.into()));
+                    }
+                    if let (false, Some(text)) = (live, &options.closed_on_history) {
+                        let closed = json!(["CLOSED", parsed[1], text]).to_string();
+                        let _ = outbox.send(Message::Text(closed.into()));
+                        continue;
                     }
                 }
                 _ => {}

@@ -396,7 +396,11 @@ impl Worker {
             .await?;
         let mut page = Page::default();
         while let Some(event) = stream.next().await {
-            let event: Event = event?;
+            // A REQ the relay closes as rate-limited pauses it, as a NOTICE does.
+            let event: Event = event.map_err(|error| match error.to_string() {
+                text if is_rate_limit(&text) => SessionError::RateLimited(text),
+                _ => SessionError::Relay(error),
+            })?;
             page.received += 1;
             page.oldest = Some(page.oldest.map_or(event.created_at, |o| o.min(event.created_at)));
             if seen.insert(event.id) {
@@ -459,7 +463,7 @@ fn is_refusal(error: &nostr_sdk::error::Error) -> bool {
 
 fn is_rate_limit(text: &str) -> bool {
     let text = text.to_ascii_lowercase();
-    text.starts_with("rate-limited") || text.contains("rate limit") || text.contains("too many requests")
+    text.contains("rate-limited") || text.contains("rate limit") || text.contains("too many requests")
 }
 
 /// `every`, moved by up to an hour either way when it is a day or more (so that many servers
