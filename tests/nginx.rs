@@ -233,3 +233,79 @@ async fn a_50_mb_push_streams_through_nginx_and_fcgiwrap() {
     let mut client = Client::connect(&front.ws_url()).await;
     assert_eq!(client.ids(json!({"kinds": [30618]})).await, vec![state_id]);
 }
+
+#[tokio::test]
+async fn grasp06_pull_request_repositories_work_through_nginx() {
+    let Some(binaries) = nginx::binaries("grasp06_pull_request_repositories_work_through_nginx") else {
+        return;
+    };
+    let addr = nginx::nginx_addr();
+    let server = nginx::start_graspd(addr, &["--grasp06"]);
+    let front = Front::start(&binaries, &server, addr);
+    let (owner, contributor) = (Keys::generate(), Keys::generate());
+    let (work, oid) = work_tree_with_commit("base");
+    announce(&front, &owner, "web", &oid).await;
+    let landed = git_output(work.path(), &["push", &front.clone_url(&owner, "web"), "main"]);
+    assert!(landed.status.success(), "{}\n{}", stderr(&landed), front.logs());
+
+    // A probe through nginx is empty and leaves nothing on disk.
+    let prs_url = format!("http://{addr}/prs/{}/web.git", npub(&contributor));
+    let probe = git_output(work.path(), &["ls-remote", &prs_url]);
+    assert!(
+        probe.status.success() && probe.stdout.is_empty(),
+        "{}",
+        stderr(&probe)
+    );
+    assert!(!server.git_root().join("prs").join(npub(&contributor)).exists());
+
+    // The pull request waits; its push to /prs/ through nginx releases it into the owner's
+    // repository.
+    git(work.path(), &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(work.path().join("feature"), "x").expect("write");
+    git(work.path(), &["add", "feature"]);
+    git(work.path(), &["commit", "-q", "-m", "feature"]);
+    let tip = git(work.path(), &["rev-parse", "HEAD"]);
+    let pr = event(
+        &contributor,
+        1618,
+        "please merge",
+        &[
+            &["a", &coordinate(&owner, "web")],
+            &["c", &tip],
+            &["clone", &prs_url],
+        ],
+    );
+    let mut client = Client::connect(&front.ws_url()).await;
+    assert_eq!(client.publish(&pr).await.message, PURGATORY_OK);
+    let ref_name = format!("refs/nostr/{}", pr.id.to_hex());
+    let refused = git_output(work.path(), &["push", &prs_url, "feature:refs/heads/main"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("takes only refs/nostr/<event-id>"),
+        "{}",
+        stderr(&refused)
+    );
+    let pushed = git_output(work.path(), &["push", &prs_url, &format!("feature:{ref_name}")]);
+    assert!(pushed.status.success(), "{}\n{}", stderr(&pushed), front.logs());
+    assert_eq!(client.ids(json!({"kinds": [1618]})).await, vec![pr.id.to_hex()]);
+    assert_eq!(
+        git(&server.repo_path(&owner, "web"), &["rev-parse", &ref_name]),
+        tip
+    );
+    let fetched = tempfile::tempdir().expect("tempdir");
+    git(fetched.path(), &["init", "-q"]);
+    git(
+        fetched.path(),
+        &["fetch", "-q", &front.clone_url(&owner, "web"), &ref_name],
+    );
+    assert_eq!(git(fetched.path(), &["rev-parse", "FETCH_HEAD"]), tip);
+
+    // doctor covers the /prs/ repository too.
+    let doctor = doctor(&server);
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(doctor.status.success(), "{report}");
+    assert!(
+        report.contains(&format!("prs/{}/web.git", npub(&contributor))),
+        "{report}"
+    );
+}

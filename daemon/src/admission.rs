@@ -254,7 +254,13 @@ pub struct PullRequestFacts {
     pub kind: Nip34Kind,
     /// Hosted repositories it goes to (see `process::pull_request_targets`).
     pub targets: Vec<RepoId>,
-    /// Targets whose `refs/nostr/<event-id>` was pushed at another tip, and that tip.
+    /// GRASP-06 (when on): the contributor's `/prs/` repository on this server its `clone` names
+    /// (see `nip34::pull_request_repository`).
+    pub contribution: Option<RepoId>,
+    /// That repository's `refs/nostr/<event-id>` is at the tip: pushed there, waiting for this.
+    pub contribution_has_tip: bool,
+    /// Targets (and the contribution repository) whose `refs/nostr/<event-id>` was pushed at
+    /// another tip, and that tip.
     pub pushed_elsewhere: Vec<(RepoId, Oid)>,
     /// The first target that holds the tip commit, if any.
     pub source: Option<RepoId>,
@@ -262,8 +268,18 @@ pub struct PullRequestFacts {
 
 /// GRASP-01 [45]: a pull request naming a hosted repository is applied at once when its tip is
 /// here and waits for it otherwise; a ref pushed for it at another tip goes.
+///
+/// GRASP-06: one naming a contributor's `/prs/` repository here is accepted without a hosted
+/// target. Its commits come by a push to that repository: applied at once when the push came
+/// first (and copied into the hosted targets), held until the push otherwise. The `/prs/`
+/// repository is written only by its own pushes, so it is a target only as the source.
 pub fn decide_pull_request(facts: &PullRequestFacts) -> Decision {
-    let Some(first) = facts.targets.first() else {
+    let hold_under = facts
+        .contribution
+        .as_ref()
+        .or(facts.targets.first())
+        .map(|repo| repo.identifier.clone());
+    let Some(identifier) = hold_under else {
         return Decision::blocked("pull request names no repository hosted on this server");
     };
     let mut effects: Vec<Effect> = facts
@@ -274,6 +290,17 @@ pub fn decide_pull_request(facts: &PullRequestFacts) -> Decision {
             at: *at,
         })
         .collect();
+    let contribution = facts.contribution.as_ref().filter(|_| facts.contribution_has_tip);
+    if let Some(contribution) = contribution {
+        let mut targets = facts.targets.clone();
+        targets.push(contribution.clone());
+        effects.push(Effect::ApplyPullRequest {
+            pull_request: Box::new(facts.pull_request.clone()),
+            source: contribution.clone(),
+            targets,
+        });
+        return Decision::with(Answer::Accept, effects);
+    }
     if let Some(source) = &facts.source {
         effects.push(Effect::ApplyPullRequest {
             pull_request: Box::new(facts.pull_request.clone()),
@@ -284,8 +311,9 @@ pub fn decide_pull_request(facts: &PullRequestFacts) -> Decision {
     }
     effects.push(Effect::Hold {
         kind: facts.kind,
-        identifier: first.identifier.clone(),
-        sync: true,
+        identifier,
+        // Only hosted repositories are filled by the git-data sync; a `/prs/` one by its push.
+        sync: !facts.targets.is_empty(),
     });
     Decision::with(Answer::Purgatory, effects)
 }
@@ -629,9 +657,23 @@ mod tests {
                 pull_request: pr.clone(),
                 kind: Nip34Kind::PullRequestUpdate,
                 targets,
+                contribution: None,
+                contribution_has_tip: false,
                 pushed_elsewhere,
                 source,
             }
+        };
+        let contribution = RepoId::pull_requests(pr.author, named.identifier.clone());
+        let grasp06 =
+            |targets: Vec<RepoId>, has_tip: bool, pushed_elsewhere: Vec<(RepoId, Oid)>| PullRequestFacts {
+                contribution: Some(contribution.clone()),
+                contribution_has_tip: has_tip,
+                ..facts(targets, pushed_elsewhere, None)
+            };
+        let hold_unsynced = Effect::Hold {
+            kind: Nip34Kind::PullRequestUpdate,
+            identifier: named.identifier.clone(),
+            sync: false,
         };
         let hold = Effect::Hold {
             kind: Nip34Kind::PullRequestUpdate,
@@ -671,6 +713,34 @@ mod tests {
                         at: oid('d'),
                     },
                     hold.clone(),
+                ],
+            ),
+            (
+                "GRASP-06, event first, no hosted target: it waits for the push to /prs/",
+                grasp06(vec![], false, vec![]),
+                Answer::Purgatory,
+                vec![hold_unsynced.clone()],
+            ),
+            (
+                "GRASP-06, push first: released from /prs/ and copied into the hosted targets",
+                grasp06(targets.clone(), true, vec![]),
+                Answer::Accept,
+                vec![Effect::ApplyPullRequest {
+                    pull_request: Box::new(pr.clone()),
+                    source: contribution.clone(),
+                    targets: vec![named.clone(), maintained.clone(), contribution.clone()],
+                }],
+            ),
+            (
+                "GRASP-06, pushed at another tip: that ref goes and the event waits",
+                grasp06(vec![], false, vec![(contribution.clone(), oid('d'))]),
+                Answer::Purgatory,
+                vec![
+                    Effect::DropPullRequestRef {
+                        repo: contribution.clone(),
+                        at: oid('d'),
+                    },
+                    hold_unsynced.clone(),
                 ],
             ),
         ];

@@ -301,7 +301,9 @@ impl App {
     /// Whether this server hosts (owner, identifier): an announcement is stored or pending and
     /// the repository exists on disk.
     pub async fn is_hosted(&self, repo: &RepoId) -> Result<bool, StoreError> {
-        if !self.git().exists(repo) {
+        // A contributor's `/prs/` repository (GRASP-06) is never an announced one, even when the
+        // contributor announced a repository of the same name.
+        if repo.is_pull_request_area() || !self.git().exists(repo) {
             return Ok(false);
         }
         if self.purgatory().announcement(repo).is_some() {

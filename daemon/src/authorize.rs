@@ -55,6 +55,9 @@ pub enum KnownPullRequest {
     NotAPullRequest,
     /// A pull request that does not parse (why).
     Unreadable(String),
+    /// GRASP-06: a pull request whose commits do not belong in this `/prs/` repository (it is
+    /// signed by someone else, or its `clone` tags do not name this repository).
+    NamesAnotherRepository,
 }
 
 impl KnownPullRequest {
@@ -73,8 +76,15 @@ impl KnownPullRequest {
     }
 }
 
-/// GRASP-01 [36], [45]: the verdict for each update, from the facts alone.
+/// What a `/prs/` repository refuses every other ref with.
+pub const ONLY_PULL_REQUEST_REFS: &str = "a /prs/ repository takes only refs/nostr/<event-id> refs (the id of your pull request event, 64 lowercase hex digits)";
+
+/// GRASP-01 [36], [45], and GRASP-06 for `/prs/` repositories: the verdict for each update,
+/// from the facts alone.
 pub fn decide(repo: &RepoId, updates: &[RefUpdate], facts: &PushFacts) -> Vec<Verdict> {
+    if repo.is_pull_request_area() {
+        return contribution_verdicts(updates, facts);
+    }
     if !facts.announced {
         let why = format!("repository {repo} is not announced on this server");
         return updates.iter().map(|update| refuse(update, &why)).collect();
@@ -90,6 +100,24 @@ pub fn decide(repo: &RepoId, updates: &[RefUpdate], facts: &PushFacts) -> Vec<Ve
                     "no repository state from a maintainer is known yet: publish the state event before pushing",
                 ),
             },
+        })
+        .collect()
+}
+
+/// GRASP-06: a push to a contributor's `/prs/` repository carries pull request refs only; each
+/// follows its event (signed by the URL's npub, naming this repository in `clone`) or, when the
+/// event is not known yet, waits for it as a placeholder. `facts.announced` says whether this
+/// server takes `/prs/` repositories at all.
+fn contribution_verdicts(updates: &[RefUpdate], facts: &PushFacts) -> Vec<Verdict> {
+    updates
+        .iter()
+        .map(|update| match pull_request_ref(&update.name) {
+            _ if !facts.announced => refuse(
+                update,
+                "this server does not take pull request repositories (GRASP-06 is off)",
+            ),
+            None => refuse(update, ONLY_PULL_REQUEST_REFS),
+            Some(event_id) => pull_request_verdict(update, event_id, facts),
         })
         .collect()
 }
@@ -182,6 +210,13 @@ fn pull_request_verdict(update: &RefUpdate, event_id: Result<EventId, ()>, facts
         Some(KnownPullRequest::Unreadable(why)) => {
             refuse(update, &format!("pull request {short}… is unreadable: {why}"))
         }
+        Some(KnownPullRequest::NamesAnotherRepository) => refuse(
+            update,
+            &format!(
+                "pull request {short}… does not put its commits here: it must be signed by the npub \
+                 in this repository's URL and list this URL in a 'clone' tag"
+            ),
+        ),
     }
 }
 
@@ -349,6 +384,88 @@ mod tests {
                 .message
                 .contains("'aaaaaaa', which is not a full object id")
         );
+    }
+
+    #[test]
+    fn a_prs_repository_takes_only_pull_request_refs_that_belong_there() {
+        let contributor = Keys::generate().public_key();
+        let repo = RepoId::pull_requests(contributor, Identifier::parse("r").expect("identifier"));
+        let known = EventId::from_slice(&[1; 32]).expect("id");
+        let foreign = EventId::from_slice(&[2; 32]).expect("id");
+        let unknown = EventId::from_slice(&[3; 32]).expect("id");
+        let mut open = PushFacts {
+            announced: true,
+            ..PushFacts::default()
+        };
+        open.pull_requests.insert(known, KnownPullRequest::Tip(oid('c')));
+        open.pull_requests
+            .insert(foreign, KnownPullRequest::NamesAnotherRepository);
+        let closed = PushFacts::default();
+        let nostr = |id: &EventId| format!("refs/nostr/{}", id.to_hex());
+        let zero = Oid::parse(ZERO).expect("zero");
+        let cases: Vec<(&str, &PushFacts, RefUpdate, bool, &str)> = vec![
+            (
+                "its pull request's tip",
+                &open,
+                update(&nostr(&known), ZERO, oid('c')),
+                true,
+                "",
+            ),
+            (
+                "another tip",
+                &open,
+                update(&nostr(&known), ZERO, oid('d')),
+                false,
+                "has tip ccccccc, push has ddddddd",
+            ),
+            (
+                "an unknown event: a placeholder",
+                &open,
+                update(&nostr(&unknown), ZERO, oid('e')),
+                true,
+                "",
+            ),
+            (
+                "a pull request that names another repository",
+                &open,
+                update(&nostr(&foreign), ZERO, oid('c')),
+                false,
+                "does not put its commits here",
+            ),
+            (
+                "a branch",
+                &open,
+                update("refs/heads/main", ZERO, oid('c')),
+                false,
+                "takes only refs/nostr/<event-id>",
+            ),
+            (
+                "a malformed event id",
+                &open,
+                update("refs/nostr/not-an-id", ZERO, oid('c')),
+                false,
+                "64 lowercase hex",
+            ),
+            (
+                "a deletion",
+                &open,
+                update(&nostr(&known), &oid('c').to_string(), zero),
+                false,
+                "cannot be deleted",
+            ),
+            (
+                "GRASP-06 off",
+                &closed,
+                update(&nostr(&unknown), ZERO, oid('c')),
+                false,
+                "GRASP-06 is off",
+            ),
+        ];
+        for (case, facts, update, allowed, words) in cases {
+            let verdict = decide(&repo, &[update], facts).remove(0);
+            assert_eq!(verdict.allowed, allowed, "{case}: {}", verdict.message);
+            assert!(verdict.message.contains(words), "{case}: {}", verdict.message);
+        }
     }
 
     #[test]

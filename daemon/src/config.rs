@@ -340,6 +340,24 @@ pub struct Config {
     pub sync: SyncSettings,
     pub event_sync: EventSyncSettings,
     pub archive: ArchiveSettings,
+    pub grasp06: Grasp06Settings,
+}
+
+/// GRASP-06: contributors' pull request repositories under `/prs/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grasp06Settings {
+    pub enabled: bool,
+    /// How long a pushed `refs/nostr/<event-id>` waits for its event before it is deleted.
+    pub ref_expiry: Duration,
+}
+
+impl Default for Grasp06Settings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ref_expiry: Duration::from_secs(20 * 60),
+        }
+    }
 }
 
 #[cfg(test)]

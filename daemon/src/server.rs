@@ -72,6 +72,9 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     // The public port opens last: whoever waits for it (systemd, a load balancer, the tests) may
     // rely on the gRPC socket that the hooks of the first push will call.
     let listener = bind_tcp(config.listen, &config.hooks.socket).await?;
+    if config.grasp06.enabled {
+        http::prepare_empty_repository(&app).await?;
+    }
     let relay = relay::build(&app);
     let (shutdown, signal): (Shutdown, Signal) = Shutdown::new();
 
@@ -82,7 +85,10 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     let catch_up = async {
         expiry::expire_due(&app).await;
         rpc::spool::drain(&app).await;
-        process::reconcile(&app).await
+        let reconciled = process::reconcile(&app).await;
+        // GRASP-06: refs pushed to /prs/ whose event and placeholder are both gone.
+        process::contributions::sweep(&app, true).await;
+        reconciled
     };
     let reconciled = tokio::select! {
         reconciled = catch_up => reconciled,
@@ -124,6 +130,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         )),
         tokio::spawn(rpc::spool::run(app.clone(), signal.clone())),
         tokio::spawn(expiry::run(app.clone(), signal.clone())),
+        tokio::spawn(process::contributions::run(app.clone(), signal.clone())),
         tokio::spawn(maintenance::run(app.clone(), signal.clone())),
         tokio::spawn(relay::forward_served(app.clone(), relay.clone(), signal.clone())),
         tokio::spawn(http::serve(

@@ -84,5 +84,6 @@ pub fn config(data_dir: &Path) -> crate::config::Config {
             outbox_max_relays: 24,
         },
         archive: crate::config::ArchiveSettings::default(),
+        grasp06: crate::config::Grasp06Settings::default(),
     }
 }

@@ -3,6 +3,7 @@
 //! In this mode (`graspd serve --git-http external`) nginx is the only listener the world sees.
 //! It runs stock `git http-backend` through fcgiwrap for the git smart-HTTP paths
 //! (`/<npub>/<identifier>.git/...`) and proxies everything else — the websocket relay at `/`,
+//! GRASP-06's `/prs/` repositories (which graspd serves itself),
 //! NIP-11, pages, the `/healthz` and `/readyz` probes — to graspd (never `/metrics`, which graspd
 //! serves only on its own `--metrics-listen` address). The hook in each repository reaches graspd over its Unix
 //! socket, found through the repository's git config, so nothing here needs to know about it.
@@ -272,6 +273,21 @@ server {{
         fastcgi_send_timeout {LONG_TIMEOUT};
     }}
 
+    # GRASP-06 contributors' pull request repositories (`graspd serve --grasp06`; 404 without):
+    # graspd runs git http-backend for these itself, as it creates a repository at its first
+    # push and answers for one not there yet. Streamed both ways, like the git location above.
+    location /prs/ {{
+        proxy_pass http://{upstream};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_request_buffering off;
+        proxy_buffering off;
+        proxy_read_timeout {LONG_TIMEOUT};
+        proxy_send_timeout {LONG_TIMEOUT};
+    }}
+
     # Everything else is graspd's: the websocket relay and NIP-11 at /, repository pages,
     # the /healthz and /readyz probes.
     location / {{
@@ -427,6 +443,24 @@ mod tests {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }
         assert!(text.contains("map $http_upgrade $graspd_connection_upgrade {"));
+    }
+
+    #[test]
+    fn prs_repositories_go_to_graspd_streamed() {
+        let text = nginx_config(&example());
+        let block = text
+            .split("location /prs/ {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .expect("a /prs/ location");
+        for line in [
+            "proxy_pass http://127.0.0.1:8080;",
+            "proxy_request_buffering off;",
+            "proxy_buffering off;",
+            "proxy_read_timeout 3600s;",
+        ] {
+            assert!(block.contains(line), "missing `{line}` in:\n{block}");
+        }
     }
 
     #[test]

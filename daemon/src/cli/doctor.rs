@@ -69,7 +69,7 @@ pub async fn run(git: &GitRepos, install_hooks: &str) -> Vec<Finding> {
             findings.push(check_socket(&hooks.socket));
             findings.push(check_spool(&hooks.spool_dir));
             findings.extend(check_git_root(git.root()));
-            (findings, git.list_repo_dirs())
+            (findings, git.list_all_repo_dirs())
         })
         .await
         .unwrap_or_else(|e| {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use graspd::config::{
-    ArchiveEntry, ArchiveSettings, Config, Domain, DomainError, EventSyncSettings, HookSetup, Limits,
-    SyncSettings, absolute, git_root,
+    ArchiveEntry, ArchiveSettings, Config, Domain, DomainError, EventSyncSettings, Grasp06Settings,
+    HookSetup, Limits, SyncSettings, absolute, git_root,
 };
 use graspd::git::RefName;
 
@@ -377,6 +377,17 @@ pub struct ServeArgs {
     #[arg(long, env = "GRASPD_ARCHIVE_ONLY")]
     pub archive_only: bool,
 
+    /// GRASP-06: serve contributors' pull request repositories at `/prs/<npub>/<identifier>.git`
+    /// (pushes of `refs/nostr/<event-id>` only, each matched to its signed pull request).
+    #[arg(long, env = "GRASPD_GRASP06")]
+    pub grasp06: bool,
+
+    /// Seconds a ref pushed to a `/prs/` repository waits for its pull request event before it
+    /// is deleted (GRASP-06 asks for 20 minutes).
+    #[arg(long, env = "GRASPD_GRASP06_REF_EXPIRY_SECS", default_value_t = 1200,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub grasp06_ref_expiry_secs: u64,
+
     /// Relays the event sync follows at most (one connection each). When the hosted
     /// repositories name more, those serving the most repositories are followed, the bootstrap
     /// relays first; the others are logged and counted in `/metrics`.
@@ -638,6 +649,10 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
             outbox_max_relays: args.outbox_max_relays,
         },
         archive,
+        grasp06: Grasp06Settings {
+            enabled: args.grasp06,
+            ref_expiry: Duration::from_secs(args.grasp06_ref_expiry_secs),
+        },
     })
 }
 

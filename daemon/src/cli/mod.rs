@@ -147,7 +147,7 @@ async fn install_hooks(args: InstallHooksArgs) -> anyhow::Result<()> {
     );
     let verb = if args.dry_run { "would" } else { "did" };
     let mut changes = git.prepare_hooks_dir(args.dry_run).await?;
-    let repos = git.list_repo_dirs();
+    let repos = git.list_all_repo_dirs();
     for repo in &repos {
         changes.extend(git.install_hooks_at(repo.clone(), args.dry_run).await?);
     }

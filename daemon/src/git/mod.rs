@@ -17,7 +17,7 @@ use std::time::Duration;
 pub use crate::types::{GitValueError, Oid, RefChanges, RefName};
 
 use crate::config::HookSetup;
-use crate::types::RepoId;
+use crate::types::{Area, RepoId};
 
 /// Errors of the git layer.
 #[derive(Debug, thiserror::Error)]
@@ -103,38 +103,42 @@ impl GitRepos {
         blocking(move || hooks::prepare_hooks_dir(&hooks, dry_run)).await
     }
 
-    /// Every `<git-root>/<npub>/<name>.git` directory that holds a repository.
+    /// Every `<git-root>/<npub>/<name>.git` directory that holds a repository (owners'
+    /// repositories; see [`Self::list_pull_request_repo_dirs`] for GRASP-06's).
     pub fn list_repo_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = Vec::new();
-        let Ok(owners) = std::fs::read_dir(self.root()) else {
-            return dirs;
-        };
-        for owner in owners.filter_map(Result::ok).filter(|e| e.path().is_dir()) {
-            let Ok(repos) = std::fs::read_dir(owner.path()) else {
-                continue;
-            };
-            for repo in repos.filter_map(Result::ok).map(|e| e.path()) {
-                if repo.extension().is_some_and(|x| x == "git") && repo.join("HEAD").is_file() {
-                    dirs.push(repo);
-                }
-            }
-        }
-        dirs.sort();
+        repo_dirs_under(self.root())
+    }
+
+    /// GRASP-06: every `<git-root>/prs/<npub>/<name>.git` directory that holds a repository.
+    pub fn list_pull_request_repo_dirs(&self) -> Vec<PathBuf> {
+        repo_dirs_under(&self.pull_request_root())
+    }
+
+    /// Both: every repository graspd's hooks guard (install-hooks and doctor go over these).
+    pub fn list_all_repo_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = self.list_repo_dirs();
+        dirs.extend(self.list_pull_request_repo_dirs());
         dirs
     }
 
-    /// Every repository on disk that names a valid owner and identifier, read off the runtime's
-    /// workers (a directory walk blocks).
+    /// Every owner's repository on disk that names a valid owner and identifier, read off the
+    /// runtime's workers (a directory walk blocks).
     pub async fn repos_on_disk(&self) -> Vec<RepoId> {
         let git = self.clone();
-        tokio::task::spawn_blocking(move || {
-            git.list_repo_dirs()
-                .iter()
-                .filter_map(|path| git.repo_at(path))
-                .collect()
-        })
-        .await
-        .unwrap_or_default()
+        self.parse_dirs(move || git.list_repo_dirs()).await
+    }
+
+    /// GRASP-06: every pull request repository on disk.
+    pub async fn pull_request_repos_on_disk(&self) -> Vec<RepoId> {
+        let git = self.clone();
+        self.parse_dirs(move || git.list_pull_request_repo_dirs()).await
+    }
+
+    async fn parse_dirs(&self, list: impl FnOnce() -> Vec<PathBuf> + Send + 'static) -> Vec<RepoId> {
+        let git = self.clone();
+        tokio::task::spawn_blocking(move || list().iter().filter_map(|path| git.repo_at(path)).collect())
+            .await
+            .unwrap_or_default()
     }
 
     /// Brings an existing bare repository under graspd (config and hooks). Returns what changed
@@ -144,20 +148,28 @@ impl GitRepos {
         blocking(move || hooks::configure_repo(&path, &hooks, dry_run)).await
     }
 
-    /// The repository a path names, if it is `<git-root>/<npub>/<identifier>.git`.
+    /// The repository a path names, if it is `<git-root>/<npub>/<identifier>.git` or (GRASP-06)
+    /// `<git-root>/prs/<npub>/<identifier>.git`.
     pub fn repo_at(&self, path: &Path) -> Option<RepoId> {
         let root = std::fs::canonicalize(&self.inner.root).ok()?;
         let path = std::fs::canonicalize(path).ok()?;
         let relative = path.strip_prefix(&root).ok()?;
-        let mut parts = relative.components();
-        let npub = parts.next()?.as_os_str().to_str()?;
-        let dir = parts.next()?.as_os_str().to_str()?;
-        if parts.next().is_some() {
-            return None;
-        }
+        let parts: Vec<&str> = relative
+            .components()
+            .map(|part| part.as_os_str().to_str())
+            .collect::<Option<_>>()?;
+        let (area, npub, dir) = match parts.as_slice() {
+            [npub, dir] => (Area::Owner, *npub, *dir),
+            [Area::PRS_DIR, npub, dir] => (Area::PullRequests, *npub, *dir),
+            _ => return None,
+        };
         let owner = nostr::PublicKey::parse(npub).ok()?;
         let identifier = crate::types::Identifier::parse(dir.strip_suffix(".git")?).ok()?;
-        let repo = RepoId::new(owner, identifier);
+        let repo = RepoId {
+            owner,
+            identifier,
+            area,
+        };
         (repo.npub() == npub).then_some(repo)
     }
 
@@ -268,10 +280,16 @@ impl GitRepos {
     }
 
     pub fn path(&self, repo: &RepoId) -> PathBuf {
-        self.inner
-            .root
-            .join(repo.npub())
-            .join(format!("{}.git", repo.identifier))
+        let owners = match repo.area {
+            Area::Owner => self.inner.root.clone(),
+            Area::PullRequests => self.pull_request_root(),
+        };
+        owners.join(repo.npub()).join(format!("{}.git", repo.identifier))
+    }
+
+    /// GRASP-06: where contributors' pull request repositories live, `<git-root>/prs`.
+    pub fn pull_request_root(&self) -> PathBuf {
+        self.inner.root.join(Area::PRS_DIR)
     }
 
     /// Whether the bare repository exists on disk.
@@ -283,6 +301,14 @@ impl GitRepos {
     /// was created now.
     pub async fn provision(&self, repo: &RepoId) -> Result<bool, GitError> {
         let path = self.path(repo);
+        let hooks = self.inner.hooks.clone();
+        let head = self.inner.initial_head.clone();
+        blocking(move || provision_at(&path, &hooks, &head)).await
+    }
+
+    /// Creates a bare repository with GRASP's config at `path`, outside the repository tree (the
+    /// empty repository GRASP-06's `/prs/` answers from). Returns whether it was created now.
+    pub async fn provision_at_path(&self, path: PathBuf) -> Result<bool, GitError> {
         let hooks = self.inner.hooks.clone();
         let head = self.inner.initial_head.clone();
         blocking(move || provision_at(&path, &hooks, &head)).await
@@ -543,25 +569,55 @@ where
     tokio::task::spawn_blocking(f).await?
 }
 
+/// Creates the repository beside its place and renames it there once its config and hooks are
+/// written: a crash part way leaves no repository that git would serve without graspd's hooks
+/// (a push to it would land unchecked), only a `.<name>.new-*` directory nothing serves.
 fn provision_at(path: &Path, hooks: &HookSetup, head: &RefName) -> Result<bool, GitError> {
     if path.join("HEAD").is_file() {
         return Ok(false);
     }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| GitError::Io {
-            path: parent.to_owned(),
-            source,
-        })?;
-    }
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| GitError::Io { path, source }
+    };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io(path)(std::io::Error::other("not a repository path")));
+    };
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let staging = parent.join(format!(
+        ".{}.new-{}-{nanos}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let mut options = git2::RepositoryInitOptions::new();
     options
         .bare(true)
         .no_reinit(true)
         .mkpath(true)
         .initial_head(head.as_str());
-    git2::Repository::init_opts(path, &options)?;
-    hooks::configure_repo(path, hooks, false)?;
-    Ok(true)
+    let made = git2::Repository::init_opts(&staging, &options)
+        .map_err(GitError::from)
+        .and_then(|_| hooks::configure_repo(&staging, hooks, false).map(|_| ()));
+    if let Err(error) = made {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(error);
+    }
+    match std::fs::rename(&staging, path) {
+        Ok(()) => Ok(true),
+        // Made meanwhile by another request: that one stands.
+        Err(_) if path.join("HEAD").is_file() => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(false)
+        }
+        Err(source) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(io(path)(source))
+        }
+    }
 }
 
 fn is_aligned_namespace(name: &str) -> bool {
@@ -617,6 +673,26 @@ fn align_at(path: &Path, targets: &RefTargets, changes: &mut RefChanges) -> Resu
         }
     }
     Ok(())
+}
+
+/// `<base>/<npub>/<name>.git` directories holding a repository (a `HEAD` file), sorted.
+fn repo_dirs_under(base: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let Ok(owners) = std::fs::read_dir(base) else {
+        return dirs;
+    };
+    for owner in owners.filter_map(Result::ok).filter(|e| e.path().is_dir()) {
+        let Ok(repos) = std::fs::read_dir(owner.path()) else {
+            continue;
+        };
+        for repo in repos.filter_map(Result::ok).map(|e| e.path()) {
+            if repo.extension().is_some_and(|x| x == "git") && repo.join("HEAD").is_file() {
+                dirs.push(repo);
+            }
+        }
+    }
+    dirs.sort();
+    dirs
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use crate::app::App;
 use crate::config::GitHttp;
 use crate::nip34::{Identifier, RepoId};
 use crate::shutdown::Signal;
+use crate::types::Area;
 
 /// Where the hooks find the daemon's socket and the spool directory (read by grasp-hook and the
 /// fast hook; the names are theirs).
@@ -47,6 +48,24 @@ pub struct Front {
     app: App,
     relay: LocalRelay,
     git: std::sync::Arc<cgi::GitBackend>,
+    /// GRASP-06 (when on): `git http-backend` over the empty repository that answers for `/prs/`
+    /// repositories not on disk.
+    empty: Option<std::sync::Arc<cgi::GitBackend>>,
+}
+
+/// GRASP-06: the empty repository `/prs/` clones and fetches read until the repository exists:
+/// `<dir>/empty.git`, made at start by [`prepare_empty_repository`].
+const EMPTY_REPOSITORY: &str = "empty.git";
+
+/// Where the empty repository for `/prs/` lives: `<data-dir>/grasp06`.
+pub fn empty_repository_root(config: &crate::config::Config) -> std::path::PathBuf {
+    config.data_dir.join("grasp06")
+}
+
+/// Creates the empty repository `/prs/` answers from (GRASP-06), if it is not there.
+pub async fn prepare_empty_repository(app: &App) -> Result<(), crate::git::GitError> {
+    let path = empty_repository_root(app.config()).join(EMPTY_REPOSITORY);
+    app.git().provision_at_path(path).await.map(|_| ())
 }
 
 impl Front {
@@ -63,10 +82,17 @@ impl Front {
                 (SPOOL_ENV.to_owned(), hooks.spool_dir.display().to_string()),
             ],
         };
+        let empty = app.config().grasp06.enabled.then(|| {
+            std::sync::Arc::new(cgi::GitBackend {
+                git_root: empty_repository_root(app.config()),
+                ..git.clone()
+            })
+        });
         Self {
             app,
             relay,
             git: std::sync::Arc::new(git),
+            empty,
         }
     }
 }
@@ -255,6 +281,9 @@ async fn repository_path(
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if segments.first() == Some(&Area::PRS_DIR) {
+        return pull_request_repository_path(front, peer, req, &segments[1..]).await;
+    }
     if !segments.first().is_some_and(|s| s.starts_with("npub1")) {
         return not_found("There is nothing at this address.");
     }
@@ -306,6 +335,54 @@ async fn repository_path(
         StatusCode::OK,
         pages::repository(front.app.config(), &repo, &known),
     )
+}
+
+/// GRASP-06: `/prs/<npub>/<identifier>.git/<git path>`, a contributor's pull request repository.
+///
+/// Any well-formed path is a repository: until a push creates it, clones and fetches are answered
+/// from an empty repository (a probe leaves nothing on disk), and a push (`git-receive-pack`)
+/// creates it, with graspd's hooks, just before git receives it; the hooks decide (see
+/// `authorize`), and the sweep removes a repository a refused push left without refs. Served by
+/// graspd itself whatever `--git-http` says: `graspd nginx-config` hands `/prs/` to graspd.
+/// With GRASP-06 off, everything under `/prs/` is 404.
+async fn pull_request_repository_path(
+    front: Front,
+    peer: SocketAddr,
+    req: axum::extract::Request,
+    names: &[&str],
+) -> Response<Body> {
+    let Some(empty) = front.empty.clone() else {
+        return not_found("This server does not take pull request repositories (GRASP-06 is off).");
+    };
+    let Some(repo) = parse_repo(names).map(|r| RepoId::pull_requests(r.owner, r.identifier)) else {
+        return not_found(
+            "This is not a pull request repository address: expected /prs/<npub>/<identifier>.git",
+        );
+    };
+    let rest = names.get(2..).map(|r| r.join("/")).unwrap_or_default();
+    if !names[1].ends_with(".git") || !cgi::is_git_path(&rest) {
+        return not_found("Pull request repositories have no pages: use git with the .git URL.");
+    }
+    let _in_flight = crate::metrics::GaugeGuard::new(&front.app.metrics().git_requests_in_flight);
+    if rest == "git-receive-pack" && req.method() == Method::POST {
+        let provisioned = {
+            let _serial = front.app.lock_identifier(&repo.identifier).await;
+            front.app.git().provision(&repo).await
+        };
+        match provisioned {
+            Ok(true) => tracing::info!(repo = %repo, "pull request repository created for a push"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(repo = %repo, %error, "cannot create pull request repository");
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+            }
+        }
+    }
+    if front.app.git().exists(&repo) {
+        let path_info = format!("/{}.git/{rest}", repo.relative_path());
+        return cgi::serve(&front.git, req, peer, &path_info).await;
+    }
+    cgi::serve(&empty, req, peer, &format!("/{EMPTY_REPOSITORY}/{rest}")).await
 }
 
 /// Decodes the owner and identifier from path segments (percent-decoded once, then validated).

@@ -37,6 +37,16 @@ pub fn nip11(config: &Config) -> serde_json::Value {
             "restricted_writes": true,
         },
     });
+    if config.grasp06.enabled {
+        let criteria = format!(
+            "{} Pull requests (kinds 1618 and 1619) may carry their commits in a repository of \
+             their signer's at http(s)://{}/prs/<npub>/<identifier>.git (GRASP-06): name it in a \
+             'clone' tag and push refs/nostr/<event-id> there.",
+            document["repo_acceptance_criteria"].as_str().unwrap_or_default(),
+            config.domain
+        );
+        document["repo_acceptance_criteria"] = serde_json::Value::String(criteria);
+    }
     if let Some(curation) = config.archive.curation() {
         let criteria = if config.archive.only {
             format!(
@@ -164,6 +174,9 @@ fn supported_grasps(config: &Config) -> Vec<&'static str> {
     }
     if config.archive.enabled {
         grasps.push("GRASP-05");
+    }
+    if config.grasp06.enabled {
+        grasps.push("GRASP-06");
     }
     grasps
 }

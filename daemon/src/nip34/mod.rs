@@ -4,6 +4,7 @@
 //! Parsing happens once, where an event enters; the rest of the daemon works with these typed
 //! views and never looks at raw tags again.
 
+mod contribution;
 mod maintainers;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ pub use crate::types::{
     KIND_STATE, Nip34Kind, RepoId, npub,
 };
 use crate::types::{Oid, RefName};
+pub use contribution::pull_request_repository;
 pub use maintainers::maintainer_set;
 
 /// Why an event cannot be read as the NIP-34 event its kind says it is. Shown to the client

@@ -80,8 +80,13 @@ async fn expire_placeholders(app: &App) {
                 .delete_ref_if(&placeholder.repo, name, placeholder.tip)
                 .await
             {
-                Ok(true) => tracing::info!(repo = %placeholder.repo, event_id = %placeholder.event_id,
-                    "pull request ref expired without its event; removed"),
+                Ok(true) => {
+                    tracing::info!(repo = %placeholder.repo, event_id = %placeholder.event_id,
+                        "pull request ref expired without its event; removed");
+                    if placeholder.repo.is_pull_request_area() {
+                        super::contributions::remove_if_empty(app, &placeholder.repo).await;
+                    }
+                }
                 Ok(false) => {}
                 Err(error) => {
                     tracing::warn!(repo = %placeholder.repo, %error, "cannot remove expired pull request ref");

@@ -11,6 +11,7 @@
 //! When an event arrives whose git data is already on disk, the relay policy uses the same
 //! sync steps ([`apply_state_now`], [`apply_pull_request_now`]) and lets the relay store it.
 
+pub mod contributions;
 pub mod effects;
 pub mod expiry;
 pub mod lag;
@@ -23,7 +24,7 @@ use nostr::{Event, Kind};
 
 use crate::app::{App, RepoGroup};
 use crate::git::{GitError, Oid, RefChanges, RefName, RefTargets};
-use crate::nip34::{KIND_STATE, Nip34Kind, PullRequest, RepoId, RepoState};
+use crate::nip34::{KIND_STATE, Nip34Kind, PullRequest, RepoId, RepoState, pull_request_repository};
 use crate::purgatory::is_newer;
 use crate::store::StoreError;
 pub use crate::types::ProcessResult;
@@ -272,6 +273,23 @@ pub async fn pull_request_targets(app: &App, pr: &PullRequest) -> Result<Vec<Rep
     Ok(targets)
 }
 
+/// GRASP-06: whether `repo` is the `/prs/` repository `pr` names on this server and its own push
+/// put the pull request's ref there at the tip. Only then does the pull request count as held
+/// there: nothing but the repository's own pushes writes into `/prs/`.
+pub async fn contribution_holds_tip(app: &App, repo: &RepoId, pr: &PullRequest) -> Result<bool, GitError> {
+    let config = app.config();
+    if !repo.is_pull_request_area()
+        || !config.grasp06.enabled
+        || pull_request_repository(pr, &config.domain).as_ref() != Some(repo)
+    {
+        return Ok(false);
+    }
+    let Some(name) = pull_request_ref(&pr.id) else {
+        return Ok(false);
+    };
+    Ok(app.git().ref_target(repo, name).await? == Some(pr.tip))
+}
+
 /// The ref a pull request (or update) lives at.
 pub fn pull_request_ref(event_id: &nostr::EventId) -> Option<RefName> {
     RefName::parse(&format!("refs/nostr/{}", event_id.to_hex())).ok()
@@ -298,9 +316,14 @@ pub async fn record_placeholders(app: &App, repo: &RepoId, pushed: &[(RefName, O
                 continue;
             }
         }
+        let expiry = if repo.is_pull_request_area() {
+            app.config().grasp06.ref_expiry
+        } else {
+            app.config().purgatory_expiry
+        };
         match app
             .purgatory()
-            .add_placeholder(event_id, repo.clone(), *tip)
+            .add_placeholder_expiring(event_id, repo.clone(), *tip, expiry)
             .await
         {
             Ok(()) => {
@@ -347,7 +370,10 @@ async fn release_pull_request(
     pr: &PullRequest,
     releases: &mut Releases,
 ) -> Result<bool, ProcessError> {
-    let targets = pull_request_targets(app, pr).await?;
+    let mut targets = pull_request_targets(app, pr).await?;
+    if contribution_holds_tip(app, source, pr).await? {
+        targets.push(source.clone());
+    }
     if targets.is_empty() {
         return Ok(false);
     }

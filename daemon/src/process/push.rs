@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use nostr::{Event, Kind};
+use nostr::{Event, EventId, Kind};
 
 use crate::app::App;
 use crate::authorize::{KnownPullRequest, PushFacts, RefUpdate, Verdict, decide, pull_request_ref};
 use crate::nip01::is_newer;
-use crate::nip34::{KIND_STATE, Nip34Kind, RepoId, RepoState};
+use crate::nip34::{KIND_STATE, Nip34Kind, PullRequest, RepoId, RepoState, pull_request_repository};
 use crate::store::StoreError;
 
 /// Decides each update: gathers what the decision needs ([`PushFacts`]), then [`decide`]s. The
@@ -24,6 +24,14 @@ pub async fn authorize_push(
 }
 
 async fn gather(app: &App, repo: &RepoId, updates: &[RefUpdate]) -> Result<PushFacts, StoreError> {
+    if repo.is_pull_request_area() {
+        // GRASP-06: no announcement and no state; the pull requests decide.
+        return Ok(PushFacts {
+            announced: app.config().grasp06.enabled,
+            state: None,
+            pull_requests: known_pull_requests(app, repo, updates).await?,
+        });
+    }
     let group = app.repo_group(&repo.identifier).await?;
     if !group.by_owner.contains_key(&repo.owner) {
         return Ok(PushFacts::default());
@@ -32,6 +40,20 @@ async fn gather(app: &App, repo: &RepoId, updates: &[RefUpdate]) -> Result<PushF
     let state = authoritative_state(app, repo, &maintainers)
         .await?
         .map(|(event, state)| (event.id, state));
+    Ok(PushFacts {
+        announced: true,
+        state,
+        pull_requests: known_pull_requests(app, repo, updates).await?,
+    })
+}
+
+/// What each `refs/nostr/<event-id>` update's event is, where the event is known here (waiting in
+/// purgatory or stored). In a `/prs/` repository a pull request must also name it (GRASP-06).
+async fn known_pull_requests(
+    app: &App,
+    repo: &RepoId,
+    updates: &[RefUpdate],
+) -> Result<HashMap<EventId, KnownPullRequest>, StoreError> {
     let mut pull_requests = HashMap::new();
     for update in updates {
         let Some(Ok(event_id)) = pull_request_ref(&update.name) else {
@@ -41,15 +63,23 @@ async fn gather(app: &App, repo: &RepoId, updates: &[RefUpdate]) -> Result<PushF
             Some(entry) => Some(entry.event.clone()),
             None => app.store().event_by_id(&event_id).await?,
         };
-        if let Some(event) = known {
-            pull_requests.insert(event_id, KnownPullRequest::of(&event));
+        let Some(event) = known else {
+            continue;
+        };
+        let mut known = KnownPullRequest::of(&event);
+        if repo.is_pull_request_area()
+            && matches!(known, KnownPullRequest::Tip(_))
+            && PullRequest::parse(&event)
+                .ok()
+                .and_then(|pr| pull_request_repository(&pr, &app.config().domain))
+                .as_ref()
+                != Some(repo)
+        {
+            known = KnownPullRequest::NamesAnotherRepository;
         }
+        pull_requests.insert(event_id, known);
     }
-    Ok(PushFacts {
-        announced: true,
-        state,
-        pull_requests,
-    })
+    Ok(pull_requests)
 }
 
 /// The newest state, stored or pending, by a member of `maintainers`.

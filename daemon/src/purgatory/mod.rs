@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use crate::store::{PlaceholderRow, PurgatoryRow, Store, StoreError};
 use crate::types::Oid;
-use crate::types::{Identifier, KIND_ANNOUNCEMENT, KIND_STATE, Nip34Kind, RepoId};
+use crate::types::{Area, Identifier, KIND_ANNOUNCEMENT, KIND_STATE, Nip34Kind, RepoId};
 
 /// How an event reached us. Sync-sourced events are retried sooner by the sync loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +110,22 @@ struct Inner {
     changed: Notify,
 }
 
+/// The `area` column of a placeholder row (see migration 0003).
+fn area_column(repo: &RepoId) -> &'static str {
+    match repo.area {
+        Area::Owner => "",
+        Area::PullRequests => Area::PRS_DIR,
+    }
+}
+
+fn area_from_column(value: &str) -> Option<Area> {
+    match value {
+        "" => Some(Area::Owner),
+        Area::PRS_DIR => Some(Area::PullRequests),
+        _ => None,
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -157,18 +173,23 @@ impl Purgatory {
         for row in store.placeholders_all().await? {
             let parsed = (
                 EventId::from_hex(&row.event_id),
+                area_from_column(&row.area),
                 PublicKey::from_hex(&row.owner),
                 Identifier::parse(&row.identifier),
                 Oid::parse(&row.tip),
             );
-            let (Ok(event_id), Ok(owner), Ok(identifier), Ok(tip)) = parsed else {
+            let (Ok(event_id), Some(area), Ok(owner), Ok(identifier), Ok(tip)) = parsed else {
                 tracing::warn!(event_id = %row.event_id, "dropping unreadable placeholder row");
                 store
-                    .placeholder_remove(&row.event_id, &row.owner, &row.identifier)
+                    .placeholder_remove(&row.event_id, &row.area, &row.owner, &row.identifier)
                     .await?;
                 continue;
             };
-            let repo = RepoId::new(owner, identifier);
+            let repo = RepoId {
+                owner,
+                identifier,
+                area,
+            };
             purgatory.index_placeholder(Placeholder {
                 event_id,
                 repo,
@@ -183,8 +204,20 @@ impl Purgatory {
 
     /// Records (or moves) a placeholder, written through first, expiring like purgatory entries.
     pub async fn add_placeholder(&self, event_id: EventId, repo: RepoId, tip: Oid) -> Result<(), StoreError> {
+        self.add_placeholder_expiring(event_id, repo, tip, self.inner.expiry)
+            .await
+    }
+
+    /// Records (or moves) a placeholder that expires after `expiry`.
+    pub async fn add_placeholder_expiring(
+        &self,
+        event_id: EventId,
+        repo: RepoId,
+        tip: Oid,
+        expiry: Duration,
+    ) -> Result<(), StoreError> {
         let _guard = self.inner.write.lock().await;
-        let expiry_ms = i64::try_from(self.inner.expiry.as_millis()).unwrap_or(i64::MAX);
+        let expiry_ms = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
         let placeholder = Placeholder {
             event_id,
             repo,
@@ -195,6 +228,7 @@ impl Purgatory {
             .store
             .placeholder_put(&PlaceholderRow {
                 event_id: event_id.to_hex(),
+                area: area_column(&placeholder.repo).to_owned(),
                 owner: placeholder.repo.owner.to_hex(),
                 identifier: placeholder.repo.identifier.to_string(),
                 tip: placeholder.tip.to_string(),
@@ -221,7 +255,12 @@ impl Purgatory {
         let _guard = self.inner.write.lock().await;
         self.inner
             .store
-            .placeholder_remove(&event_id.to_hex(), &repo.owner.to_hex(), repo.identifier.as_str())
+            .placeholder_remove(
+                &event_id.to_hex(),
+                area_column(repo),
+                &repo.owner.to_hex(),
+                repo.identifier.as_str(),
+            )
             .await?;
         self.unindex_placeholder(event_id, repo);
         Ok(())

@@ -91,19 +91,25 @@ impl GraspPolicy {
         };
         // A pull request goes to the hosted repositories it names or that are maintained by them;
         // it is held (and its lock taken) under the first of those.
-        let targets = match &parsed {
-            Parsed::PullRequest(pr) => process::pull_request_targets(&self.app, pr).await?,
-            _ => Vec::new(),
+        let (targets, contribution) = match &parsed {
+            Parsed::PullRequest(pr) => (
+                process::pull_request_targets(&self.app, pr).await?,
+                self.contribution(pr),
+            ),
+            _ => (Vec::new(), None),
         };
-        let _serial = self.app.lock_identifier(&parsed.identifier(&targets)).await;
+        let _serial = self
+            .app
+            .lock_identifier(&parsed.identifier(contribution.as_ref(), &targets))
+            .await;
         let decision = match parsed {
             Parsed::Announcement(announcement) => {
                 admission::decide_announcement(&self.announcement_facts(event, announcement).await?)
             }
             Parsed::State(state) => admission::decide_state(&self.state_facts(state).await?),
-            Parsed::PullRequest(pr) => {
-                admission::decide_pull_request(&self.pull_request_facts(pr, kind, targets).await?)
-            }
+            Parsed::PullRequest(pr) => admission::decide_pull_request(
+                &self.pull_request_facts(pr, kind, targets, contribution).await?,
+            ),
         };
         Ok(process::effects::apply(&self.app, event, origin, decision).await?)
     }
@@ -246,20 +252,39 @@ impl GraspPolicy {
 
     // ---- 1618 / 1619 -------------------------------------------------------------------------
 
+    /// GRASP-06 (when on): the `/prs/` repository on this server the pull request names.
+    fn contribution(&self, pr: &PullRequest) -> Option<RepoId> {
+        let config = self.app.config();
+        config
+            .grasp06
+            .enabled
+            .then(|| crate::nip34::pull_request_repository(pr, &config.domain))
+            .flatten()
+    }
+
     async fn pull_request_facts(
         &self,
         pr: PullRequest,
         kind: Nip34Kind,
         targets: Vec<RepoId>,
+        contribution: Option<RepoId>,
     ) -> Result<PullRequestFacts, PolicyError> {
         let mut pushed_elsewhere = Vec::new();
         let mut source = None;
+        let mut contribution_has_tip = false;
         if let Some(name) = process::pull_request_ref(&pr.id) {
             for repo in &targets {
                 if let Some(current) = self.app.git().ref_target(repo, name.clone()).await?
                     && current != pr.tip
                 {
                     pushed_elsewhere.push((repo.clone(), current));
+                }
+            }
+            if let Some(repo) = contribution.as_ref().filter(|repo| self.app.git().exists(repo)) {
+                match self.app.git().ref_target(repo, name).await? {
+                    Some(current) if current == pr.tip => contribution_has_tip = true,
+                    Some(current) => pushed_elsewhere.push((repo.clone(), current)),
+                    None => {}
                 }
             }
         }
@@ -273,6 +298,8 @@ impl GraspPolicy {
             pull_request: pr,
             kind,
             targets,
+            contribution,
+            contribution_has_tip,
             pushed_elsewhere,
             source,
         })
@@ -366,13 +393,14 @@ impl Parsed {
     }
 
     /// The identifier whose lock covers deciding on the event: its own, or for a pull request
-    /// that of the first of its `targets` (of the first repository it names when none is hosted).
-    fn identifier(&self, targets: &[RepoId]) -> Identifier {
+    /// that of the `/prs/` repository it names (GRASP-06: its push takes the same lock), else of
+    /// the first of its `targets` (of the first repository it names when none is hosted).
+    fn identifier(&self, contribution: Option<&RepoId>, targets: &[RepoId]) -> Identifier {
         match self {
             Self::Announcement(announcement) => announcement.repo.identifier.clone(),
             Self::State(state) => state.identifier.clone(),
-            Self::PullRequest(pr) => targets
-                .first()
+            Self::PullRequest(pr) => contribution
+                .or(targets.first())
                 .or(pr.repos.first())
                 .map(|repo| repo.identifier.clone())
                 // Parsing guarantees a named repository; this only keeps the lock well defined.

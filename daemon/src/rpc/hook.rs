@@ -29,7 +29,8 @@ impl Hooks {
     fn repo(&self, path: &str) -> Result<RepoId, Status> {
         self.app.git().repo_at(Path::new(path)).ok_or_else(|| {
             Status::invalid_argument(format!(
-                "'{path}' is not a graspd repository (<git-root>/<npub>/<identifier>.git under {})",
+                "'{path}' is not a graspd repository (<git-root>/<npub>/<identifier>.git, or \
+             <git-root>/prs/<npub>/<identifier>.git, under {})",
                 self.app.git().root().display()
             ))
         })
@@ -106,6 +107,9 @@ impl HookService for Hooks {
             .then(|| self.app.git().repo_at(Path::new(&path)))
             .flatten();
         let known = match &repo {
+            Some(repo) if repo.is_pull_request_area() => {
+                self.app.config().grasp06.enabled && self.app.git().exists(repo)
+            }
             Some(repo) => self
                 .app
                 .is_hosted(repo)
@@ -162,9 +166,13 @@ impl HookService for Hooks {
             verdicts.push(pb::RefVerdict {
                 ref_name: String::new(),
                 allowed: false,
-                message:
+                message: if repo.is_pull_request_area() {
+                    "graspd: push refused: a /prs/ repository takes refs/nostr/<event-id> refs of pull \
+                     requests signed by its npub (GRASP-06)"
+                } else {
                     "graspd: push refused: it must match the latest repository state signed by a maintainer"
-                        .to_owned(),
+                }
+                .to_owned(),
             });
         }
         Ok(Response::new(pb::AuthorizePushResponse { allowed, verdicts }))

@@ -65,6 +65,8 @@ pub struct Store {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlaceholderRow {
     pub event_id: String,
+    /// `""` for an owner's repository, `"prs"` for a pull request repository (GRASP-06).
+    pub area: String,
     pub owner: String,
     pub identifier: String,
     pub tip: String,
@@ -401,10 +403,11 @@ impl Store {
     /// Records a pull request ref pushed before its event.
     pub async fn placeholder_put(&self, row: &PlaceholderRow) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO placeholders (event_id, owner, identifier, tip, expires_at_ms) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (event_id, owner, identifier) DO UPDATE SET tip = excluded.tip, expires_at_ms = excluded.expires_at_ms",
+            "INSERT INTO placeholders (event_id, area, owner, identifier, tip, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (event_id, area, owner, identifier) DO UPDATE SET tip = excluded.tip, expires_at_ms = excluded.expires_at_ms",
         )
         .bind(&row.event_id)
+        .bind(&row.area)
         .bind(&row.owner)
         .bind(&row.identifier)
         .bind(&row.tip)
@@ -417,31 +420,37 @@ impl Store {
     pub async fn placeholder_remove(
         &self,
         event_id: &str,
+        area: &str,
         owner: &str,
         identifier: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM placeholders WHERE event_id = ? AND owner = ? AND identifier = ?")
-            .bind(event_id)
-            .bind(owner)
-            .bind(identifier)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "DELETE FROM placeholders WHERE event_id = ? AND area = ? AND owner = ? AND identifier = ?",
+        )
+        .bind(event_id)
+        .bind(area)
+        .bind(owner)
+        .bind(identifier)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Every placeholder row, for the reload at start.
     pub async fn placeholders_all(&self) -> Result<Vec<PlaceholderRow>, StoreError> {
-        let rows = sqlx::query("SELECT event_id, owner, identifier, tip, expires_at_ms FROM placeholders")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT event_id, area, owner, identifier, tip, expires_at_ms FROM placeholders")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|row| {
                 Ok(PlaceholderRow {
                     event_id: row.try_get(0)?,
-                    owner: row.try_get(1)?,
-                    identifier: row.try_get(2)?,
-                    tip: row.try_get(3)?,
-                    expires_at_ms: row.try_get(4)?,
+                    area: row.try_get(1)?,
+                    owner: row.try_get(2)?,
+                    identifier: row.try_get(3)?,
+                    tip: row.try_get(4)?,
+                    expires_at_ms: row.try_get(5)?,
                 })
             })
             .collect()

@@ -12,5 +12,5 @@ pub use kind::{
     KIND_ANNOUNCEMENT, KIND_ISSUE, KIND_PATCH, KIND_PULL_REQUEST, KIND_PULL_REQUEST_UPDATE, KIND_STATE,
     Nip34Kind,
 };
-pub use repo::{Identifier, IdentifierError, MAX_IDENTIFIER_BYTES, RepoId, npub};
+pub use repo::{Area, Identifier, IdentifierError, MAX_IDENTIFIER_BYTES, RepoId, npub};
 pub use result::{ProcessResult, RefChanges};

@@ -69,16 +69,61 @@ impl fmt::Display for Identifier {
     }
 }
 
-/// One owner's repository: `<git-root>/<npub>/<identifier>.git`.
+/// Which tree of the git root a repository lives in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Area {
+    /// An announced repository: `<git-root>/<npub>/<identifier>.git`, the npub its owner's.
+    #[default]
+    Owner,
+    /// GRASP-06: a contributor's pull request repository,
+    /// `<git-root>/prs/<npub>/<identifier>.git`, the npub the contributor's. Only its own pushes
+    /// write into it, and only `refs/nostr/<event-id>` refs.
+    PullRequests,
+}
+
+impl Area {
+    /// The directory under the git root (and the URL path prefix) of the pull request area.
+    pub const PRS_DIR: &'static str = "prs";
+}
+
+/// One repository: an owner's, or (GRASP-06) a contributor's under `prs/`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RepoId {
     pub owner: PublicKey,
     pub identifier: Identifier,
+    pub area: Area,
 }
 
 impl RepoId {
+    /// An owner's repository, `<npub>/<identifier>.git`.
     pub fn new(owner: PublicKey, identifier: Identifier) -> Self {
-        Self { owner, identifier }
+        Self {
+            owner,
+            identifier,
+            area: Area::Owner,
+        }
+    }
+
+    /// GRASP-06: `contributor`'s pull request repository, `prs/<npub>/<identifier>.git`.
+    pub fn pull_requests(contributor: PublicKey, identifier: Identifier) -> Self {
+        Self {
+            owner: contributor,
+            identifier,
+            area: Area::PullRequests,
+        }
+    }
+
+    pub fn is_pull_request_area(&self) -> bool {
+        self.area == Area::PullRequests
+    }
+
+    /// The path below the git root (and below the server's URL), without `.git`:
+    /// `<npub>/<identifier>` or `prs/<npub>/<identifier>`.
+    pub fn relative_path(&self) -> String {
+        match self.area {
+            Area::Owner => format!("{}/{}", self.npub(), self.identifier),
+            Area::PullRequests => format!("{}/{}/{}", Area::PRS_DIR, self.npub(), self.identifier),
+        }
     }
 
     /// The owner's NIP-19 `npub`, the first path component of the repository.
@@ -94,7 +139,7 @@ impl RepoId {
 
 impl fmt::Display for RepoId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.npub(), self.identifier)
+        f.write_str(&self.relative_path())
     }
 }
 
