@@ -309,6 +309,14 @@ async fn an_archive_server_mirrors_a_repository_that_does_not_list_it() {
         ),
         oid
     );
+    // Status says which repositories are archives, and why.
+    let archive_of = |server: &Server| {
+        server.status_json(&["repos"])["repositories"][0]["archive"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    assert_eq!(archive_of(&b).as_deref(), Some("--archive-all"));
+    assert_eq!(archive_of(&a).as_deref(), Some(""), "hosted, not archived, on A");
     // A deny rule wins, even for an announcement that lists B.
     let denied = announcement_listing(&owner, &[&b], "secret", &[]);
     let answer = to_b.publish(&denied).await;

@@ -223,6 +223,16 @@ pub enum ArchiveEntry {
     Identifier(String),
 }
 
+impl std::fmt::Display for ArchiveEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Owner(key) => f.write_str(&crate::types::npub(key)),
+            Self::Repository(key, id) => write!(f, "{}/{id}", crate::types::npub(key)),
+            Self::Identifier(id) => f.write_str(id),
+        }
+    }
+}
+
 impl ArchiveEntry {
     /// `npub1...`, `npub1.../identifier` or `identifier` (64-hex keys are accepted for npubs).
     pub fn parse(raw: &str) -> Result<Self, String> {
@@ -279,6 +289,21 @@ impl ArchiveSettings {
         } else {
             ArchiveVerdict::NotAllowed
         })
+    }
+
+    /// Why the rules archive `owner`'s repository `identifier` (`--archive-all`, or the first
+    /// allow rule naming it); `None` when they do not.
+    pub fn why_archived(&self, owner: &nostr::PublicKey, identifier: &str) -> Option<String> {
+        if self.verdict(owner, identifier) != Some(ArchiveVerdict::Allowed) {
+            return None;
+        }
+        if self.all {
+            return Some("--archive-all".to_owned());
+        }
+        self.allow
+            .iter()
+            .find(|e| e.matches(owner, identifier))
+            .map(|e| format!("allow rule {e}"))
     }
 
     /// NIP-11's `curation`: what is archived, in one line; `None` with archive mode off.
@@ -401,7 +426,20 @@ mod tests {
         assert_eq!(settings.verdict(&alice, "secret"), Some(ArchiveVerdict::Denied));
         assert_eq!(settings.verdict(&bob, "shared"), Some(ArchiveVerdict::Allowed));
         assert_eq!(settings.verdict(&bob, "web"), Some(ArchiveVerdict::NotAllowed));
+        assert_eq!(
+            settings.why_archived(&bob, "shared"),
+            Some("allow rule shared".to_owned())
+        );
+        assert_eq!(
+            settings.why_archived(&alice, "web"),
+            Some(format!("allow rule {}", crate::types::npub(&alice)))
+        );
+        assert_eq!(settings.why_archived(&alice, "secret"), None);
         settings.all = true;
+        assert_eq!(
+            settings.why_archived(&bob, "web"),
+            Some("--archive-all".to_owned())
+        );
         assert_eq!(settings.verdict(&bob, "web"), Some(ArchiveVerdict::Allowed));
         assert_eq!(settings.verdict(&alice, "secret"), Some(ArchiveVerdict::Denied));
         assert!(

@@ -153,7 +153,7 @@ pub async fn run(args: StatusArgs) -> Result<(), StatusError> {
                 print_json(json!({ "repositories": all.iter().map(summary_json).collect::<Vec<_>>() }))
             } else {
                 table(
-                    &["REPOSITORY", "NAME", "DATA", "ANNOUNCEMENT", "PENDING"],
+                    &["REPOSITORY", "NAME", "DATA", "ANNOUNCEMENT", "PENDING", "ARCHIVE"],
                     all.iter()
                         .map(|r| {
                             vec![
@@ -166,6 +166,11 @@ pub async fn run(args: StatusArgs) -> Result<(), StatusError> {
                                     "served".into()
                                 },
                                 r.pending_events.to_string(),
+                                if r.archive.is_empty() {
+                                    "-".into()
+                                } else {
+                                    r.archive.clone()
+                                },
                             ]
                         })
                         .collect(),
@@ -426,7 +431,7 @@ fn print_status(s: &pb::GetStatusResponse) {
 
 fn summary_json(r: &pb::RepositorySummary) -> Value {
     json!({"owner_npub": r.owner_npub, "identifier": r.identifier, "name": r.name,
-        "announcement_pending": r.announcement_pending, "has_data": r.has_data, "pending_events": r.pending_events})
+        "announcement_pending": r.announcement_pending, "has_data": r.has_data, "pending_events": r.pending_events, "archive": r.archive})
 }
 
 fn entry_json(e: &pb::PurgatoryEntry) -> Value {

@@ -5,6 +5,7 @@
 //! views and never looks at raw tags again.
 
 mod contribution;
+mod listing;
 mod maintainers;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ pub use crate::types::{
 };
 use crate::types::{Oid, RefName};
 pub use contribution::pull_request_repository;
+pub use listing::lists_server;
 pub use maintainers::maintainer_set;
 
 /// Why an event cannot be read as the NIP-34 event its kind says it is. Shown to the client

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::app::{App, Processed};
 use crate::metrics::get;
-use crate::nip34::{Identifier, Nip34Kind, PullRequest, RepoId, RepoState, npub};
+use crate::nip34::{Announcement, Identifier, Nip34Kind, PullRequest, RepoId, RepoState, npub};
 use crate::purgatory::{Entry, now_ms};
 
 const DEFAULT_PAGE: usize = 100;
@@ -60,7 +60,26 @@ impl StatusApi {
             has_data,
             pending_events: u32::try_from(self.app.purgatory().for_identifier(&repo.identifier).len())
                 .unwrap_or(u32::MAX),
+            archive: known
+                .as_ref()
+                .map(|k| self.why_archived(&k.announcement))
+                .unwrap_or_default(),
         })
+    }
+
+    /// GRASP-05: why the repository is an archive; empty when it is hosted because its
+    /// announcement lists this server.
+    fn why_archived(&self, announcement: &Announcement) -> String {
+        let config = self.app.config();
+        let repo = &announcement.repo;
+        let listed = crate::nip34::lists_server(announcement, &config.domain).is_ok();
+        if listed && !config.archive.only {
+            return String::new();
+        }
+        config
+            .archive
+            .why_archived(&repo.owner, repo.identifier.as_str())
+            .unwrap_or_else(|| "archived under rules no longer configured".to_owned())
     }
 
     /// Objects a waiting event needs that no hosted repository of its identifier holds.
