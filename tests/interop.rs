@@ -172,6 +172,120 @@ fn a_bad_archive_rule_is_refused_at_start_naming_it_and_its_line() {
     assert!(stderr.contains("line 3") && stderr.contains("../etc"), "{stderr}");
 }
 
+/// An announcement of `owner`'s `identifier` that lists only another server.
+fn listing_elsewhere(owner: &Keys, identifier: &str) -> nostr::Event {
+    let clone = format!("https://other.example/{}/{identifier}.git", npub(owner));
+    event(
+        owner,
+        30617,
+        "",
+        &[
+            &["d", identifier],
+            &["clone", &clone],
+            &["relays", "wss://other.example"],
+        ],
+    )
+}
+
+fn nip11_of(server: &Server) -> serde_json::Value {
+    let response = http(server.addr, "GET", "/", &[("Accept", "application/nostr+json")]);
+    serde_json::from_str(&response.body).expect("json")
+}
+
+fn lists_grasp(doc: &serde_json::Value, grasp: &str) -> bool {
+    doc["supported_grasps"]
+        .as_array()
+        .is_some_and(|g| g.contains(&json!(grasp)))
+}
+
+#[tokio::test]
+async fn archive_rules_decide_which_announcements_are_taken_in_each_mode() {
+    let (alice, bob) = (Keys::generate(), Keys::generate());
+
+    // Default: an announcement naming only other servers is refused; no GRASP-05, no curation.
+    let plain = Server::start();
+    let mut client = plain.client().await;
+    let answer = client.publish(&listing_elsewhere(&alice, "web")).await;
+    assert!(
+        !answer.accepted && answer.message.contains("must list this server"),
+        "{answer:?}"
+    );
+    let doc = nip11_of(&plain);
+    assert!(
+        !lists_grasp(&doc, "GRASP-05") && doc.get("curation").is_none(),
+        "{doc}"
+    );
+
+    // Allow rules (flag and file) take what they name, and only that.
+    let data = tempfile::tempdir().expect("tempdir");
+    let file = data.path().join("allow.txt");
+    std::fs::write(&file, format!("# mirrored owners\n{}\n", npub(&bob))).expect("write");
+    let allow = format!("{}/web", npub(&alice));
+    let allowing = Server::start_with(&[
+        "--archive-allow",
+        &allow,
+        "--archive-allow-file",
+        file.to_str().expect("utf-8"),
+        "--archive-deny",
+        "secret",
+    ]);
+    let mut client = allowing.client().await;
+    assert_eq!(
+        client.publish(&listing_elsewhere(&alice, "web")).await.message,
+        PURGATORY_OK
+    );
+    assert!(allowing.repo_path(&alice, "web").is_dir(), "provisioned");
+    assert_eq!(
+        client.publish(&listing_elsewhere(&bob, "anything")).await.message,
+        PURGATORY_OK
+    );
+    let other = client.publish(&listing_elsewhere(&alice, "app")).await;
+    assert!(
+        !other.accepted && other.message.contains("must list this server"),
+        "{other:?}"
+    );
+    let denied = client.publish(&listing_elsewhere(&bob, "secret")).await;
+    assert!(
+        !denied.accepted && denied.message.contains("does not host or archive"),
+        "{denied:?}"
+    );
+    let doc = nip11_of(&allowing);
+    assert!(lists_grasp(&doc, "GRASP-05"), "{doc}");
+    assert!(
+        doc["curation"]
+            .as_str()
+            .is_some_and(|c| c.contains("2 allow rules") && c.contains("1 denied")),
+        "{doc}"
+    );
+
+    // Archive only: listing this server is not enough.
+    let only = Server::start_with(&["--archive-only", "--archive-allow", "web"]);
+    let mut client = only.client().await;
+    let listed = client.publish(&announcement(&alice, &only, "app")).await;
+    assert!(
+        !listed.accepted && listed.message.contains("read-only archive"),
+        "{listed:?}"
+    );
+    assert!(!only.repo_path(&alice, "app").exists());
+    assert_eq!(
+        client.publish(&announcement(&alice, &only, "web")).await.message,
+        PURGATORY_OK
+    );
+    let doc = nip11_of(&only);
+    assert!(
+        doc["repo_acceptance_criteria"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("Read-only archive")),
+        "{doc}"
+    );
+    assert!(
+        doc["curation"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("Read-only archive of")),
+        "{doc}"
+    );
+}
+
 /// A state event with raw tags, as a client in the wild writes it.
 fn raw_state(keys: &Keys, identifier: &str, tags: &[&[&str]], created_at: Timestamp) -> nostr::Event {
     let d = ["d", identifier];
