@@ -65,6 +65,12 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
             "grasp-hook not found: pushes will fail until it is installed there (see --hook-binary)");
     }
     let rpc_listeners = rpc::bind(&config.hooks.socket, config.grpc_socket_mode, config.grpc_listen).await?;
+    // Bound: the hooks' connections queue from here on and are served once `rpc::serve` runs
+    // (which clears this if it stops). Set now, so a /readyz that comes as soon as the public
+    // port opens does not race the gRPC task's start.
+    app.readiness()
+        .grpc_serving
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(bind_tcp(addr, &config.hooks.socket).await?),
         None => None,

@@ -314,6 +314,17 @@ impl GitRepos {
         blocking(move || provision_at(&path, &hooks, &head)).await
     }
 
+    /// Sets the repository directory's modification time to now: a push is about to start
+    /// (GRASP-06's sweep leaves a repository touched a moment ago alone). Best effort.
+    pub fn touch(&self, repo: &RepoId) {
+        let path = self.path(repo);
+        let touched =
+            std::fs::File::open(&path).and_then(|dir| dir.set_modified(std::time::SystemTime::now()));
+        if let Err(error) = touched {
+            tracing::debug!(path = %path.display(), %error, "cannot touch repository");
+        }
+    }
+
     /// Whether the repository has any ref (has received git data).
     pub async fn has_refs(&self, repo: &RepoId) -> Result<bool, GitError> {
         let path = self.path(repo);

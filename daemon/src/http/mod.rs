@@ -366,8 +366,14 @@ async fn pull_request_repository_path(
     let _in_flight = crate::metrics::GaugeGuard::new(&front.app.metrics().git_requests_in_flight);
     if rest == "git-receive-pack" && req.method() == Method::POST {
         let provisioned = {
+            // Under the lock the sweep takes: it sees this push coming (see
+            // `process::contributions`) and leaves the repository alone.
             let _serial = front.app.lock_identifier(&repo.identifier).await;
-            front.app.git().provision(&repo).await
+            let provisioned = front.app.git().provision(&repo).await;
+            if matches!(provisioned, Ok(false)) {
+                front.app.git().touch(&repo);
+            }
+            provisioned
         };
         match provisioned {
             Ok(true) => tracing::info!(repo = %repo, "pull request repository created for a push"),

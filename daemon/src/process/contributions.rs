@@ -161,3 +161,44 @@ fn push_may_be_running(path: &std::path::Path, just_made: Duration) -> bool {
 const JUST_MADE: Duration = Duration::from_secs(60);
 /// A quarantine directory older than this was left by a push that was killed.
 const STALE_QUARANTINE: Duration = Duration::from_secs(3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn age(path: &std::path::Path, by: Duration) {
+        let at = SystemTime::now() - by;
+        std::fs::File::open(path)
+            .and_then(|f| f.set_modified(at))
+            .expect("set mtime");
+    }
+
+    #[test]
+    fn a_push_may_be_running_in_a_young_repository_or_one_with_a_recent_quarantine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("r.git");
+        let objects = repo.join("objects");
+        std::fs::create_dir_all(&objects).expect("mkdir");
+        let minute = Duration::from_secs(60);
+        assert!(push_may_be_running(&repo, minute), "just made");
+        let settle = |extra: &[&std::path::Path]| {
+            for path in [repo.as_path(), objects.as_path()].iter().chain(extra) {
+                age(path, Duration::from_secs(600));
+            }
+        };
+        settle(&[]);
+        assert!(!push_may_be_running(&repo, minute), "idle for ten minutes");
+        let quarantine = objects.join("incoming-abc");
+        std::fs::create_dir(&quarantine).expect("mkdir");
+        age(&objects, Duration::from_secs(600));
+        assert!(
+            push_may_be_running(&repo, minute),
+            "receive-pack's quarantine is there"
+        );
+        age(&quarantine, Duration::from_secs(7200));
+        assert!(
+            !push_may_be_running(&repo, minute),
+            "a quarantine a killed push left"
+        );
+    }
+}
