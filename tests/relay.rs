@@ -679,6 +679,28 @@ async fn bad_signature_bad_id_and_oversized_events_are_invalid() {
         "{reply}"
     );
 
+    // Strict encoding: the library would read a 66-character pubkey ("02" + the key) as the key
+    // and store the event under it; graspd refuses it first.
+    let issue = event(&owner, 1, "lenient", &[]);
+    for (field, value) in [
+        ("pubkey", format!("02{}", issue.pubkey.to_hex())),
+        ("id", issue.id.to_hex().to_uppercase()),
+        ("sig", format!("{}00", issue.sig)),
+    ] {
+        let mut odd = serde_json::to_value(&issue).expect("json");
+        odd[field] = json!(value);
+        client.send_raw(&json!(["EVENT", odd]).to_string()).await;
+        let reply = client.next().await;
+        assert_eq!(reply[2], false, "{field}: {reply}");
+        assert!(
+            reply[3]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&format!("invalid: '{field}' must be exactly"))),
+            "{field}: {reply}"
+        );
+    }
+    assert!(client.query(json!({"ids": [issue.id.to_hex()]})).await.is_empty());
+
     let big = event(
         &owner,
         1621,

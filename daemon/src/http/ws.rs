@@ -116,7 +116,10 @@ pub enum Checked {
 pub fn check(text: &str, limits: &Limits, bucket: &mut TokenBucket) -> Checked {
     // The common case, a well-formed EVENT, is checked with one parse instead of two; anything
     // else takes the full path below, which words the answer.
-    if starts_as_event(text) && text.len() <= limits.max_event_bytes && ClientMessage::from_json(text).is_ok()
+    if starts_as_event(text)
+        && text.len() <= limits.max_event_bytes
+        && strict_event(text).is_ok()
+        && ClientMessage::from_json(text).is_ok()
     {
         return if bucket.take() {
             Checked::Forward
@@ -214,6 +217,9 @@ fn check_event(text: &str, items: &[Value], limits: &Limits, bucket: &mut TokenB
             limits.max_event_bytes
         ));
     }
+    if let Err(why) = strict_event(text) {
+        return answer(format!("invalid: {why}"));
+    }
     if let Err(e) = ClientMessage::from_json(text) {
         return answer(format!("invalid: {e}"));
     }
@@ -221,6 +227,57 @@ fn check_event(text: &str, items: &[Value], limits: &Limits, bucket: &mut TokenB
         return answer("rate-limited: slow down; too many events on this connection".to_owned());
     }
     Checked::Forward
+}
+
+/// An `["EVENT", {...}]` message read strictly, before the Nostr library reads it (leniently: it
+/// takes a 66-character compressed pubkey and stores it under the 64-character key). Only the
+/// encoding is checked here; the id and signature are verified later.
+#[derive(serde::Deserialize)]
+struct StrictEventMessage<'a>(serde::de::IgnoredAny, #[serde(borrow)] StrictEvent<'a>);
+
+/// NIP-01's event fields with the JSON types NIP-01 gives them. Other fields are ignored.
+#[derive(serde::Deserialize)]
+struct StrictEvent<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pubkey: std::borrow::Cow<'a, str>,
+    #[allow(dead_code)]
+    created_at: u64,
+    #[allow(dead_code)]
+    kind: u16,
+    #[allow(dead_code)]
+    #[serde(borrow)]
+    tags: Vec<Vec<std::borrow::Cow<'a, str>>>,
+    #[allow(dead_code)]
+    #[serde(borrow)]
+    content: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    sig: std::borrow::Cow<'a, str>,
+}
+
+/// Checks an EVENT message's encoding: `id` and `pubkey` exactly 64 lowercase hex characters,
+/// `sig` exactly 128, `created_at` a non-negative integer, `kind` an integer up to 65535, `tags`
+/// an array of arrays of strings, `content` a string. Says what is wrong.
+pub fn strict_event(text: &str) -> Result<(), String> {
+    let StrictEventMessage(_, event) =
+        serde_json::from_str::<StrictEventMessage<'_>>(text).map_err(|e| format!("malformed event: {e}"))?;
+    for (field, value, len) in [
+        ("id", &event.id, 64),
+        ("pubkey", &event.pubkey, 64),
+        ("sig", &event.sig, 128),
+    ] {
+        let lower_hex = value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if value.len() != len || !lower_hex {
+            return Err(format!(
+                "'{field}' must be exactly {len} lowercase hex characters (got {} characters)",
+                value.chars().count()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn notice(message: &str) -> String {
@@ -271,6 +328,8 @@ impl TokenBucket {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn limits() -> Limits {
@@ -319,6 +378,90 @@ mod tests {
         );
         let big = format!(r#"["EVENT",{{"id":"{id}","content":"{}"}}]"#, "x".repeat(700));
         assert!(answer(&big).contains("larger than 600 bytes"));
+    }
+
+    #[test]
+    fn events_are_read_strictly_before_the_library_reads_them() {
+        use nostr::event::FinalizeEvent;
+        let event = nostr::EventBuilder::new(nostr::Kind::TextNote, "hi")
+            .tags([nostr::Tag::parse(["t", "x"]).expect("tag")])
+            .finalize(&nostr::Keys::generate())
+            .expect("sign");
+        let good: Value = serde_json::from_str(&event.as_json()).expect("json");
+        let message = |event: &Value| format!(r#"["EVENT",{event}]"#);
+        assert_eq!(strict_event(&message(&good)), Ok(()));
+        let with = |field: &str, value: Value| {
+            let mut event = good.clone();
+            event[field] = value;
+            message(&event)
+        };
+        let pubkey = event.pubkey.to_hex();
+        let cases: Vec<(&str, String, &str)> = vec![
+            (
+                "a 66-character pubkey",
+                with("pubkey", format!("02{pubkey}").into()),
+                "'pubkey' must be exactly 64",
+            ),
+            (
+                "an uppercase id",
+                with("id", event.id.to_hex().to_uppercase().into()),
+                "'id' must be exactly 64 lowercase",
+            ),
+            (
+                "a short sig",
+                with("sig", "ab".repeat(63).into()),
+                "'sig' must be exactly 128",
+            ),
+            (
+                "a long sig",
+                with("sig", "ab".repeat(65).into()),
+                "'sig' must be exactly 128",
+            ),
+            (
+                "created_at as a string",
+                with("created_at", "1700000000".into()),
+                "invalid type",
+            ),
+            (
+                "a negative created_at",
+                with("created_at", (-1).into()),
+                "malformed event",
+            ),
+            (
+                "a kind beyond 65535",
+                with("kind", 70000.into()),
+                "malformed event",
+            ),
+            (
+                "a tag holding a number",
+                with("tags", json!([["t", 1]])),
+                "invalid type",
+            ),
+            (
+                "tags as an object",
+                with("tags", json!({"t": "x"})),
+                "invalid type",
+            ),
+            ("content as a number", with("content", 5.into()), "invalid type"),
+            (
+                "no sig",
+                {
+                    let mut event = good.clone();
+                    event.as_object_mut().expect("object").remove("sig");
+                    message(&event)
+                },
+                "missing field `sig`",
+            ),
+        ];
+        for (case, text, words) in cases {
+            let why = strict_event(&text).expect_err(case);
+            assert!(why.contains(words), "{case}: {why}");
+            let reply = answer(&text);
+            assert!(
+                reply.contains("false,\"invalid: ") || reply.contains("NOTICE"),
+                "{case}: {reply}"
+            );
+        }
     }
 
     #[test]
