@@ -204,6 +204,36 @@ async fn push_first_the_ref_waits_and_the_pull_request_is_served_at_once() {
     );
     let status = server.status_json(&[]);
     assert_eq!(status["placeholders"], json!(0), "{status}");
+
+    // A pull request update (1619) with a new tip, event first, follows the same path.
+    std::fs::write(work.path().join("more"), "more").expect("write");
+    git(work.path(), &["add", "more"]);
+    git(work.path(), &["commit", "-q", "-m", "more"]);
+    let new_tip = git(work.path(), &["rev-parse", "HEAD"]);
+    let clone = prs_url(&server, &contributor, "app");
+    let update = event(
+        &contributor,
+        1619,
+        "",
+        &[
+            &["a", &coordinate(&owner, "app")],
+            &["E", &pr.id.to_hex()],
+            &["c", &new_tip],
+            &["clone", &clone],
+        ],
+    );
+    assert_eq!(client.publish(&update).await.message, PURGATORY_OK);
+    let update_ref = format!("refs/nostr/{}", update.id.to_hex());
+    let pushed = push(work.path(), &clone, &format!("HEAD:{update_ref}"));
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    assert_eq!(
+        client.ids(json!({"kinds": [1619]})).await,
+        vec![update.id.to_hex()]
+    );
+    assert_eq!(
+        git(&server.repo_path(&owner, "app"), &["rev-parse", &update_ref]),
+        new_tip
+    );
 }
 
 #[tokio::test]
