@@ -717,3 +717,45 @@ async fn grpc_c_core_client_reaches_health_reflection_and_status_over_the_socket
     }
     assert_eq!(answer["status"]["domain"], server.domain().as_str());
 }
+
+#[tokio::test]
+async fn allow_owner_restricts_who_gets_a_repository_here() {
+    let (team, stranger, maintainer) = (Keys::generate(), Keys::generate(), Keys::generate());
+    let data = tempfile::tempdir().expect("tempdir");
+    let file = data.path().join("owners.txt");
+    std::fs::write(&file, format!("# our team\n{}\n", team.public_key().to_hex())).expect("write");
+    let server = Server::start_with(&["--allow-owner-file", file.to_str().expect("utf-8")]);
+    let mut client = server.client().await;
+    let ann = announcement_with(&team, &server, "ours", &[&maintainer], Timestamp::now());
+    assert_eq!(client.publish(&ann).await.message, PURGATORY_OK);
+    let refused = client.publish(&announcement(&stranger, &server, "theirs")).await;
+    assert!(
+        !refused.accepted && refused.message.contains("owners its operator lists only"),
+        "{refused:?}"
+    );
+    assert!(!server.repo_path(&stranger, "theirs").exists());
+    // A maintainer of a team repository is not a listed owner: their own announcement of it is
+    // served (GRASP-01 [9]) but gets no repository of its own.
+    let own = client.publish(&announcement(&maintainer, &server, "ours")).await;
+    assert!(own.accepted && own.message.is_empty(), "{own:?}");
+    assert!(!server.repo_path(&maintainer, "ours").exists());
+    let doc = nip11_of(&server);
+    assert!(
+        doc["repo_acceptance_criteria"]
+            .as_str()
+            .is_some_and(|c| c.contains("Only the repositories of 1 owner chosen")),
+        "{doc}"
+    );
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_graspd"))
+        .args(["serve", "--allow-owner", "npub1nobody", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .expect("run graspd");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--allow-owner 'npub1nobody'"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

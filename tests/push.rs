@@ -24,7 +24,10 @@ struct Fixture {
 }
 
 async fn announced_with_pending_state(identifier: &str) -> Fixture {
-    let server = Server::start_with_metrics(&[]);
+    announced_with_pending_state_on(Server::start_with_metrics(&[]), identifier).await
+}
+
+async fn announced_with_pending_state_on(server: Server, identifier: &str) -> Fixture {
     let owner = Keys::generate();
     let (work, oid) = work_tree_with_commit("first");
     let mut client = server.client().await;
@@ -533,4 +536,88 @@ async fn the_periodic_sweep_packs_a_repository_nobody_pushes_to() {
         async move { done }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_push_larger_than_the_limit_is_refused_while_received_and_leaves_nothing() {
+    let server = Server::start_with(&[
+        "--max-push-bytes",
+        "200000",
+        "--grasp06",
+        "--max-pr-push-bytes",
+        "100000",
+    ]);
+    let owner = Keys::generate();
+    let (work, oid) = work_tree_with_noise(1, 7, &[]);
+    let mut client = server.client().await;
+    assert_eq!(
+        client
+            .publish(&announcement(&owner, &server, "big"))
+            .await
+            .message,
+        PURGATORY_OK
+    );
+    let st = state(&owner, "big", &[("refs/heads/main", &oid)], Some("main"));
+    assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
+    let pushed = git_output(work.path(), &["push", &server.clone_url(&owner, "big"), "main"]);
+    assert!(!pushed.status.success());
+    assert!(
+        stderr(&pushed).contains("pack exceeds maximum allowed size"),
+        "{}",
+        stderr(&pushed)
+    );
+    let repo = server.repo_path(&owner, "big");
+    assert_eq!(git(&repo, &["for-each-ref"]), "");
+    assert_eq!(
+        git(&repo, &["count-objects", "-v"])
+            .lines()
+            .find(|l| l.starts_with("size-pack:"))
+            .map(str::to_owned),
+        Some("size-pack: 0".to_owned()),
+        "nothing of the pack kept"
+    );
+    // 150 kB: under the owner repositories' limit, over the /prs/ repositories' own.
+    let small = tempfile::tempdir().expect("tempdir");
+    git(small.path(), &["init", "-q", "-b", "main"]);
+    write_noise(&small.path().join("noise.bin"), 150_000, 3);
+    git(small.path(), &["add", "noise.bin"]);
+    git(small.path(), &["commit", "-q", "-m", "small"]);
+    let small_oid = git(small.path(), &["rev-parse", "HEAD"]);
+    let st = state(&owner, "big", &[("refs/heads/main", &small_oid)], Some("main"));
+    assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
+    let pushed = git_output(small.path(), &["push", &server.clone_url(&owner, "big"), "main"]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    let contributor = Keys::generate();
+    let prs = format!("http://{}/prs/{}/big.git", server.domain(), npub(&contributor));
+    let pushed = git_output(
+        small.path(),
+        &["push", &prs, &format!("main:refs/nostr/{}", "a".repeat(64))],
+    );
+    assert!(!pushed.status.success());
+    assert!(
+        stderr(&pushed).contains("pack exceeds maximum allowed size"),
+        "{}",
+        stderr(&pushed)
+    );
+}
+
+#[tokio::test]
+async fn placeholders_beyond_the_per_repository_limit_are_refused_with_what_to_do() {
+    let f = announced_with_pending_state_on(
+        Server::start_with(&["--max-placeholders-per-repo", "1"]),
+        "capped",
+    )
+    .await;
+    let first = push(&f, "capped", &[&format!("main:refs/nostr/{}", "1".repeat(64))]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = push(&f, "capped", &[&format!("main:refs/nostr/{}", "2".repeat(64))]);
+    assert!(!second.status.success());
+    assert!(
+        stderr(&second).contains("already holds 1 pull request refs waiting for their events")
+            && stderr(&second).contains("publish the pull request event first"),
+        "{}",
+        stderr(&second)
+    );
+    let status = f.server.status_json(&[]);
+    assert_eq!(status["placeholders"], json!(1), "{status}");
 }

@@ -138,13 +138,15 @@ pub struct AnnouncementFacts {
     pub archive: Option<ArchiveVerdict>,
     /// Archive only (a read-only mirror): listing this server is not enough.
     pub archive_only: bool,
+    /// The owner may have repositories hosted here (`--allow-owner`; anyone without it).
+    pub owner_allowed: bool,
 }
 
 impl AnnouncementFacts {
-    /// Whether the announcement is taken as one hosted here: it lists this server and the server
-    /// is not an archive only.
+    /// Whether the announcement is taken as one hosted here: it lists this server, the server is
+    /// not an archive only, and the owner is allowed.
     pub fn hosted_here(&self) -> bool {
-        self.lists_us.is_ok() && !self.archive_only
+        self.lists_us.is_ok() && !self.archive_only && self.owner_allowed
     }
 
     /// Whether the archive rules take the repository (GRASP-05).
@@ -174,8 +176,14 @@ pub fn decide_announcement(facts: &AnnouncementFacts) -> Decision {
         }
         return Decision::blocked(match &facts.lists_us {
             Err(missing) => missing.clone(),
-            Ok(()) => "this server is a read-only archive, and its archive rules do not take this repository"
-                .to_owned(),
+            Ok(()) if facts.archive_only => {
+                "this server is a read-only archive, and its archive rules do not take this repository"
+                    .to_owned()
+            }
+            Ok(()) => format!(
+                "this server hosts the repositories of the owners its operator lists only, and {} is not one of them",
+                repo.npub()
+            ),
         });
     }
     let mut effects = vec![Effect::Provision(repo.clone())];
@@ -385,6 +393,7 @@ mod tests {
             pending: None,
             archive: None,
             archive_only: false,
+            owner_allowed: true,
         }
     }
 
@@ -510,6 +519,28 @@ mod tests {
                         .into(),
                 ),
                 vec![],
+            ),
+            (
+                "--allow-owner: an owner not listed gets no repository, though the announcement lists us",
+                AnnouncementFacts {
+                    owner_allowed: false,
+                    ..base.clone()
+                },
+                Answer::Blocked(format!(
+                    "this server hosts the repositories of the owners its operator lists only, and {} is not one of them",
+                    r.npub()
+                )),
+                vec![],
+            ),
+            (
+                "--allow-owner: ... but an archive rule still takes it",
+                AnnouncementFacts {
+                    owner_allowed: false,
+                    archive: Some(ArchiveVerdict::Allowed),
+                    ..base.clone()
+                },
+                Answer::Purgatory,
+                vec![Effect::Provision(r.clone()), hold.clone()],
             ),
             (
                 "GRASP-05: ... and hosts it when they do",

@@ -44,6 +44,18 @@ pub struct PushFacts {
     /// What each `refs/nostr/<event-id>` update's event is, where the event is known here (an
     /// unknown one is a placeholder).
     pub pull_requests: HashMap<EventId, KnownPullRequest>,
+    /// Placeholders already waiting and the limits on them; `None`: no limits.
+    pub placeholders: Option<PlaceholderCounts>,
+}
+
+/// Placeholders (pull request refs pushed before their event) waiting in the repository and on
+/// the whole server, and how many each may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaceholderCounts {
+    pub in_repo: usize,
+    pub total: usize,
+    pub max_in_repo: usize,
+    pub max_total: usize,
 }
 
 /// A known event named by a `refs/nostr/<event-id>` ref.
@@ -82,9 +94,53 @@ pub const ONLY_PULL_REQUEST_REFS: &str = "a /prs/ repository takes only refs/nos
 /// GRASP-01 [36], [45], and GRASP-06 for `/prs/` repositories: the verdict for each update,
 /// from the facts alone.
 pub fn decide(repo: &RepoId, updates: &[RefUpdate], facts: &PushFacts) -> Vec<Verdict> {
-    if repo.is_pull_request_area() {
-        return contribution_verdicts(updates, facts);
+    let mut verdicts = if repo.is_pull_request_area() {
+        contribution_verdicts(updates, facts)
+    } else {
+        owner_verdicts(repo, updates, facts)
+    };
+    cap_placeholders(updates, &mut verdicts, facts);
+    verdicts
+}
+
+/// A placeholder beyond the repository's or the server's limit is refused: anyone may push one,
+/// so without a limit one person could fill the disk.
+fn cap_placeholders(updates: &[RefUpdate], verdicts: &mut [Verdict], facts: &PushFacts) {
+    let Some(counts) = facts.placeholders else {
+        return;
+    };
+    let mut added = 0;
+    for (update, verdict) in updates.iter().zip(verdicts.iter_mut()) {
+        let new_placeholder = matches!(pull_request_ref(&update.name), Some(Ok(id)) if !facts.pull_requests.contains_key(&id))
+            && !update.new.is_zero();
+        if !verdict.allowed || !new_placeholder {
+            continue;
+        }
+        added += 1;
+        let full = if counts.in_repo + added > counts.max_in_repo {
+            Some(format!(
+                "this repository already holds {} pull request refs waiting for their events, its limit",
+                counts.in_repo
+            ))
+        } else if counts.total + added > counts.max_total {
+            Some(format!(
+                "this server already holds {} pull request refs waiting for their events, its limit",
+                counts.total
+            ))
+        } else {
+            None
+        };
+        if let Some(full) = full {
+            *verdict = refuse(
+                update,
+                &format!("{full}; publish the pull request event first, then push"),
+            );
+        }
     }
+}
+
+/// GRASP-01 [36], [45] for an owner's repository.
+fn owner_verdicts(repo: &RepoId, updates: &[RefUpdate], facts: &PushFacts) -> Vec<Verdict> {
     if !facts.announced {
         let why = format!("repository {repo} is not announced on this server");
         return updates.iter().map(|update| refuse(update, &why)).collect();
@@ -292,6 +348,7 @@ mod tests {
             announced: true,
             state,
             pull_requests: HashMap::new(),
+            placeholders: None,
         }
     }
 
@@ -466,6 +523,57 @@ mod tests {
             assert_eq!(verdict.allowed, allowed, "{case}: {}", verdict.message);
             assert!(verdict.message.contains(words), "{case}: {}", verdict.message);
         }
+    }
+
+    #[test]
+    fn placeholders_beyond_the_repository_or_server_limit_are_refused() {
+        let counts = |in_repo, total| PlaceholderCounts {
+            in_repo,
+            total,
+            max_in_repo: 3,
+            max_total: 10,
+        };
+        let placeholder = |n: u8| {
+            let id = EventId::from_slice(&[n; 32]).expect("id");
+            update(&format!("refs/nostr/{}", id.to_hex()), ZERO, oid('c'))
+        };
+        let known = EventId::from_slice(&[9; 32]).expect("id");
+        let with = |counts| {
+            let mut facts = facts(None);
+            facts.placeholders = Some(counts);
+            facts.pull_requests.insert(known, KnownPullRequest::Tip(oid('c')));
+            facts
+        };
+        let allowed = |facts: &PushFacts, updates: &[RefUpdate]| -> Vec<bool> {
+            decide(&repo(), updates, facts)
+                .iter()
+                .map(|v| v.allowed)
+                .collect()
+        };
+        // Room for one more in the repository: the second of the push is refused.
+        let one_left = with(counts(2, 0));
+        assert_eq!(
+            allowed(&one_left, &[placeholder(1), placeholder(2)]),
+            [true, false]
+        );
+        let verdict = decide(&repo(), &[placeholder(1), placeholder(2)], &one_left).remove(1);
+        assert!(
+            verdict.message.contains("this repository already holds 2"),
+            "{}",
+            verdict.message
+        );
+        // A known pull request's ref is no placeholder and takes no room.
+        let known_ref = update(&format!("refs/nostr/{}", known.to_hex()), ZERO, oid('c'));
+        assert_eq!(allowed(&with(counts(3, 10)), &[known_ref]), [true]);
+        // The server's limit.
+        let server_full = with(counts(0, 10));
+        let verdict = decide(&repo(), &[placeholder(1)], &server_full).remove(0);
+        assert!(!verdict.allowed && verdict.message.contains("this server already holds 10"));
+        // No limits configured.
+        assert_eq!(
+            allowed(&facts(None), &[placeholder(1), placeholder(2)]),
+            [true, true]
+        );
     }
 
     #[test]

@@ -366,6 +366,34 @@ pub struct Config {
     pub event_sync: EventSyncSettings,
     pub archive: ArchiveSettings,
     pub grasp06: Grasp06Settings,
+    pub abuse: AbuseLimits,
+}
+
+/// Limits that keep one person from filling a public server (see docs/configuration.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbuseLimits {
+    /// Placeholders (pull request refs pushed before their event) one repository may hold.
+    pub max_placeholders_per_repo: usize,
+    /// Placeholders the server may hold.
+    pub max_placeholders: usize,
+    /// `receive.maxInputSize` of owners' repositories; 0: none.
+    pub max_push_bytes: u64,
+    /// `receive.maxInputSize` of `/prs/` repositories (GRASP-06); 0: none.
+    pub max_pr_push_bytes: u64,
+    /// Only these owners' announcements get a repository here; `None`: anyone's.
+    pub allowed_owners: Option<std::collections::BTreeSet<nostr::PublicKey>>,
+}
+
+impl Default for AbuseLimits {
+    fn default() -> Self {
+        Self {
+            max_placeholders_per_repo: 100,
+            max_placeholders: 10_000,
+            max_push_bytes: 4 << 30,
+            max_pr_push_bytes: 512 << 20,
+            allowed_owners: None,
+        }
+    }
 }
 
 /// GRASP-06: contributors' pull request repositories under `/prs/`.

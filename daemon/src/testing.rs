@@ -85,5 +85,6 @@ pub fn config(data_dir: &Path) -> crate::config::Config {
         },
         archive: crate::config::ArchiveSettings::default(),
         grasp06: crate::config::Grasp06Settings::default(),
+        abuse: crate::config::AbuseLimits::default(),
     }
 }

@@ -43,6 +43,8 @@ pub struct NginxSite {
     /// environment.
     pub hook_socket: PathBuf,
     pub spool_dir: PathBuf,
+    /// `--max-push-bytes`: git's `receive.maxInputSize` (0: none).
+    pub max_push_bytes: u64,
 }
 
 /// Why no configuration can be printed.
@@ -94,6 +96,7 @@ impl NginxSite {
             fcgiwrap_socket: absolute(&args.fcgiwrap_socket),
             hook_socket: config.hooks.socket.clone(),
             spool_dir: config.hooks.spool_dir.clone(),
+            max_push_bytes: config.abuse.max_push_bytes,
         };
         site.check()?;
         Ok(site)
@@ -195,6 +198,17 @@ pub fn nginx_config(site: &NginxSite) -> String {
     let hook_socket = path_text(&site.hook_socket);
     let spool_dir = path_text(&site.spool_dir);
     let (socket_env, spool_env) = (graspd::http::SOCKET_ENV, graspd::http::SPOOL_ENV);
+    let (config_count, push_limit) = match site.max_push_bytes {
+        0 => (2, String::new()),
+        bytes => (
+            3,
+            format!(
+                "\n        # --max-push-bytes: git refuses a larger pack while receiving it.\n        \
+                 fastcgi_param GIT_CONFIG_KEY_2 receive.maxInputSize;\n        \
+                 fastcgi_param GIT_CONFIG_VALUE_2 {bytes};"
+            ),
+        ),
+    };
     let NginxSite {
         listen,
         server_name,
@@ -244,11 +258,11 @@ server {{
         fastcgi_param REMOTE_USER "";
         # git-http-backend may run as another user than graspd, which owns the repositories:
         # trust them, and keep what git writes group-writable for graspd (docs/deployment.md).
-        fastcgi_param GIT_CONFIG_COUNT 2;
+        fastcgi_param GIT_CONFIG_COUNT {config_count};
         fastcgi_param GIT_CONFIG_KEY_0 safe.directory;
         fastcgi_param GIT_CONFIG_VALUE_0 "*";
         fastcgi_param GIT_CONFIG_KEY_1 core.sharedRepository;
-        fastcgi_param GIT_CONFIG_VALUE_1 group;
+        fastcgi_param GIT_CONFIG_VALUE_1 group;{push_limit}
         fastcgi_param PATH_INFO $uri;
         fastcgi_param QUERY_STRING $query_string;
         fastcgi_param REQUEST_METHOD $request_method;
@@ -443,6 +457,18 @@ mod tests {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }
         assert!(text.contains("map $http_upgrade $graspd_connection_upgrade {"));
+    }
+
+    #[test]
+    fn the_push_limit_reaches_git_as_receive_max_input_size() {
+        let text = nginx_config(&example());
+        assert!(text.contains("fastcgi_param GIT_CONFIG_COUNT 3;"), "{text}");
+        assert!(text.contains("fastcgi_param GIT_CONFIG_KEY_2 receive.maxInputSize;"));
+        assert!(text.contains("fastcgi_param GIT_CONFIG_VALUE_2 4294967296;"));
+        let mut unlimited = example();
+        unlimited.max_push_bytes = 0;
+        let text = nginx_config(&unlimited);
+        assert!(text.contains("fastcgi_param GIT_CONFIG_COUNT 2;") && !text.contains("maxInputSize"));
     }
 
     #[test]

@@ -2,14 +2,15 @@
 //! `GRASPD_*` environment variable), and [`config`], which turns `serve`'s arguments into the
 //! library's [`Config`]. `docs/configuration.md` lists them all.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use graspd::config::{
-    ArchiveEntry, ArchiveSettings, Config, Domain, DomainError, EventSyncSettings, Grasp06Settings,
-    HookSetup, Limits, SyncSettings, absolute, git_root,
+    AbuseLimits, ArchiveEntry, ArchiveSettings, Config, Domain, DomainError, EventSyncSettings,
+    Grasp06Settings, HookSetup, Limits, SyncSettings, absolute, git_root,
 };
 use graspd::git::RefName;
 
@@ -474,6 +475,38 @@ pub struct ServeArgs {
     #[arg(long, env = "GRASPD_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 
+    /// Pull request refs pushed before their event (placeholders) one repository may hold; a
+    /// push that would add more is refused.
+    #[arg(long, env = "GRASPD_MAX_PLACEHOLDERS_PER_REPO", default_value_t = 100)]
+    pub max_placeholders_per_repo: usize,
+
+    /// Placeholders the whole server may hold.
+    #[arg(long, env = "GRASPD_MAX_PLACEHOLDERS", default_value_t = 10_000)]
+    pub max_placeholders: usize,
+
+    /// Largest push (the pack git receives) into an owner's repository, in bytes: git's
+    /// `receive.maxInputSize`. 0: no limit.
+    #[arg(long, env = "GRASPD_MAX_PUSH_BYTES", default_value_t = 4 << 30)]
+    pub max_push_bytes: u64,
+
+    /// Largest push into a contributor's `/prs/` repository (GRASP-06), in bytes. 0: no limit.
+    #[arg(long, env = "GRASPD_MAX_PR_PUSH_BYTES", default_value_t = 512 << 20)]
+    pub max_pr_push_bytes: u64,
+
+    /// Only this owner's announcements get a repository here (repeatable; an npub or 64-hex
+    /// key). Without any, every announcement that lists this server does.
+    #[arg(
+        long = "allow-owner",
+        env = "GRASPD_ALLOW_OWNERS",
+        value_delimiter = ',',
+        value_name = "NPUB"
+    )]
+    pub allow_owners: Vec<String>,
+
+    /// A file of `--allow-owner` keys, one a line (`#` starts a comment).
+    #[arg(long, env = "GRASPD_ALLOW_OWNER_FILE", value_name = "FILE")]
+    pub allow_owner_file: Option<PathBuf>,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `graspd=debug`.
     #[arg(long, env = "GRASPD_LOG", default_value = "info")]
     pub log: String,
@@ -527,10 +560,37 @@ pub enum ConfigError {
     InitialBranch(String),
     #[error("{0}")]
     Archive(String),
+    #[error("{0}")]
+    AllowOwner(String),
 }
 
 /// The archive rules (GRASP-05) from the flags and the allow file; a bad entry is an error that
 /// names it (and its line in the file).
+/// `--allow-owner` and `--allow-owner-file`: `None` when neither names anyone.
+fn allowed_owners(args: &ServeArgs) -> Result<Option<BTreeSet<nostr::PublicKey>>, ConfigError> {
+    let parse = |what: &str, raw: &str| {
+        nostr::PublicKey::parse(raw.trim())
+            .map_err(|_| ConfigError::AllowOwner(format!("{what} '{}': not an npub or hex key", raw.trim())))
+    };
+    let mut owners = BTreeSet::new();
+    for raw in &args.allow_owners {
+        owners.insert(parse("--allow-owner", raw)?);
+    }
+    if let Some(path) = &args.allow_owner_file {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigError::AllowOwner(format!("--allow-owner-file {}: {error}", path.display()))
+        })?;
+        for (number, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if !line.is_empty() {
+                let what = format!("--allow-owner-file {} line {}:", path.display(), number + 1);
+                owners.insert(parse(&what, line)?);
+            }
+        }
+    }
+    Ok((!owners.is_empty()).then_some(owners))
+}
+
 fn archive_settings(args: &ServeArgs) -> Result<ArchiveSettings, ConfigError> {
     let parse = |flag: &str, raw: &str| {
         ArchiveEntry::parse(raw).map_err(|error| ConfigError::Archive(format!("{flag} {error}")))
@@ -649,6 +709,13 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
             outbox_max_relays: args.outbox_max_relays,
         },
         archive,
+        abuse: AbuseLimits {
+            max_placeholders_per_repo: args.max_placeholders_per_repo,
+            max_placeholders: args.max_placeholders,
+            max_push_bytes: args.max_push_bytes,
+            max_pr_push_bytes: args.max_pr_push_bytes,
+            allowed_owners: allowed_owners(args)?,
+        },
         grasp06: Grasp06Settings {
             enabled: args.grasp06,
             ref_expiry: Duration::from_secs(args.grasp06_ref_expiry_secs),

@@ -48,6 +48,8 @@ pub struct Front {
     app: App,
     relay: LocalRelay,
     git: std::sync::Arc<cgi::GitBackend>,
+    /// The same for `/prs/` repositories (GRASP-06), with their own push limit.
+    prs_git: std::sync::Arc<cgi::GitBackend>,
     /// GRASP-06 (when on): `git http-backend` over the empty repository that answers for `/prs/`
     /// repositories not on disk.
     empty: Option<std::sync::Arc<cgi::GitBackend>>,
@@ -82,19 +84,37 @@ impl Front {
                 (SPOOL_ENV.to_owned(), hooks.spool_dir.display().to_string()),
             ],
         };
+        let limits = &app.config().abuse;
         let empty = app.config().grasp06.enabled.then(|| {
             std::sync::Arc::new(cgi::GitBackend {
                 git_root: empty_repository_root(app.config()),
                 ..git.clone()
             })
         });
+        let prs_git = std::sync::Arc::new(with_push_limit(git.clone(), limits.max_pr_push_bytes));
+        let git = std::sync::Arc::new(with_push_limit(git, limits.max_push_bytes));
         Self {
             app,
             relay,
-            git: std::sync::Arc::new(git),
+            git,
+            prs_git,
             empty,
         }
     }
+}
+
+/// Git's `receive.maxInputSize` for the pushes `backend` receives (none when `bytes` is 0), as
+/// command-line configuration in its environment: git refuses a larger pack while receiving it
+/// ("pack exceeds maximum allowed size") and keeps nothing of it.
+pub fn with_push_limit(mut backend: cgi::GitBackend, bytes: u64) -> cgi::GitBackend {
+    if bytes > 0 {
+        backend.extra_env.extend([
+            ("GIT_CONFIG_COUNT".to_owned(), "1".to_owned()),
+            ("GIT_CONFIG_KEY_0".to_owned(), "receive.maxInputSize".to_owned()),
+            ("GIT_CONFIG_VALUE_0".to_owned(), bytes.to_string()),
+        ]);
+    }
+    backend
 }
 
 /// Accepts connections on `listener` until shutdown, handing each to `serve_connection`.
@@ -386,7 +406,7 @@ async fn pull_request_repository_path(
     }
     if front.app.git().exists(&repo) {
         let path_info = format!("/{}.git/{rest}", repo.relative_path());
-        return cgi::serve(&front.git, req, peer, &path_info).await;
+        return cgi::serve(&front.prs_git, req, peer, &path_info).await;
     }
     cgi::serve(&empty, req, peer, &format!("/{EMPTY_REPOSITORY}/{rest}")).await
 }

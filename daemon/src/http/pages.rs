@@ -37,6 +37,15 @@ pub fn nip11(config: &Config) -> serde_json::Value {
             "restricted_writes": true,
         },
     });
+    if let Some(owners) = &config.abuse.allowed_owners {
+        let criteria = format!(
+            "{} Only the repositories of {} owner{} chosen by this server's operator are hosted.",
+            document["repo_acceptance_criteria"].as_str().unwrap_or_default(),
+            owners.len(),
+            if owners.len() == 1 { "" } else { "s" }
+        );
+        document["repo_acceptance_criteria"] = serde_json::Value::String(criteria);
+    }
     if config.grasp06.enabled {
         let criteria = format!(
             "{} Pull requests (kinds 1618 and 1619) may carry their commits in a repository of \

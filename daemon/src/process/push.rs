@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use nostr::{Event, EventId, Kind};
 
 use crate::app::App;
-use crate::authorize::{KnownPullRequest, PushFacts, RefUpdate, Verdict, decide, pull_request_ref};
+use crate::authorize::{
+    KnownPullRequest, PlaceholderCounts, PushFacts, RefUpdate, Verdict, decide, pull_request_ref,
+};
 use crate::nip01::is_newer;
 use crate::nip34::{KIND_STATE, Nip34Kind, PullRequest, RepoId, RepoState, pull_request_repository};
 use crate::store::StoreError;
@@ -30,6 +32,7 @@ async fn gather(app: &App, repo: &RepoId, updates: &[RefUpdate]) -> Result<PushF
             announced: app.config().grasp06.enabled,
             state: None,
             pull_requests: known_pull_requests(app, repo, updates).await?,
+            placeholders: Some(placeholder_counts(app, repo)),
         });
     }
     let group = app.repo_group(&repo.identifier).await?;
@@ -44,7 +47,19 @@ async fn gather(app: &App, repo: &RepoId, updates: &[RefUpdate]) -> Result<PushF
         announced: true,
         state,
         pull_requests: known_pull_requests(app, repo, updates).await?,
+        placeholders: Some(placeholder_counts(app, repo)),
     })
+}
+
+/// Placeholders waiting in `repo` and on the server, with the configured limits.
+fn placeholder_counts(app: &App, repo: &RepoId) -> PlaceholderCounts {
+    let limits = &app.config().abuse;
+    PlaceholderCounts {
+        in_repo: app.purgatory().placeholder_count_in(repo),
+        total: app.purgatory().placeholder_count(),
+        max_in_repo: limits.max_placeholders_per_repo,
+        max_total: limits.max_placeholders,
+    }
 }
 
 /// What each `refs/nostr/<event-id>` update's event is, where the event is known here (waiting in

@@ -289,6 +289,15 @@ impl Purgatory {
         self.inner.placeholders.len()
     }
 
+    /// Placeholders waiting in one repository (a walk over all of them: they are capped).
+    pub fn placeholder_count_in(&self, repo: &RepoId) -> usize {
+        self.inner
+            .placeholders
+            .iter()
+            .filter(|p| p.key().1 == *repo)
+            .count()
+    }
+
     fn index_placeholder(&self, placeholder: Placeholder) {
         let key = (placeholder.event_id, placeholder.repo.clone());
         self.inner

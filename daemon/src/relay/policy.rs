@@ -152,6 +152,13 @@ impl GraspPolicy {
             pending: None,
             archive: archive.verdict(&repo.owner, repo.identifier.as_str()),
             archive_only: archive.only,
+            owner_allowed: self
+                .app
+                .config()
+                .abuse
+                .allowed_owners
+                .as_ref()
+                .is_none_or(|owners| owners.contains(&repo.owner)),
         };
         if !facts.hosted_here() && !facts.archived() {
             let group = self.app.repo_group(&repo.identifier).await?;
