@@ -621,3 +621,44 @@ async fn placeholders_beyond_the_per_repository_limit_are_refused_with_what_to_d
     let status = f.server.status_json(&[]);
     assert_eq!(status["placeholders"], json!(1), "{status}");
 }
+
+#[tokio::test]
+async fn the_objects_of_an_expired_placeholder_are_pruned_at_once() {
+    let f = announced_with_pending_state_on(Server::start_with(&["--purgatory-expiry-secs", "3"]), "pruned")
+        .await;
+    let landed = push(&f, "pruned", &["main:refs/heads/main", "main:refs/heads/dev"]);
+    assert!(landed.status.success(), "{}", stderr(&landed));
+    let repo = f.server.repo_path(&f.owner, "pruned");
+    let size_pack_kib = |repo: &std::path::Path| -> u64 {
+        git(repo, &["count-objects", "-v"])
+            .lines()
+            .find_map(|l| l.strip_prefix("size-pack: "))
+            .and_then(|n| n.parse().ok())
+            .expect("size-pack")
+    };
+    // 1 MiB that only a placeholder reaches.
+    let (noise, _) = work_tree_with_noise(1, 11, &[]);
+    let placeholder = format!("refs/nostr/{}", "9".repeat(64));
+    let pushed = git_output(
+        noise.path(),
+        &[
+            "push",
+            &f.server.clone_url(&f.owner, "pruned"),
+            &format!("main:{placeholder}"),
+        ],
+    );
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    assert!(size_pack_kib(&repo) >= 1024);
+    eventually("the placeholder expires and its objects are pruned", || {
+        let repo = repo.clone();
+        async move { size_pack_kib(&repo) < 100 }
+    })
+    .await;
+    assert_eq!(
+        git(&repo, &["rev-parse", "refs/heads/main"]),
+        f.oid,
+        "the rest stays"
+    );
+    let fsck = git_output(&repo, &["fsck", "--connectivity-only"]);
+    assert!(fsck.status.success(), "{}", stderr(&fsck));
+}

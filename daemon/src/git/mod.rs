@@ -220,6 +220,25 @@ impl GitRepos {
     /// run that was killed anyway (SIGKILL, a crash) would make git skip every later run without
     /// a word, so one older than [`STALE_MAINTENANCE_LOCK`] is removed first.
     pub async fn maintain(&self, repo: &RepoId, timeout: Duration) -> Result<(), GitError> {
+        self.housekeep(repo, &["maintenance", "run", "--auto", "--quiet"], timeout)
+            .await
+    }
+
+    /// Runs `git gc --prune=<grace ago>`: repacks the repository and drops unreachable objects
+    /// older than `grace` (what an expired placeholder or a deleted pull request ref left), where
+    /// git's own prune would wait two weeks. Objects younger than `grace` (a push landing
+    /// meanwhile) are kept. Stopped and reported like [`Self::maintain`].
+    pub async fn prune_unreachable(
+        &self,
+        repo: &RepoId,
+        grace: Duration,
+        timeout: Duration,
+    ) -> Result<(), GitError> {
+        let prune = format!("--prune={}.seconds.ago", grace.as_secs());
+        self.housekeep(repo, &["gc", "--quiet", &prune], timeout).await
+    }
+
+    async fn housekeep(&self, repo: &RepoId, args: &[&str], timeout: Duration) -> Result<(), GitError> {
         use tokio::io::AsyncReadExt;
         let path = self.path(repo);
         remove_stale_maintenance_lock(&path);
@@ -232,7 +251,7 @@ impl GitRepos {
             .args(["-c", "maintenance.autoDetach=false", "-c", "gc.autoDetach=false"])
             .arg("-C")
             .arg(&path)
-            .args(["maintenance", "run", "--auto", "--quiet"])
+            .args(args)
             .env("GIT_TERMINAL_PROMPT", "0")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -252,7 +271,7 @@ impl GitRepos {
         })
         .await;
         let failed = |stderr: String| GitError::Command {
-            what: format!("run maintenance in {repo}"),
+            what: format!("run `git {}` in {repo}", args.join(" ")),
             stderr,
         };
         match finished.map(|status| status.map_err(io_error)) {

@@ -62,7 +62,10 @@ pub async fn apply(
             }
             Effect::DropPullRequestRef { repo, at } => {
                 if let Some(name) = pull_request_ref(&event.id) {
-                    app.git().delete_ref_if(&repo, name, at).await?;
+                    if app.git().delete_ref_if(&repo, name, at).await? {
+                        // What only that tip reached goes now, not after git's two weeks.
+                        app.housekeeping().request_prune(&repo);
+                    }
                     app.purgatory().remove_placeholder(&event.id, &repo).await?;
                     tracing::info!(repo = %repo, event_id = %event.id, pushed = %at,
                         "pull request ref pushed at another tip removed");

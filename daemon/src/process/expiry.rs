@@ -86,6 +86,10 @@ async fn expire_placeholders(app: &App) {
                     if placeholder.repo.is_pull_request_area() {
                         super::contributions::remove_if_empty(app, &placeholder.repo).await;
                     }
+                    // Its objects go now, not after git's two weeks (anyone may push one).
+                    if app.git().exists(&placeholder.repo) {
+                        app.housekeeping().request_prune(&placeholder.repo);
+                    }
                 }
                 Ok(false) => {}
                 Err(error) => {

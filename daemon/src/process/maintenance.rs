@@ -64,8 +64,16 @@ pub async fn run(app: App, mut shutdown: Signal) {
             continue;
         }
         let started = std::time::Instant::now();
+        let work = async {
+            if app.housekeeping().take_prune(&repo) {
+                let grace = prune_grace(app.config().purgatory_expiry);
+                app.git().prune_unreachable(&repo, grace, RUN_TIMEOUT).await
+            } else {
+                app.git().maintain(&repo, RUN_TIMEOUT).await
+            }
+        };
         let outcome = tokio::select! {
-            outcome = app.git().maintain(&repo, RUN_TIMEOUT) => outcome,
+            outcome = work => outcome,
             _ = shutdown.wait() => return,
         };
         match outcome {
@@ -83,6 +91,13 @@ pub async fn run(app: App, mut shutdown: Signal) {
             }
         }
     }
+}
+
+/// How old an unreachable object must be to be pruned at once (see `GitRepos::prune_unreachable`):
+/// half the placeholder expiry, at most 10 minutes. The objects of an expired placeholder are as
+/// old as the expiry; those of a push landing meanwhile are younger than this.
+pub fn prune_grace(expiry: Duration) -> Duration {
+    (expiry / 2).min(Duration::from_secs(600))
 }
 
 /// Resolves at `at`; never without one.

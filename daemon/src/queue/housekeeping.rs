@@ -14,6 +14,9 @@ use crate::types::RepoId;
 pub struct Housekeeping {
     queue: mpsc::UnboundedSender<(RepoId, Instant)>,
     pending: Mutex<HashSet<RepoId>>,
+    /// Of `pending`, those whose unreachable objects are to be pruned now (not after git's two
+    /// weeks): a placeholder expired or a pull request ref went.
+    prune: Mutex<HashSet<RepoId>>,
     /// Taken by [`run`].
     receiver: Mutex<Option<mpsc::UnboundedReceiver<(RepoId, Instant)>>>,
 }
@@ -24,6 +27,7 @@ impl Default for Housekeeping {
         Self {
             queue,
             pending: Mutex::new(HashSet::new()),
+            prune: Mutex::new(HashSet::new()),
             receiver: Mutex::new(Some(receiver)),
         }
     }
@@ -40,6 +44,23 @@ impl Housekeeping {
         if newly {
             let _ = self.queue.send((repo.clone(), Instant::now()));
         }
+    }
+
+    /// Asks for `repo`'s unreachable objects to be pruned soon (with its housekeeping).
+    pub fn request_prune(&self, repo: &RepoId) {
+        self.prune
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(repo.clone());
+        self.request(repo);
+    }
+
+    /// Whether `repo` was asked to be pruned (and forgets the request).
+    pub fn take_prune(&self, repo: &RepoId) -> bool {
+        self.prune
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(repo)
     }
 
     /// The requests, for the one loop that serves them (`None` once taken).
