@@ -759,3 +759,44 @@ async fn allow_owner_restricts_who_gets_a_repository_here() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[tokio::test]
+async fn new_repositories_beyond_the_hourly_limits_are_rate_limited() {
+    let server = Server::start_with(&[
+        "--max-new-repos-per-hour-per-owner",
+        "1",
+        "--max-new-repos-per-hour-per-address",
+        "2",
+    ]);
+    let (alice, bob, carol) = (Keys::generate(), Keys::generate(), Keys::generate());
+    let mut client = server.client().await;
+    assert_eq!(
+        client
+            .publish(&announcement(&alice, &server, "one"))
+            .await
+            .message,
+        PURGATORY_OK
+    );
+    let owner_full = client.publish(&announcement(&alice, &server, "two")).await;
+    assert!(
+        !owner_full.accepted
+            && owner_full
+                .message
+                .starts_with("rate-limited: this owner created 1"),
+        "{owner_full:?}"
+    );
+    assert!(!server.repo_path(&alice, "two").exists());
+    // A new announcement of a repository that exists creates nothing and is not limited.
+    let again = announcement_with(&alice, &server, "one", &[], Timestamp::now() + 1);
+    assert_eq!(client.publish(&again).await.message, PURGATORY_OK);
+    assert_eq!(
+        client.publish(&announcement(&bob, &server, "one")).await.message,
+        PURGATORY_OK
+    );
+    let address_full = client.publish(&announcement(&carol, &server, "one")).await;
+    assert!(
+        !address_full.accepted && address_full.message.contains("from your address within the hour"),
+        "{address_full:?}"
+    );
+    assert!(!server.repo_path(&carol, "one").exists());
+}

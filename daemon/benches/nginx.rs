@@ -39,7 +39,11 @@ const LARGE_RUNS: usize = 5;
 const TARGET_RATIO: f64 = 1.05;
 
 /// Rate limits out of the way and quiet logs, as a production server would run.
-const SERVE_FLAGS: [&str; 6] = [
+const SERVE_FLAGS: [&str; 10] = [
+    "--max-new-repos-per-hour-per-owner",
+    "0",
+    "--max-new-repos-per-hour-per-address",
+    "0",
     "--event-burst",
     "100000000",
     "--events-per-minute",

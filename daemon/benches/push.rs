@@ -85,6 +85,10 @@ struct Bench {
 /// graspd with rate limits out of the way and quiet logs, as a production server would run.
 fn start_graspd() -> Server {
     Server::start_with_metrics(&[
+        "--max-new-repos-per-hour-per-owner",
+        "0",
+        "--max-new-repos-per-hour-per-address",
+        "0",
         "--event-burst",
         "100000000",
         "--events-per-minute",

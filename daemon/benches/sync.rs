@@ -460,8 +460,19 @@ fn process_cpu_seconds() -> Option<f64> {
 // ---- part 2 --------------------------------------------------------------------------------
 
 /// Daemons as they would run in production: quiet logs, and B syncs as soon as a state waits.
-const DAEMON_ARGS: &[&str] = &["--log", "warn"];
+const DAEMON_ARGS: &[&str] = &[
+    "--log",
+    "warn",
+    "--max-new-repos-per-hour-per-owner",
+    "0",
+    "--max-new-repos-per-hour-per-address",
+    "0",
+];
 const SYNC_AT_ONCE: &[&str] = &[
+    "--max-new-repos-per-hour-per-owner",
+    "0",
+    "--max-new-repos-per-hour-per-address",
+    "0",
     "--log",
     "warn",
     "--sync-default-delay-secs",

@@ -29,6 +29,8 @@ pub enum Answer {
     Blocked(String),
     /// Refused as malformed (`OK false "invalid: ..."`).
     Invalid(String),
+    /// Refused for now: a limit on how fast something may happen (`OK false "rate-limited: ..."`).
+    RateLimited(String),
 }
 
 /// A change to make when the decision is carried out.
@@ -140,6 +142,9 @@ pub struct AnnouncementFacts {
     pub archive_only: bool,
     /// The owner may have repositories hosted here (`--allow-owner`; anyone without it).
     pub owner_allowed: bool,
+    /// The repository does not exist yet and creating it now would pass a limit on new
+    /// repositories (why); `None` when it exists or fits.
+    pub creation_refused: Option<String>,
 }
 
 impl AnnouncementFacts {
@@ -185,6 +190,9 @@ pub fn decide_announcement(facts: &AnnouncementFacts) -> Decision {
                 repo.npub()
             ),
         });
+    }
+    if let Some(why) = &facts.creation_refused {
+        return Decision::answer(Answer::RateLimited(why.clone()));
     }
     let mut effects = vec![Effect::Provision(repo.clone())];
     if facts.stored_at_address || facts.has_refs {
@@ -394,6 +402,7 @@ mod tests {
             archive: None,
             archive_only: false,
             owner_allowed: true,
+            creation_refused: None,
         }
     }
 
@@ -518,6 +527,15 @@ mod tests {
                     "this server is a read-only archive, and its archive rules do not take this repository"
                         .into(),
                 ),
+                vec![],
+            ),
+            (
+                "a new repository beyond the hourly limit: refused for now",
+                AnnouncementFacts {
+                    creation_refused: Some("too many".into()),
+                    ..base.clone()
+                },
+                Answer::RateLimited("too many".into()),
                 vec![],
             ),
             (

@@ -52,6 +52,9 @@ struct Inner {
     processed: broadcast::Sender<Processed>,
     /// Repositories waiting for `git maintenance` (consumed by `process::maintenance::run`).
     housekeeping: crate::queue::Housekeeping,
+    /// Repositories created in the last hour, per owner and client address (the write policy's
+    /// `--max-new-repos-per-hour-*`).
+    creations: crate::queue::Creations,
     /// What `/readyz` reports besides the store and the git root.
     readiness: Readiness,
 }
@@ -146,6 +149,7 @@ impl App {
                 sync_queue: crate::queue::SyncQueue::new(),
                 processed: broadcast::channel(256).0,
                 housekeeping: Default::default(),
+                creations: Default::default(),
                 readiness: Readiness::default(),
             }),
         })
@@ -165,6 +169,10 @@ impl App {
 
     pub fn git(&self) -> &GitRepos {
         &self.inner.git
+    }
+
+    pub fn creations(&self) -> &crate::queue::Creations {
+        &self.inner.creations
     }
 
     pub fn housekeeping(&self) -> &crate::queue::Housekeeping {

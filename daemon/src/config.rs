@@ -382,6 +382,9 @@ pub struct AbuseLimits {
     pub max_pr_push_bytes: u64,
     /// Only these owners' announcements get a repository here; `None`: anyone's.
     pub allowed_owners: Option<std::collections::BTreeSet<nostr::PublicKey>>,
+    /// New repositories per owner, and per client address, within an hour; 0: no limit.
+    pub new_repos_per_hour_per_owner: usize,
+    pub new_repos_per_hour_per_address: usize,
 }
 
 impl Default for AbuseLimits {
@@ -392,6 +395,8 @@ impl Default for AbuseLimits {
             max_push_bytes: 4 << 30,
             max_pr_push_bytes: 512 << 20,
             allowed_owners: None,
+            new_repos_per_hour_per_owner: 50,
+            new_repos_per_hour_per_address: 50,
         }
     }
 }

@@ -16,6 +16,10 @@ use super::*;
 
 /// Ingest as fast as the client sends, and the event sync on with a short refresh.
 const FLAGS: &[&str] = &[
+    "--max-new-repos-per-hour-per-owner",
+    "0",
+    "--max-new-repos-per-hour-per-address",
+    "0",
     "--event-burst",
     "10000000",
     "--events-per-minute",

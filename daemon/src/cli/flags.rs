@@ -503,6 +503,15 @@ pub struct ServeArgs {
     )]
     pub allow_owners: Vec<String>,
 
+    /// New repositories one owner's announcements may create within an hour. 0: no limit.
+    #[arg(long, env = "GRASPD_MAX_NEW_REPOS_PER_HOUR_PER_OWNER", default_value_t = 50)]
+    pub max_new_repos_per_hour_per_owner: usize,
+
+    /// New repositories announcements from one client address may create within an hour.
+    /// 0: no limit.
+    #[arg(long, env = "GRASPD_MAX_NEW_REPOS_PER_HOUR_PER_ADDRESS", default_value_t = 50)]
+    pub max_new_repos_per_hour_per_address: usize,
+
     /// A file of `--allow-owner` keys, one a line (`#` starts a comment).
     #[arg(long, env = "GRASPD_ALLOW_OWNER_FILE", value_name = "FILE")]
     pub allow_owner_file: Option<PathBuf>,
@@ -715,6 +724,8 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
             max_push_bytes: args.max_push_bytes,
             max_pr_push_bytes: args.max_pr_push_bytes,
             allowed_owners: allowed_owners(args)?,
+            new_repos_per_hour_per_owner: args.max_new_repos_per_hour_per_owner,
+            new_repos_per_hour_per_address: args.max_new_repos_per_hour_per_address,
         },
         grasp06: Grasp06Settings {
             enabled: args.grasp06,

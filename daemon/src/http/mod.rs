@@ -258,7 +258,25 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
 }
 
+/// The client's address: the connection's peer, or, when that is a proxy on this machine (the
+/// nginx of `graspd nginx-config`, which sets `X-Forwarded-For`), the address the proxy saw (the
+/// header's last entry). A remote peer's header is never trusted.
+fn client_address(peer: SocketAddr, headers: &HeaderMap) -> SocketAddr {
+    if !peer.ip().is_loopback() {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|last| last.trim().parse::<std::net::IpAddr>().ok());
+    forwarded.map_or(peer, |ip| SocketAddr::new(ip, peer.port()))
+}
+
 fn upgrade(front: Front, req: axum::extract::Request, peer: SocketAddr) -> Response<Body> {
+    let peer = client_address(peer, req.headers());
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
@@ -456,6 +474,31 @@ fn not_found(what: &str) -> Response<Body> {
 mod tests {
     use super::*;
     use nostr::{Keys, ToBech32};
+
+    #[test]
+    fn the_client_address_comes_from_a_local_proxy_only() {
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_str(value).expect("value"));
+            headers
+        };
+        let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let remote: SocketAddr = "203.0.113.9:5000".parse().expect("addr");
+        let seen = |peer, value| client_address(peer, &headers(value)).ip().to_string();
+        assert_eq!(seen(local, "198.51.100.7"), "198.51.100.7");
+        assert_eq!(
+            seen(local, "10.0.0.1, 198.51.100.7"),
+            "198.51.100.7",
+            "the proxy's own entry"
+        );
+        assert_eq!(seen(local, "garbage"), "127.0.0.1");
+        assert_eq!(
+            seen(remote, "198.51.100.7"),
+            "203.0.113.9",
+            "never from a remote peer"
+        );
+        assert_eq!(client_address(local, &HeaderMap::new()), local);
+    }
 
     #[test]
     fn repository_paths_decode_once_and_validate() {

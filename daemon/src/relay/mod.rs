@@ -47,7 +47,9 @@ impl Ingest for SyncedEvents {
                 },
                 Ok(Answer::Purgatory) => Ingested::Held,
                 Ok(Answer::Duplicate(_)) => Ingested::Duplicate,
-                Ok(Answer::Blocked(why) | Answer::Invalid(why)) => Ingested::Refused(why),
+                Ok(Answer::Blocked(why) | Answer::Invalid(why) | Answer::RateLimited(why)) => {
+                    Ingested::Refused(why)
+                }
                 Err(error) => Ingested::Failed(error.to_string()),
             }
         })

@@ -8,7 +8,7 @@
 //! the client without storing (`purgatory: ...` is `OK true`, not stored, not served).
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use nostr::message::{MachineReadablePrefix, relay::SingleWord};
 use nostr::util::BoxedFuture;
@@ -45,6 +45,9 @@ fn into_result(answer: Answer) -> WritePolicyResult {
         Answer::Invalid(message) => {
             WritePolicyResult::reject(MachineReadablePrefix::Invalid, Cow::Owned(message))
         }
+        Answer::RateLimited(message) => {
+            WritePolicyResult::reject(MachineReadablePrefix::RateLimited, Cow::Owned(message))
+        }
     }
 }
 
@@ -70,8 +73,14 @@ impl GraspPolicy {
         Self { app }
     }
 
-    /// Decides on `event` and carries the decision out; `origin` is who brought it.
-    async fn decide_and_apply(&self, event: &Event, origin: Source) -> Result<Answer, PolicyError> {
+    /// Decides on `event` and carries the decision out; `origin` is who brought it, `client` the
+    /// address of the client that sent it (none for the sync).
+    async fn decide_and_apply(
+        &self,
+        event: &Event,
+        origin: Source,
+        client: Option<IpAddr>,
+    ) -> Result<Answer, PolicyError> {
         let common = self.common_facts(event).await?;
         if let Some(decision) = admission::decide_common(&common) {
             return Ok(decision.answer);
@@ -104,7 +113,20 @@ impl GraspPolicy {
             .await;
         let decision = match parsed {
             Parsed::Announcement(announcement) => {
-                admission::decide_announcement(&self.announcement_facts(event, announcement).await?)
+                let repo = announcement.repo.clone();
+                let facts = self.announcement_facts(event, announcement, client).await?;
+                let decision = admission::decide_announcement(&facts);
+                let creates = !self.app.git().exists(&repo)
+                    && decision
+                        .effects
+                        .iter()
+                        .any(|effect| matches!(effect, admission::Effect::Provision(_)));
+                if creates {
+                    self.app
+                        .creations()
+                        .record(&repo.owner, client, std::time::Instant::now());
+                }
+                decision
             }
             Parsed::State(state) => admission::decide_state(&self.state_facts(state).await?),
             Parsed::PullRequest(pr) => admission::decide_pull_request(
@@ -139,6 +161,7 @@ impl GraspPolicy {
         &self,
         event: &Event,
         announcement: Announcement,
+        client: Option<IpAddr>,
     ) -> Result<AnnouncementFacts, PolicyError> {
         let repo = announcement.repo.clone();
         let lists_us = self.lists_this_server(&announcement);
@@ -159,6 +182,7 @@ impl GraspPolicy {
                 .allowed_owners
                 .as_ref()
                 .is_none_or(|owners| owners.contains(&repo.owner)),
+            creation_refused: None,
         };
         if !facts.hosted_here() && !facts.archived() {
             let group = self.app.repo_group(&repo.identifier).await?;
@@ -175,6 +199,20 @@ impl GraspPolicy {
             .await?
             .is_some();
         facts.has_refs = self.app.git().has_refs(&repo).await?;
+        // Limits on what clients send; the event sync's announcements come from the relays
+        // hosted repositories list (and an archive may mirror many repositories of one owner).
+        if client.is_some() && !self.app.git().exists(&repo) {
+            let limits = &self.app.config().abuse;
+            let per_hour = (
+                limits.new_repos_per_hour_per_owner,
+                limits.new_repos_per_hour_per_address,
+            );
+            facts.creation_refused = self
+                .app
+                .creations()
+                .check(&repo.owner, client, per_hour, std::time::Instant::now())
+                .err();
+        }
         facts.pending = self
             .app
             .purgatory()
@@ -394,12 +432,24 @@ impl GraspPolicy {
     /// The policy's answer to `event`, brought by `origin`, with its effects carried out and
     /// counted in the metrics.
     pub async fn admit(&self, event: &Event, origin: Source) -> Result<Answer, PolicyError> {
-        let answer = self.decide_and_apply(event, origin).await?;
+        self.admit_from(event, origin, None).await
+    }
+
+    /// [`Self::admit`] for an event a client at `client` sent.
+    pub async fn admit_from(
+        &self,
+        event: &Event,
+        origin: Source,
+        client: Option<IpAddr>,
+    ) -> Result<Answer, PolicyError> {
+        let answer = self.decide_and_apply(event, origin, client).await?;
         let metrics = self.app.metrics();
         match &answer {
             Answer::Accept => crate::metrics::inc(&metrics.events_accepted),
             Answer::Purgatory => crate::metrics::inc(&metrics.events_to_purgatory),
-            Answer::Blocked(_) | Answer::Invalid(_) => crate::metrics::inc(&metrics.events_refused),
+            Answer::Blocked(_) | Answer::Invalid(_) | Answer::RateLimited(_) => {
+                crate::metrics::inc(&metrics.events_refused)
+            }
             Answer::Duplicate(_) => {}
         }
         Ok(answer)
@@ -410,10 +460,10 @@ impl WritePolicy for GraspPolicy {
     fn admit_event<'a>(
         &'a self,
         event: &'a Event,
-        _addr: &'a SocketAddr,
+        addr: &'a SocketAddr,
     ) -> BoxedFuture<'a, WritePolicyResult> {
         Box::pin(async move {
-            match self.admit(event, Source::User).await {
+            match self.admit_from(event, Source::User, Some(addr.ip())).await {
                 Ok(answer) => into_result(answer),
                 Err(error) => {
                     tracing::error!(event_id = %event.id, %error, "cannot decide on event");
