@@ -583,7 +583,13 @@ async fn a_push_larger_than_the_limit_is_refused_while_received_and_leaves_nothi
     git(small.path(), &["add", "noise.bin"]);
     git(small.path(), &["commit", "-q", "-m", "small"]);
     let small_oid = git(small.path(), &["rev-parse", "HEAD"]);
-    let st = state(&owner, "big", &[("refs/heads/main", &small_oid)], Some("main"));
+    let st = state_at(
+        &owner,
+        "big",
+        &[("refs/heads/main", &small_oid)],
+        Some("main"),
+        Timestamp::now() + 1,
+    );
     assert_eq!(client.publish(&st).await.message, PURGATORY_OK);
     let pushed = git_output(small.path(), &["push", &server.clone_url(&owner, "big"), "main"]);
     assert!(pushed.status.success(), "{}", stderr(&pushed));

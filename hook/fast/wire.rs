@@ -160,6 +160,10 @@ fn read_varint(input: &mut &[u8]) -> Sure<u64> {
     for shift in (0..64).step_by(7) {
         let (&byte, rest) = input.split_first().ok_or(Unsure)?;
         *input = rest;
+        // The tenth byte holds the 64th bit only; more would overflow (prost refuses it too).
+        if shift == 63 && byte > 1 {
+            return Err(Unsure);
+        }
         value |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
             return Ok(value);
@@ -187,7 +191,12 @@ fn fields<'a>(mut message: &'a [u8], mut f: impl FnMut(u64, Value<'a>) -> Sure<(
             }
             _ => return Err(Unsure),
         };
-        f(key >> 3, value)?;
+        // Field numbers are 1 to 2^29 - 1; anything else is no protobuf.
+        let number = key >> 3;
+        if number == 0 || number >= 1 << 29 {
+            return Err(Unsure);
+        }
+        f(number, value)?;
     }
     Ok(())
 }
@@ -201,21 +210,24 @@ fn text(bytes: &[u8]) -> Sure<&str> {
 /// verdict message, in order, and returns `allowed`. Everything is checked before anything is said.
 pub fn authorize_response(message: &[u8], mut say: impl FnMut(&str)) -> Sure<bool> {
     let mut allowed = false;
+    // A field given twice counts once, the last time (protobuf's rule for singular fields).
     let check = |verdict: &[u8], say: &mut dyn FnMut(&str)| {
+        let mut message = "";
         fields(verdict, |number, value| match (number, value) {
             (1, Value::Bytes(bytes)) => text(bytes).map(drop),
             (3, Value::Bytes(bytes)) => {
-                let line = text(bytes)?;
-                if !line.is_empty() {
-                    say(line);
-                }
+                message = text(bytes)?;
                 Ok(())
             }
             (1 | 3, _) => Err(Unsure),
             (2, Value::Varint(_)) => Ok(()),
             (2, _) => Err(Unsure),
             _ => Ok(()),
-        })
+        })?;
+        if !message.is_empty() {
+            say(message);
+        }
+        Ok(())
     };
     fields(message, |number, value| match (number, value) {
         (1, Value::Varint(v)) => {
@@ -613,14 +625,23 @@ impl Table {
         scratch: &mut [u8],
         mut field: impl FnMut(&[u8], &[u8]),
     ) -> Sure<()> {
+        // RFC 7541 §4.2: table size updates come first in a block, and a field follows them.
+        let (mut fields_seen, mut last_was_size_update) = (false, false);
         while let Some(&first) = block.first() {
+            if first & 0x20 == 0x20 && first & 0xc0 == 0 {
+                if fields_seen {
+                    return Err(Unsure);
+                }
+                let size = read_int(&mut block, 5)?;
+                self.resize(size)?;
+                last_was_size_update = true;
+                continue;
+            }
+            (fields_seen, last_was_size_update) = (true, false);
             if first & 0x80 != 0 {
                 let index = read_int(&mut block, 7)?;
                 let (name, value) = self.get(index)?;
                 field(name, value);
-            } else if first & 0xe0 == 0x20 {
-                let size = read_int(&mut block, 5)?;
-                self.resize(size)?;
             } else {
                 let (bits, indexed) = if first & 0xc0 == 0x40 {
                     (6, true)
@@ -644,6 +665,9 @@ impl Table {
                     self.insert(name, value);
                 }
             }
+        }
+        if last_was_size_update {
+            return Err(Unsure);
         }
         Ok(())
     }

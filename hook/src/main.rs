@@ -20,6 +20,8 @@ mod updates;
 // grasp-values rules with this one; its pure parts are compiled in here only to be unit-tested
 // with std and prost (`crate::rules` is how its wire code reaches those rules).
 #[cfg(test)]
+mod fast_fuzz;
+#[cfg(test)]
 mod fast_tests;
 #[cfg(test)]
 #[path = "../fast/huffman.rs"]

@@ -765,7 +765,9 @@ mod tests {
         match repos.maintain(&repo, Duration::from_secs(60)).await {
             Err(error @ GitError::Command { .. }) => {
                 assert!(
-                    error.to_string().contains(&format!("run maintenance in {repo}")),
+                    error
+                        .to_string()
+                        .contains(&format!("run `git maintenance run --auto --quiet` in {repo}")),
                     "{error}"
                 )
             }
