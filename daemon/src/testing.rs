@@ -88,3 +88,72 @@ pub fn config(data_dir: &Path) -> crate::config::Config {
         abuse: crate::config::AbuseLimits::default(),
     }
 }
+
+/// A seeded xorshift64* generator for the randomized tests (no dependency, stable toolchain).
+/// `GRASP_FUZZ_CASES` sets the cases per target (default 20,000), `GRASP_FUZZ_SEED` replays a
+/// run; a failure names its seed and case.
+pub struct Rng(u64);
+
+impl Rng {
+    /// The generator and case count for `target`, from the environment.
+    pub fn plan(target: &str) -> (Self, usize, u64) {
+        let cases = std::env::var("GRASP_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        let seed = std::env::var("GRASP_FUZZ_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                target.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                })
+            });
+        (Self(seed | 1), cases, seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    /// A few random edits of `input`: flip a bit, insert or delete a byte, truncate, duplicate.
+    pub fn mutate(&mut self, mut input: Vec<u8>) -> Vec<u8> {
+        for _ in 0..=self.below(3) {
+            let len = input.len();
+            match self.below(5) {
+                0 if len > 0 => {
+                    let at = self.below(len);
+                    input[at] ^= 1 << self.below(8);
+                }
+                1 => {
+                    let at = self.below(len + 1);
+                    let byte = *self.pick(b"/.%2e0aZ\\\n\r\0 \":,[]{}-");
+                    input.insert(at, byte);
+                }
+                2 if len > 0 => {
+                    input.remove(self.below(len));
+                }
+                3 => input.truncate(self.below(len + 1)),
+                _ if len > 0 => {
+                    let (a, b) = (self.below(len), self.below(len));
+                    let slice = input[a.min(b)..a.max(b)].to_vec();
+                    let at = self.below(len + 1);
+                    input.splice(at..at, slice);
+                }
+                _ => {}
+            }
+        }
+        input
+    }
+}

@@ -398,7 +398,9 @@ impl GitRepos {
             let odb = repository.odb()?;
             let mut missing = std::collections::HashSet::new();
             for oid in oids {
-                if !odb.exists(to_git2(&oid)?) {
+                // An id of the other hash (a SHA-256 id in a SHA-1 repository) names nothing here.
+                let present = to_git2(&oid).is_ok_and(|id| odb.exists(id));
+                if !present {
                     missing.insert(oid);
                 }
             }
@@ -747,6 +749,28 @@ mod tests {
             nostr::Keys::generate().public_key(),
             crate::types::Identifier::parse(identifier).expect("identifier"),
         )
+    }
+
+    #[tokio::test]
+    async fn an_id_of_the_other_hash_is_missing_not_an_error() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let repos = repos_at(root.path(), Path::new("git"));
+        let repo = repo_id("r");
+        assert!(repos.provision(&repo).await.expect("provision"));
+        let sha256 = Oid::parse(&"b".repeat(64)).expect("oid");
+        assert!(
+            !repos
+                .has_objects(&repo, vec![sha256])
+                .await
+                .expect("answer, not error")
+        );
+        // Provisioned atomically: nothing but the repository is left beside it.
+        let beside: Vec<_> = std::fs::read_dir(repos.path(&repo).parent().expect("owner dir"))
+            .expect("read")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(beside, vec![std::ffi::OsString::from("r.git")]);
     }
 
     fn packs(repo: &Path) -> usize {

@@ -417,6 +417,35 @@ impl hyper::body::Body for Output {
 mod tests {
     use super::*;
 
+    /// Randomized: a head is only ever read up to its blank line, within the buffer, and a bad
+    /// one is an error, never a panic.
+    #[test]
+    fn random_cgi_heads_are_read_within_their_bytes() {
+        let (mut rng, cases, seed) = crate::testing::Rng::plan("cgi-head");
+        let seeds: [&[u8]; 3] = [
+            b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nbody",
+            b"Content-Type: application/x-git-upload-pack-advertisement\nCache-Control: no-cache\n\n001e",
+            b"Expires: Fri, 01 Jan 1980 00:00:00 GMT\r\nPragma: no-cache\r\n\r\n",
+        ];
+        let mut complete = 0;
+        for case in 0..cases {
+            let picked = rng.pick(&seeds).to_vec();
+            let input = rng.mutate(picked);
+            if let Ok(Some((len, head))) = parse_head(&input) {
+                complete += 1;
+                assert!(len <= input.len(), "seed {seed} case {case}");
+                // The blank line is `\n` or `\r\n`, alone (no headers) or after a line ending in
+                // either.
+                let read = &input[..len];
+                let blank =
+                    matches!(read, b"\n" | b"\r\n") || read.ends_with(b"\n\n") || read.ends_with(b"\n\r\n");
+                assert!(blank, "seed {seed} case {case}: {input:?} read to {len}");
+                assert!(!head.headers.contains_key(header::TRANSFER_ENCODING));
+            }
+        }
+        assert!(complete > cases / 10, "only {complete} of {cases} heads complete");
+    }
+
     use std::collections::HashMap;
     use std::convert::Infallible;
     use std::path::Path;

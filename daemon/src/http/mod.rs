@@ -475,6 +475,54 @@ mod tests {
     use super::*;
     use nostr::{Keys, ToBech32};
 
+    /// Randomized: whatever the path, a repository read from it is one whose directory stays
+    /// inside the git root, and whose npub is the path's own.
+    #[test]
+    fn random_paths_never_name_a_repository_outside_the_git_root() {
+        let (mut rng, cases, seed) = crate::testing::Rng::plan("paths");
+        let npub = Keys::generate().public_key().to_bech32().expect("npub");
+        let seeds = [
+            format!("/{npub}/repo.git/info/refs"),
+            format!("/prs/{npub}/my%20repo.git/git-upload-pack"),
+            format!("/{npub}/%2e%2e.git/objects/ab/cdef"),
+            format!("/{npub}/a%2fb.git/HEAD"),
+        ];
+        let mut named = 0;
+        for case in 0..cases {
+            let picked = rng.pick(&seeds).clone().into_bytes();
+            let path = rng.mutate(picked);
+            let path = String::from_utf8_lossy(&path).into_owned();
+            let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            let names = match segments.first() {
+                Some(&"prs") => &segments[1..],
+                _ => &segments[..],
+            };
+            let Some(repo) = parse_repo(names) else {
+                continue;
+            };
+            named += 1;
+            let id = repo.identifier.as_str();
+            let safe = !id.is_empty()
+                && !id.contains(['/', '\\'])
+                && !id.starts_with('.')
+                && !id.contains("..")
+                && !id.chars().any(char::is_control);
+            assert!(safe, "seed {seed} case {case}: {path:?} named {id:?}");
+            assert_eq!(repo.npub(), names[0], "seed {seed} case {case}: {path:?}");
+            let rest = names.get(2..).map(|r| r.join("/")).unwrap_or_default();
+            if cgi::is_git_path(&rest) {
+                assert!(
+                    rest.split('/').all(|s| s != ".." && s != "."),
+                    "seed {seed} case {case}: git path {rest:?}"
+                );
+            }
+        }
+        assert!(
+            named > cases / 20,
+            "only {named} of {cases} paths named a repository"
+        );
+    }
+
     #[test]
     fn the_client_address_comes_from_a_local_proxy_only() {
         let headers = |value: &str| {

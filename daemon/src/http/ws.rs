@@ -464,6 +464,46 @@ mod tests {
         }
     }
 
+    /// Randomized: whatever a client sends, the bridge answers or forwards without panicking, and
+    /// an EVENT it forwards is one that is strictly encoded and that the library reads.
+    #[test]
+    fn random_messages_are_answered_or_forwarded_only_when_well_formed() {
+        use nostr::event::FinalizeEvent;
+        let (mut rng, cases, seed) = crate::testing::Rng::plan("ws");
+        let event = nostr::EventBuilder::new(nostr::Kind::from(1621), "an issue")
+            .tags([nostr::Tag::parse(["a", "30617:abc:repo"]).expect("tag")])
+            .finalize(&nostr::Keys::generate())
+            .expect("sign");
+        let seeds = [
+            format!(r#"["EVENT",{}]"#, event.as_json()),
+            r##"["REQ","s",{"kinds":[1621],"#a":["30617:abc:repo"],"limit":10}]"##.to_owned(),
+            r#"["CLOSE","s"]"#.to_owned(),
+            r#"["COUNT","c",{"kinds":[1]}]"#.to_owned(),
+            r#"["NEG-CLOSE","n"]"#.to_owned(),
+        ];
+        let mut limits = limits();
+        limits.max_event_bytes = 10_000;
+        limits.max_message_bytes = 10_000;
+        let mut forwarded_events = 0;
+        for case in 0..cases {
+            let picked = rng.pick(&seeds).clone().into_bytes();
+            let input = rng.mutate(picked);
+            let Ok(text) = String::from_utf8(input) else {
+                continue;
+            };
+            let mut bucket = TokenBucket::new(10, 60);
+            if check(&text, &limits, &mut bucket) == Checked::Forward && starts_as_event(&text) {
+                forwarded_events += 1;
+                assert!(strict_event(&text).is_ok(), "seed {seed} case {case}: {text}");
+                assert!(
+                    ClientMessage::from_json(&text).is_ok(),
+                    "seed {seed} case {case}: {text}"
+                );
+            }
+        }
+        assert!(forwarded_events > 0, "no EVENT forwarded in {cases} cases");
+    }
+
     #[test]
     fn a_valid_event_is_forwarded_while_the_bucket_has_tokens() {
         use nostr::event::FinalizeEvent;

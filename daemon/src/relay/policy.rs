@@ -478,6 +478,118 @@ impl WritePolicy for GraspPolicy {
 mod tests {
     use super::*;
 
+    /// Randomized: events of every NIP-34 kind and others, with random tags and authors, against
+    /// a server hosting one repository. The policy never fails or panics, refuses what references
+    /// nothing here, takes what tags the hosted repository, and creates no directory outside the
+    /// repository tree.
+    #[tokio::test]
+    async fn random_signed_events_get_the_decision_tables_verdicts() {
+        use nostr::event::FinalizeEvent;
+        use nostr::{EventBuilder, Keys, Tag};
+
+        let (mut rng, cases, seed) = crate::testing::Rng::plan("policy");
+        let cases = cases / 20; // each case is a store and disk round trip
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = App::open(crate::testing::config(dir.path())).await.expect("app");
+        let policy = GraspPolicy::new(app.clone());
+        let owner = Keys::generate();
+        let hosted = RepoId::new(owner.public_key(), Identifier::parse("web").expect("id"));
+        let clone = format!("https://ours.example/{}/web.git", hosted.npub());
+        let announce = EventBuilder::new(Kind::from(30617), "")
+            .tags([
+                Tag::parse(["d", "web"]).expect("tag"),
+                Tag::parse(["clone", clone.as_str()]).expect("tag"),
+                Tag::parse(["relays", "wss://ours.example"]).expect("tag"),
+            ])
+            .finalize(&owner)
+            .expect("sign");
+        assert_eq!(
+            policy.admit(&announce, Source::User).await.expect("admit"),
+            Answer::Purgatory
+        );
+
+        let coordinate = hosted.coordinate();
+        let kinds = [
+            1u16, 5, 7, 1111, 1617, 1618, 1619, 1621, 1630, 30617, 30618, 10317,
+        ];
+        let signers = [owner.clone(), Keys::generate(), Keys::generate()];
+        let mut taken = 0;
+        for case in 0..cases {
+            let kind = *rng.pick(&kinds);
+            let tags_here = rng.below(3) == 0;
+            let mut tags: Vec<Vec<String>> = Vec::new();
+            for _ in 0..rng.below(5) {
+                let random_hex = format!("{:016x}", rng.next()).repeat(4);
+                let tag: Vec<String> = match rng.below(9) {
+                    0 => vec![
+                        "d".into(),
+                        rng.pick(&["web", "other", "../x", ".h", "a/b", ""]).to_string(),
+                    ],
+                    1 => vec!["a".into(), format!("30617:{random_hex}:web")],
+                    2 => vec!["e".into(), random_hex],
+                    3 => vec![
+                        "c".into(),
+                        rng.pick(&["a".repeat(40), "zz".into(), "b".repeat(64)]).clone(),
+                    ],
+                    4 => vec![
+                        "clone".into(),
+                        rng.pick(&[clone.clone(), "https://elsewhere/x.git".into()])
+                            .clone(),
+                    ],
+                    5 => vec![
+                        "relays".into(),
+                        rng.pick(&["wss://ours.example", "wss://elsewhere"]).to_string(),
+                    ],
+                    6 => vec!["refs/heads/main".into(), "a".repeat(40)],
+                    7 => vec!["HEAD".into(), "ref: refs/heads/main".into()],
+                    _ => vec![rng.pick(&["p", "t", "q", "E", "A"]).to_string(), random_hex],
+                };
+                tags.push(tag);
+            }
+            if tags_here {
+                tags.push(vec!["a".into(), coordinate.clone()]);
+            }
+            let event = EventBuilder::new(nostr::Kind::from(kind), "x")
+                .tags(tags.iter().filter_map(|t| Tag::parse(t.clone()).ok()))
+                .finalize(rng.pick(&signers))
+                .expect("sign");
+            // The owner's own deletion (kind 5) may take the repository away.
+            let hosted_now = app.is_hosted(&hosted).await.expect("hosted");
+            let answer = policy
+                .admit(&event, Source::User)
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed} case {case}: {event:?}: {e}"));
+            let nip34 = Nip34Kind::of(event.kind).is_some();
+            if matches!(answer, Answer::Accept | Answer::Purgatory) {
+                taken += 1;
+                // Taken without a NIP-34 kind: it must tag the hosted repository.
+                assert!(
+                    nip34 || tags_here,
+                    "seed {seed} case {case}: {event:?} taken ({answer:?}) referencing nothing here"
+                );
+            } else if !nip34 && tags_here && hosted_now {
+                panic!("seed {seed} case {case}: {event:?} tags the hosted repository, got {answer:?}");
+            }
+        }
+        assert!(taken > 0, "nothing taken in {cases} cases");
+        // Every directory under the git root is a repository the paths name, nothing else.
+        for owner_dir in std::fs::read_dir(app.git().root())
+            .expect("root")
+            .filter_map(Result::ok)
+        {
+            for repo in std::fs::read_dir(owner_dir.path())
+                .expect("dir")
+                .filter_map(Result::ok)
+            {
+                assert!(
+                    app.git().repo_at(&repo.path()).is_some(),
+                    "seed {seed}: stray {}",
+                    repo.path().display()
+                );
+            }
+        }
+    }
+
     #[test]
     fn purgatory_prefix_reads_as_grasp_prescribes() {
         assert_eq!(
