@@ -334,15 +334,23 @@ async fn check(server: &Server, owner: &Keys, ledger: &Mutex<Ledger>, round: usi
         let main = String::from_utf8_lossy(&main.stdout).trim().to_owned();
         if main == push.oid {
             // The push passed pre-receive, so its state was known; landed, so it is released
-            // (by post-receive, the spool, or start-up reconciliation).
-            let state = client.ids(json!({ "ids": [push.state_id] })).await;
-            assert_eq!(
-                state,
-                vec![push.state_id.clone()],
-                "seed {seed} round {round}: {} holds its commit but its state is not served (waiting: {})",
-                push.identifier,
-                waiting.contains(&push.state_id)
-            );
+            // (by post-receive, the spool, or start-up reconciliation). A receive-pack the kill
+            // orphaned (a child of the killed graspd: systemd's control group would end it) may
+            // still be finishing against the new daemon, so this may take a moment.
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                let state = client.ids(json!({ "ids": [push.state_id] })).await;
+                if state == vec![push.state_id.clone()] {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "seed {seed} round {round}: {} holds its commit but its state is not served (waiting: {})",
+                    push.identifier,
+                    waiting.contains(&push.state_id)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         } else {
             assert!(
                 main.is_empty(),
@@ -350,6 +358,10 @@ async fn check(server: &Server, owner: &Keys, ledger: &Mutex<Ledger>, round: usi
                 push.identifier,
                 push.oid
             );
+        }
+        let deadline = Instant::now() + DEADLINE;
+        while !ref_locks(&repo).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let fsck = git_output(&repo, &["fsck", "--connectivity-only", "--no-progress"]);
         assert!(
@@ -361,7 +373,7 @@ async fn check(server: &Server, owner: &Keys, ledger: &Mutex<Ledger>, round: usi
         let locks = ref_locks(&repo);
         assert!(
             locks.is_empty(),
-            "seed {seed} round {round}: stale locks {locks:?}"
+            "seed {seed} round {round}: locks left for a minute: {locks:?}"
         );
     }
 }

@@ -586,18 +586,31 @@ fn allowed_owners(args: &ServeArgs) -> Result<Option<BTreeSet<nostr::PublicKey>>
         owners.insert(parse("--allow-owner", raw)?);
     }
     if let Some(path) = &args.allow_owner_file {
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            ConfigError::AllowOwner(format!("--allow-owner-file {}: {error}", path.display()))
-        })?;
-        for (number, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or_default().trim();
-            if !line.is_empty() {
-                let what = format!("--allow-owner-file {} line {}:", path.display(), number + 1);
-                owners.insert(parse(&what, line)?);
-            }
+        let entries = entries_in_file("--allow-owner-file", path).map_err(ConfigError::AllowOwner)?;
+        for (what, entry) in entries {
+            owners.insert(parse(&what, &entry)?);
         }
     }
     Ok((!owners.is_empty()).then_some(owners))
+}
+
+/// The entries of a list file (`--allow-owner-file`, `--archive-allow-file`): one a line, `#`
+/// starts a comment, blank lines skipped; each with what names it in an error (`<flag> <path>
+/// line <n>:`).
+fn entries_in_file(flag: &str, path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|error| format!("{flag} {}: {error}", path.display()))?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter_map(|(number, line)| {
+            let entry = line.split('#').next().unwrap_or_default().trim();
+            (!entry.is_empty()).then(|| {
+                let what = format!("{flag} {} line {}:", path.display(), number + 1);
+                (what, entry.to_owned())
+            })
+        })
+        .collect())
 }
 
 fn archive_settings(args: &ServeArgs) -> Result<ArchiveSettings, ConfigError> {
@@ -610,17 +623,9 @@ fn archive_settings(args: &ServeArgs) -> Result<ArchiveSettings, ConfigError> {
         .map(|raw| parse("--archive-allow", raw))
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(path) = &args.archive_allow_file {
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            ConfigError::Archive(format!("--archive-allow-file {}: {error}", path.display()))
-        })?;
-        for (number, line) in text.lines().enumerate() {
-            let entry = line.split('#').next().unwrap_or_default().trim();
-            if !entry.is_empty() {
-                allow.push(parse(
-                    &format!("--archive-allow-file {} line {}:", path.display(), number + 1),
-                    entry,
-                )?);
-            }
+        let entries = entries_in_file("--archive-allow-file", path).map_err(ConfigError::Archive)?;
+        for (what, entry) in entries {
+            allow.push(parse(&what, &entry)?);
         }
     }
     let deny = args
