@@ -2,9 +2,11 @@
 
 mod support;
 
+use futures_util::{SinkExt, StreamExt};
 use nostr::{Event, Keys, Timestamp};
 use serde_json::json;
 use support::*;
+use tokio_tungstenite::tungstenite::Message;
 
 const PURGATORY_OK: &str = "purgatory: won't be served until git data arrives";
 
@@ -757,5 +759,80 @@ async fn default_limits_let_a_client_publish_a_burst_of_100_events() {
     assert_eq!(
         client.query(json!({"kinds": [1621], "limit": 500})).await.len(),
         100
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_and_the_others_keep_working() {
+    let server = Server::start_with(&["--max-connections", "3"]);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut client = server.client().await;
+        assert!(client.query(json!({"kinds": [1], "limit": 1})).await.is_empty());
+        open.push(client);
+    }
+    // A flood: every connection past the limit is closed right after its upgrade.
+    for _ in 0..20 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url().as_str())
+            .await
+            .expect("upgrade answered");
+        let req = json!(["REQ", "x", {"kinds": [1], "limit": 1}]).to_string();
+        let _ = ws.send(Message::Text(req.into())).await;
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("closed in time");
+        assert!(
+            !matches!(next, Some(Ok(Message::Text(_)))),
+            "a connection past the limit was served: {next:?}"
+        );
+    }
+    for client in &mut open {
+        assert!(client.query(json!({"kinds": [1], "limit": 1})).await.is_empty());
+    }
+    // A place freed is taken again.
+    drop(open.pop());
+    eventually("a new connection is served once one closed", || async {
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(server.ws_url().as_str()).await else {
+            return false;
+        };
+        let req = json!(["REQ", "y", {"kinds": [1], "limit": 1}]).to_string();
+        if ws.send(Message::Text(req.into())).await.is_err() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await,
+            Ok(Some(Ok(Message::Text(_))))
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_locked_database_is_a_clear_error_and_nothing_is_lost_once_it_frees() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    let ann = announcement(&owner, &server, "locked");
+    assert_eq!(client.publish(&ann).await.message, PURGATORY_OK);
+    let issue = event(
+        &owner,
+        1621,
+        "while locked",
+        &[&["a", &coordinate(&owner, "locked")]],
+    );
+    // Another process holds the database's write lock longer than graspd waits for it.
+    let db = rusqlite::Connection::open(server.data.path().join("graspd.db")).expect("open db");
+    db.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let answer = client.publish(&issue).await;
+    assert!(!answer.accepted, "{answer:?}");
+    assert!(answer.message.starts_with("error:"), "{answer:?}");
+    db.execute_batch("COMMIT").expect("unlock");
+    drop(db);
+    // Nothing half-done: the same event is taken once the lock is gone, and served once.
+    let again = client.publish(&issue).await;
+    assert!(again.accepted, "{again:?}");
+    assert_eq!(
+        client.ids(json!({"ids": [issue.id.to_hex()]})).await,
+        vec![issue.id.to_hex()]
     );
 }
