@@ -242,7 +242,8 @@ async fn graspd_killed_at_random_instants_under_load_loses_and_corrupts_nothing(
             )),
         ];
         tokio::time::sleep(delay).await;
-        server.kill9();
+        // As systemd stops the service: graspd and the git processes it started.
+        server.kill9_with_children();
         for task in load {
             let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         }

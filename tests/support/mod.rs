@@ -237,6 +237,30 @@ impl Server {
         }
     }
 
+    /// SIGKILL to graspd and every process it started (its `git http-backend`s, their
+    /// receive-packs and hooks), as systemd's default `KillMode=control-group` stops a service:
+    /// nothing of the old daemon outlives it.
+    pub fn kill9_with_children(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let mut pids = vec![child.id()];
+        let mut at = 0;
+        while at < pids.len() {
+            let tasks = std::fs::read_dir(format!("/proc/{}/task", pids[at]));
+            for task in tasks.into_iter().flatten().filter_map(Result::ok) {
+                let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+            at += 1;
+        }
+        let _ = Command::new("kill")
+            .arg("-9")
+            .args(pids.iter().map(u32::to_string))
+            .status();
+        let _ = child.wait();
+    }
+
     /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
