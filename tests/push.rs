@@ -290,6 +290,60 @@ async fn push_that_landed_while_the_daemon_was_down_is_processed_at_start() {
     assert_eq!(git(&repo, &["symbolic-ref", "HEAD"]), "refs/heads/dev");
 }
 
+/// Sets `path`'s modification time `ago` in the past, as if a process had left it then.
+fn left_ago(path: &std::path::Path, ago: Duration) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now() - ago))
+        .expect("set modification time");
+}
+
+/// The kill soak's orphaned release: the data of a waiting state is on disk, and its release
+/// fails at start-up because a killed push's ref lock is in the way (not yet old enough to be
+/// called stale). Nothing is missing, so no fetch would ever run the procedure again: the
+/// git-data sync retries it on the data here, with backoff, and the lock, stale by then, goes.
+#[tokio::test]
+async fn a_release_that_failed_on_data_already_here_is_retried() {
+    let server = Server::start_with(&["--sync-default-delay-secs", "0"]);
+    let mut f = announced_with_pending_state_on(server, "orphan").await;
+    f.server.kill9();
+    let repo = f.server.repo_path(&f.owner, "orphan");
+    push_without_hooks(f.work.path(), &repo, &["main:refs/heads/main"]);
+    let lock = repo.join("refs/heads/dev.lock");
+    std::fs::write(&lock, "").expect("lock");
+    left_ago(&lock, Duration::from_secs(45));
+    f.server.restart();
+    eventually("the state is applied once the lock is stale", || {
+        let dev = git_output(&repo, &["rev-parse", "--verify", "-q", "refs/heads/dev"]);
+        let applied = String::from_utf8_lossy(&dev.stdout).trim() == f.oid;
+        async move { applied }
+    })
+    .await;
+    assert!(!lock.exists(), "the stale lock was removed");
+    let mut client = f.server.client().await;
+    assert_eq!(
+        client.ids(json!({"kinds": [30618]})).await,
+        vec![f.state_id.clone()]
+    );
+}
+
+/// A push killed while it held a ref lock leaves the lock behind, and git never removes it: every
+/// later push of that ref would fail. An allowed push clears its refs' stale locks first.
+#[tokio::test]
+async fn a_stale_ref_lock_left_by_a_killed_push_does_not_block_the_next_push() {
+    let f = announced_with_pending_state("locked").await;
+    let repo = f.server.repo_path(&f.owner, "locked");
+    std::fs::create_dir_all(repo.join("refs/heads")).expect("refs dir");
+    let stale = repo.join("refs/heads/main.lock");
+    std::fs::write(&stale, "").expect("lock");
+    left_ago(&stale, Duration::from_secs(120));
+    let output = push(&f, "locked", &["main:refs/heads/main", "main:refs/heads/dev"]);
+    assert!(output.status.success(), "push accepted: {}", stderr(&output));
+    assert!(!stale.exists());
+    assert_eq!(git(&repo, &["rev-parse", "refs/heads/main"]), f.oid);
+}
+
 #[tokio::test]
 async fn post_receive_report_spooled_while_unreachable_is_processed_after_restart() {
     let mut f = announced_with_pending_state("spool").await;

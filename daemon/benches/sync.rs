@@ -368,6 +368,11 @@ impl SyncContext for MockContext {
         ProcessResult::default()
     }
 
+    /// Pending events here always miss objects: the sync never runs this.
+    async fn process_data_on_disk(&self, _identifier: &Identifier) -> ProcessResult {
+        ProcessResult::default()
+    }
+
     fn has_pending_events(&self, identifier: &Identifier) -> bool {
         self.state()
             .repos

@@ -344,6 +344,17 @@ impl GitRepos {
         }
     }
 
+    /// Removes the locks of `names` (and `HEAD.lock`, `packed-refs.lock`) that a killed git left
+    /// behind, older than [`STALE_REF_LOCK`]: called before an allowed push updates its refs, which
+    /// such a lock would otherwise fail for good. Best effort.
+    pub async fn clear_stale_ref_locks(&self, repo: &RepoId, names: Vec<RefName>) {
+        let path = self.path(repo);
+        let cleared = blocking(move || Ok(remove_stale_locks_of(&path, &names, STALE_REF_LOCK))).await;
+        if let Err(error) = cleared {
+            tracing::debug!(repo = %repo, %error, "cannot look for stale ref locks");
+        }
+    }
+
     /// Whether the repository has any ref (has received git data).
     pub async fn has_refs(&self, repo: &RepoId) -> Result<bool, GitError> {
         let path = self.path(repo);
@@ -419,7 +430,7 @@ impl GitRepos {
     ) -> Result<bool, GitError> {
         let path = self.path(repo);
         blocking(move || {
-            waiting_out_locks(|| {
+            waiting_out_locks(&path, || {
                 let repository = git2::Repository::open_bare(&path)?;
                 let target = to_git2(&oid)?;
                 let current = repository
@@ -479,7 +490,7 @@ impl GitRepos {
     pub async fn delete_ref_if(&self, repo: &RepoId, name: RefName, expected: Oid) -> Result<bool, GitError> {
         let path = self.path(repo);
         blocking(move || {
-            waiting_out_locks(|| {
+            waiting_out_locks(&path, || {
                 let repository = git2::Repository::open_bare(&path)?;
                 let mut reference = match repository.find_reference(name.as_str()) {
                     Ok(reference) => reference,
@@ -511,22 +522,34 @@ impl GitRepos {
 /// `core.packedRefsTimeout` default is one second).
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// Runs `attempt` again while it fails on a lock file: git holds ref and `packed-refs` locks only
-/// briefly (a concurrent receive-pack, `git maintenance` packing refs), and libgit2 does not wait
-/// for them. `attempt` must be idempotent.
 /// libgit2 here handles SHA-1 only: a SHA-256 id is an error, never cut to its first 20 bytes.
 fn to_git2(oid: &Oid) -> Result<git2::Oid, git2::Error> {
     git2::Oid::from_bytes(oid.as_bytes())
 }
 
-fn waiting_out_locks<T>(mut attempt: impl FnMut() -> Result<T, GitError>) -> Result<T, GitError> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
+/// Runs `attempt` again while it fails on a lock file: git holds ref and `packed-refs` locks only
+/// briefly (a concurrent receive-pack, `git maintenance` packing refs), and libgit2 does not wait
+/// for them. `attempt` must be idempotent. When a lock is still there after
+/// [`LOCK_WAIT`], locks of `repo` older than [`STALE_REF_LOCK`] are removed, once, and it tries on.
+fn waiting_out_locks<T>(
+    repo: &Path,
+    mut attempt: impl FnMut() -> Result<T, GitError>,
+) -> Result<T, GitError> {
+    let mut deadline = std::time::Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(5);
+    let mut swept = false;
     loop {
         match attempt() {
-            Err(GitError::Git(error))
-                if error.code() == git2::ErrorCode::Locked && std::time::Instant::now() < deadline =>
-            {
+            Err(GitError::Git(error)) if error.code() == git2::ErrorCode::Locked => {
+                if std::time::Instant::now() >= deadline {
+                    // Once only: a lock this old was left by a killed git, which nothing else
+                    // would ever remove.
+                    if swept || remove_stale_ref_locks(repo, STALE_REF_LOCK) == 0 {
+                        return Err(GitError::Git(error));
+                    }
+                    swept = true;
+                    deadline = std::time::Instant::now() + LOCK_WAIT;
+                }
                 tracing::debug!(%error, "ref lock held by another process; retrying");
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(100));
@@ -534,6 +557,69 @@ fn waiting_out_locks<T>(mut attempt: impl FnMut() -> Result<T, GitError>) -> Res
             outcome => return outcome,
         }
     }
+}
+
+/// A ref lock this old belongs to no live git: git holds one for the few milliseconds of a ref
+/// transaction (and `packed-refs.lock` while it rewrites that file), and waits at most a second
+/// for another's (`core.filesRefLockTimeout`, `core.packedRefsTimeout`).
+pub const STALE_REF_LOCK: Duration = Duration::from_secs(60);
+
+/// Removes ref lock files of the bare repository at `repo` (`HEAD.lock`, `packed-refs.lock`,
+/// `refs/**/*.lock`) last modified more than `older_than` ago, as a killed push leaves them.
+/// Returns how many it removed.
+pub fn remove_stale_ref_locks(repo: &Path, older_than: Duration) -> usize {
+    let mut locks: Vec<PathBuf> = Vec::new();
+    let mut dirs = vec![repo.join("refs")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => dirs.push(path),
+                Ok(kind) if kind.is_file() && path.extension().is_some_and(|ext| ext == "lock") => {
+                    locks.push(path)
+                }
+                _ => {}
+            }
+        }
+    }
+    remove_if_stale(repo, locks, older_than)
+}
+
+/// [`remove_stale_ref_locks`] for the locks of `names` only (and `HEAD.lock`,
+/// `packed-refs.lock`): a few `stat`s, cheap enough for every push.
+fn remove_stale_locks_of(repo: &Path, names: &[RefName], older_than: Duration) -> usize {
+    let locks = names
+        .iter()
+        .map(|name| repo.join(format!("{}.lock", name.as_str())))
+        .collect();
+    remove_if_stale(repo, locks, older_than)
+}
+
+/// Removes those of `locks` (and of `repo`'s `HEAD.lock` and `packed-refs.lock`) last modified
+/// more than `older_than` ago.
+fn remove_if_stale(repo: &Path, mut locks: Vec<PathBuf>, older_than: Duration) -> usize {
+    locks.extend(["HEAD.lock", "packed-refs.lock"].map(|name| repo.join(name)));
+    let mut removed = 0;
+    for lock in locks {
+        let age = std::fs::symlink_metadata(&lock)
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok());
+        if age.is_none_or(|age| age <= older_than) {
+            continue;
+        }
+        match std::fs::remove_file(&lock) {
+            Ok(()) => {
+                tracing::warn!(lock = %lock.display(), "removed a stale ref lock (a git process was killed holding it)");
+                removed += 1;
+            }
+            Err(error) => tracing::warn!(lock = %lock.display(), %error, "cannot remove a stale ref lock"),
+        }
+    }
+    removed
 }
 
 /// A `maintenance.lock` this old was left by a run that was killed: the daemon's own runs are
@@ -659,7 +745,7 @@ fn is_aligned_namespace(name: &str) -> bool {
 /// [`align_at`], again while a lock is in the way; the changes count every attempt's work.
 fn aligned(path: &Path, targets: &RefTargets) -> Result<RefChanges, GitError> {
     let mut changes = RefChanges::default();
-    waiting_out_locks(|| align_at(path, targets, &mut changes))?;
+    waiting_out_locks(path, || align_at(path, targets, &mut changes))?;
     Ok(changes)
 }
 
@@ -952,6 +1038,59 @@ mod tests {
             Err(GitError::Git(error)) => assert_eq!(error.code(), git2::ErrorCode::Locked),
             other => panic!("expected a lock error, got {other:?}"),
         }
+    }
+
+    fn age(path: &Path, by: Duration) {
+        let file = std::fs::File::options().write(true).open(path).expect("open");
+        file.set_modified(std::time::SystemTime::now() - by)
+            .expect("set mtime");
+    }
+
+    #[test]
+    fn a_lock_a_killed_git_left_is_removed_and_aligning_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.git");
+        let commit = repository_with_commit(&path);
+        let lock = path.join("refs/heads/dev.lock");
+        std::fs::write(&lock, "").expect("lock");
+        age(&lock, STALE_REF_LOCK + Duration::from_secs(1));
+        let state = state_with(&[("refs/heads/main", commit), ("refs/heads/dev", commit)]);
+        let changes = aligned(&path, &state).expect("aligned once the stale lock is gone");
+        assert_eq!(changes.created, 1);
+        assert!(!lock.exists());
+    }
+
+    #[test]
+    fn only_old_ref_locks_are_stale() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.git");
+        repository_with_commit(&path);
+        std::fs::create_dir_all(path.join("refs/heads/feature")).expect("dir");
+        let old = [
+            "refs/heads/feature/x.lock",
+            "packed-refs.lock",
+            "HEAD.lock",
+            "refs/nostr/a.lock",
+        ];
+        std::fs::create_dir_all(path.join("refs/nostr")).expect("dir");
+        for name in old {
+            std::fs::write(path.join(name), "").expect("lock");
+            age(&path.join(name), Duration::from_secs(120));
+        }
+        std::fs::write(path.join("refs/heads/fresh.lock"), "").expect("lock");
+        std::fs::write(path.join("config.lock"), "").expect("lock");
+        age(&path.join("config.lock"), Duration::from_secs(120));
+
+        let named = [RefName::parse("refs/heads/feature/x").expect("ref")];
+        assert_eq!(remove_stale_locks_of(&path, &named, STALE_REF_LOCK), 3);
+        assert!(path.join("refs/nostr/a.lock").exists(), "not named");
+        assert_eq!(remove_stale_ref_locks(&path, STALE_REF_LOCK), 1);
+        assert!(!path.join("refs/nostr/a.lock").exists());
+        assert!(
+            path.join("refs/heads/fresh.lock").exists(),
+            "a live git may hold it"
+        );
+        assert!(path.join("config.lock").exists(), "not a ref lock");
     }
 
     /// The unified procedure relies on this when it trusts a push's report that objects arrived:

@@ -24,7 +24,9 @@ use nostr::{Event, Kind};
 
 use crate::app::{App, RepoGroup};
 use crate::git::{GitError, Oid, RefChanges, RefName, RefTargets};
-use crate::nip34::{KIND_STATE, Nip34Kind, PullRequest, RepoId, RepoState, pull_request_repository};
+use crate::nip34::{
+    Identifier, KIND_STATE, Nip34Kind, PullRequest, RepoId, RepoState, pull_request_repository,
+};
 use crate::purgatory::is_newer;
 use crate::store::StoreError;
 pub use crate::types::ProcessResult;
@@ -456,22 +458,30 @@ pub async fn release(app: &App, event: &Event) -> Result<(), ProcessError> {
 pub async fn reconcile(app: &App) -> ProcessResult {
     let mut total = ProcessResult::default();
     for identifier in app.purgatory().identifiers() {
-        let group = match app.repo_group(&identifier).await {
-            Ok(group) => group,
-            Err(error) => {
-                total.errors.push(format!("{identifier}: {error}"));
-                continue;
-            }
-        };
-        for owner in group.by_owner.keys() {
-            let repo = RepoId::new(*owner, identifier.clone());
-            if !app.git().has_refs(&repo).await.unwrap_or(false) {
-                continue;
-            }
-            let result = process_newly_available_git_data(app, &repo, &HashSet::new()).await;
-            app.publish_processed("reconcile", &repo, &result);
-            total.absorb(result);
+        total.absorb(process_data_on_disk(app, &identifier, "reconcile").await);
+    }
+    total
+}
+
+/// Runs the unified procedure (with the lag repair of a sync) on every repository of
+/// `identifier` that holds refs, against the data already there, and tells watchers (`source`).
+pub async fn process_data_on_disk(app: &App, identifier: &Identifier, source: &'static str) -> ProcessResult {
+    let mut total = ProcessResult::default();
+    let group = match app.repo_group(identifier).await {
+        Ok(group) => group,
+        Err(error) => {
+            total.errors.push(format!("{identifier}: {error}"));
+            return total;
         }
+    };
+    for owner in group.by_owner.keys() {
+        let repo = RepoId::new(*owner, identifier.clone());
+        if !app.git().has_refs(&repo).await.unwrap_or(false) {
+            continue;
+        }
+        let result = process_fetched_git_data(app, &repo, &HashSet::new()).await;
+        app.publish_processed(source, &repo, &result);
+        total.absorb(result);
     }
     total
 }

@@ -69,6 +69,12 @@ pub async fn process_push(
     process::record_placeholders(app, repo, &pushed_refs(updates)).await;
     let result = process::process_newly_available_git_data(app, repo, &new_oids(updates)).await;
     app.publish_processed(source, repo, &result);
+    if !result.errors.is_empty() {
+        // The data is here but a release failed (a lock, the store): the git-data sync retries
+        // the procedure on it, with backoff, instead of leaving the events in purgatory.
+        app.sync_queue()
+            .enqueue(repo.identifier.clone(), app.config().sync.immediate_delay);
+    }
     result
 }
 
@@ -151,6 +157,9 @@ impl HookService for Hooks {
         });
         if allowed {
             tracing::info!(repo = %repo, refs = updates.len(), "push allowed");
+            // receive-pack locks these refs next; a lock a killed push left would fail it.
+            let names = updates.iter().map(|u| u.name.clone()).collect();
+            self.app.git().clear_stale_ref_locks(&repo, names).await;
         } else {
             tracing::info!(repo = %repo, refused = verdicts.iter().filter(|v| !v.allowed).count(), "push refused");
         }

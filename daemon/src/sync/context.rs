@@ -268,6 +268,10 @@ impl SyncContext for RealSyncContext {
         result
     }
 
+    async fn process_data_on_disk(&self, identifier: &Identifier) -> ProcessResult {
+        crate::process::process_data_on_disk(&self.app, identifier, "sync").await
+    }
+
     fn has_pending_events(&self, identifier: &Identifier) -> bool {
         self.app
             .purgatory()

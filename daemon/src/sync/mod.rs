@@ -159,6 +159,11 @@ pub trait SyncContext: Send + Sync + 'static {
         new_oids: &HashSet<Oid>,
     ) -> impl Future<Output = ProcessResult> + Send;
 
+    /// Runs the unified procedure on what `identifier`'s repositories already hold, for events
+    /// that still wait although nothing is missing: a release that failed (a ref lock left by a
+    /// killed push, a store error) is retried this way.
+    fn process_data_on_disk(&self, identifier: &Identifier) -> impl Future<Output = ProcessResult> + Send;
+
     /// Whether any state or pull request of `identifier` still waits in purgatory.
     fn has_pending_events(&self, identifier: &Identifier) -> bool;
 
@@ -473,6 +478,19 @@ pub async fn sync_identifier<C: SyncContext>(syncer: &Syncer<C>, identifier: &Id
         match ctx.needed(identifier).await {
             Ok(None) => {
                 report.satisfied = true;
+                if report.tried.is_empty() && ctx.has_pending_events(identifier) {
+                    // Nothing to fetch, yet events wait: their release failed before (or their
+                    // data came by a way that ran no procedure). Retry it on the data here; an
+                    // error keeps the identifier queued, with backoff.
+                    let result = ctx.process_data_on_disk(identifier).await;
+                    for line in result.summary() {
+                        tracing::info!(identifier = %identifier, "sync, data already here: {line}");
+                    }
+                    if !result.errors.is_empty() {
+                        report.satisfied = false;
+                        report.failures += 1;
+                    }
+                }
                 return report;
             }
             Ok(Some(_)) => {}

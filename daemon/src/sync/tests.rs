@@ -71,6 +71,11 @@ struct MockState {
     fetches: Vec<FetchRecord>,
     /// `(identifier, objects)` of every run of the unified procedure.
     processed: Vec<(Identifier, HashSet<Oid>)>,
+    /// Identifiers whose events wait with their data here; the number is how many more runs of
+    /// the procedure on that data fail before one releases them.
+    stuck: HashMap<Identifier, u32>,
+    /// Runs of the procedure on data already here, per identifier.
+    runs_on_disk: HashMap<Identifier, u32>,
     in_flight: HashMap<String, usize>,
     peak_in_flight: HashMap<String, usize>,
 }
@@ -224,11 +229,29 @@ impl SyncContext for MockSyncContext {
         ProcessResult::default()
     }
 
+    async fn process_data_on_disk(&self, identifier: &Identifier) -> ProcessResult {
+        let mut state = self.state();
+        *state.runs_on_disk.entry(identifier.clone()).or_default() += 1;
+        let mut result = ProcessResult::default();
+        match state.stuck.get_mut(identifier) {
+            Some(0) => {
+                state.stuck.remove(identifier);
+                result.states_released = 1;
+            }
+            Some(failures_left) => {
+                *failures_left -= 1;
+                result.errors.push("ref lock held".into());
+            }
+            None => {}
+        }
+        drop(state);
+        self.touch();
+        result
+    }
+
     fn has_pending_events(&self, identifier: &Identifier) -> bool {
-        self.state()
-            .missing
-            .get(identifier)
-            .is_some_and(|m| !m.is_empty())
+        let state = self.state();
+        state.stuck.contains_key(identifier) || state.missing.get(identifier).is_some_and(|m| !m.is_empty())
     }
 
     fn our_domain(&self) -> &Domain {
@@ -780,6 +803,41 @@ async fn an_entry_with_nothing_missing_is_dropped_without_fetching() {
         .until("the entry is dropped", |_| syncer.queue().is_empty())
         .await;
     assert!(syncer.context().state().fetches.is_empty());
+}
+
+/// The orphaned-release finding of the kill soak: a push landed, its release failed (a lock the
+/// killed push left), and nothing is missing. The sync retries the procedure on the data already
+/// here, with backoff, until it succeeds, and fetches nothing.
+#[tokio::test(start_paused = true)]
+async fn events_waiting_on_data_already_here_are_retried_until_released() {
+    let ctx = MockSyncContext::new();
+    let repo = ident("repo");
+    ctx.repo(&repo, &["https://a.example/repo.git"], &[]);
+    ctx.state().stuck.insert(repo.clone(), 2);
+    let syncer = syncer(ctx, &settings());
+    let t0 = Instant::now();
+    syncer.queue().enqueue(repo.clone(), Duration::ZERO);
+    let _stop = start_loop(&syncer);
+    syncer
+        .context()
+        .until("released", |s| !s.stuck.contains_key(&repo))
+        .await;
+    syncer
+        .context()
+        .until("the entry is dropped", |_| syncer.queue().is_empty())
+        .await;
+    let state = syncer.context().state();
+    assert_eq!(
+        state.runs_on_disk.get(&repo),
+        Some(&3),
+        "two failures, then the release"
+    );
+    assert!(state.fetches.is_empty(), "nothing was missing: nothing fetched");
+    assert_eq!(
+        (Instant::now() - t0).as_secs(),
+        60,
+        "retried after 20 s, then 40 s"
+    );
 }
 
 #[tokio::test(start_paused = true)]
