@@ -5,6 +5,8 @@
 include!("../hook/fast/compile.rs");
 
 fn main() {
+    // sqlx::migrate! reads these at compile time.
+    println!("cargo:rerun-if-changed=migrations");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hook/fast");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     if compile_fast_hook(&dir).is_none() {

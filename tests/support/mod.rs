@@ -677,6 +677,9 @@ where
 
 /// nginx + fcgiwrap in front of graspd (tests/nginx.rs, benches/nginx.rs).
 pub mod nginx;
+/// A fresh PostgreSQL database per test (the file the daemon's unit tests use too).
+#[path = "../../daemon/src/testing/postgres.rs"]
+pub mod postgres;
 pub mod relays;
 pub mod sync_bench;
 

@@ -43,6 +43,10 @@ pub struct NginxSite {
     /// environment.
     pub hook_socket: PathBuf,
     pub spool_dir: PathBuf,
+    /// This node's hooks directory, given to git as command-line `core.hooksPath`: it wins over
+    /// the repository's own, so a repository another node created (shared storage) runs this
+    /// node's hooks.
+    pub hooks_dir: PathBuf,
     /// `--max-push-bytes`: git's `receive.maxInputSize` (0: none).
     pub max_push_bytes: u64,
 }
@@ -96,6 +100,7 @@ impl NginxSite {
             fcgiwrap_socket: absolute(&args.fcgiwrap_socket),
             hook_socket: config.hooks.socket.clone(),
             spool_dir: config.hooks.spool_dir.clone(),
+            hooks_dir: absolute(&config.hooks.hooks_dir),
             max_push_bytes: config.abuse.max_push_bytes,
         };
         site.check()?;
@@ -198,14 +203,15 @@ pub fn nginx_config(site: &NginxSite) -> String {
     let hook_socket = path_text(&site.hook_socket);
     let spool_dir = path_text(&site.spool_dir);
     let (socket_env, spool_env) = (graspd::http::SOCKET_ENV, graspd::http::SPOOL_ENV);
+    let hooks_dir = path_text(&site.hooks_dir);
     let (config_count, push_limit) = match site.max_push_bytes {
-        0 => (2, String::new()),
+        0 => (3, String::new()),
         bytes => (
-            3,
+            4,
             format!(
                 "\n        # --max-push-bytes: git refuses a larger pack while receiving it.\n        \
-                 fastcgi_param GIT_CONFIG_KEY_2 receive.maxInputSize;\n        \
-                 fastcgi_param GIT_CONFIG_VALUE_2 {bytes};"
+                 fastcgi_param GIT_CONFIG_KEY_3 receive.maxInputSize;\n        \
+                 fastcgi_param GIT_CONFIG_VALUE_3 {bytes};"
             ),
         ),
     };
@@ -262,7 +268,11 @@ server {{
         fastcgi_param GIT_CONFIG_KEY_0 safe.directory;
         fastcgi_param GIT_CONFIG_VALUE_0 "*";
         fastcgi_param GIT_CONFIG_KEY_1 core.sharedRepository;
-        fastcgi_param GIT_CONFIG_VALUE_1 group;{push_limit}
+        fastcgi_param GIT_CONFIG_VALUE_1 group;
+        # This node's hooks, whichever node created the repository (several nodes may share the
+        # git root); the same as each repository's core.hooksPath on a single node.
+        fastcgi_param GIT_CONFIG_KEY_2 core.hooksPath;
+        fastcgi_param GIT_CONFIG_VALUE_2 "{hooks_dir}";{push_limit}
         fastcgi_param PATH_INFO $uri;
         fastcgi_param QUERY_STRING $query_string;
         fastcgi_param REQUEST_METHOD $request_method;
@@ -462,13 +472,14 @@ mod tests {
     #[test]
     fn the_push_limit_reaches_git_as_receive_max_input_size() {
         let text = nginx_config(&example());
-        assert!(text.contains("fastcgi_param GIT_CONFIG_COUNT 3;"), "{text}");
-        assert!(text.contains("fastcgi_param GIT_CONFIG_KEY_2 receive.maxInputSize;"));
-        assert!(text.contains("fastcgi_param GIT_CONFIG_VALUE_2 4294967296;"));
+        assert!(text.contains("fastcgi_param GIT_CONFIG_COUNT 4;"), "{text}");
+        assert!(text.contains("fastcgi_param GIT_CONFIG_KEY_2 core.hooksPath;"));
+        assert!(text.contains("fastcgi_param GIT_CONFIG_KEY_3 receive.maxInputSize;"));
+        assert!(text.contains("fastcgi_param GIT_CONFIG_VALUE_3 4294967296;"));
         let mut unlimited = example();
         unlimited.max_push_bytes = 0;
         let text = nginx_config(&unlimited);
-        assert!(text.contains("fastcgi_param GIT_CONFIG_COUNT 2;") && !text.contains("maxInputSize"));
+        assert!(text.contains("fastcgi_param GIT_CONFIG_COUNT 3;") && !text.contains("maxInputSize"));
     }
 
     #[test]

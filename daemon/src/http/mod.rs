@@ -91,8 +91,20 @@ impl Front {
                 ..git.clone()
             })
         });
-        let prs_git = std::sync::Arc::new(with_push_limit(git.clone(), limits.max_pr_push_bytes));
-        let git = std::sync::Arc::new(with_push_limit(git, limits.max_push_bytes));
+        // This node's hooks, whichever node created the repository (several nodes may share
+        // the git root): command-line configuration wins over the repository's own.
+        let hooks_path = ("core.hooksPath", hooks.hooks_dir.display().to_string());
+        let with_limit = |bytes: u64| {
+            let limit = ("receive.maxInputSize", bytes.to_string());
+            let config = if bytes > 0 {
+                vec![hooks_path.clone(), limit]
+            } else {
+                vec![hooks_path.clone()]
+            };
+            std::sync::Arc::new(with_git_config(git.clone(), &config))
+        };
+        let prs_git = with_limit(limits.max_pr_push_bytes);
+        let git = with_limit(limits.max_push_bytes);
         Self {
             app,
             relay,
@@ -103,15 +115,21 @@ impl Front {
     }
 }
 
-/// Git's `receive.maxInputSize` for the pushes `backend` receives (none when `bytes` is 0), as
-/// command-line configuration in its environment: git refuses a larger pack while receiving it
-/// ("pack exceeds maximum allowed size") and keeps nothing of it.
-pub fn with_push_limit(mut backend: cgi::GitBackend, bytes: u64) -> cgi::GitBackend {
-    if bytes > 0 {
+/// `config` given to git as command-line configuration (`GIT_CONFIG_COUNT`, `GIT_CONFIG_KEY_<n>`,
+/// `GIT_CONFIG_VALUE_<n>` in `backend`'s environment), which wins over the repository's: e.g.
+/// `receive.maxInputSize`, so git refuses a larger pack while receiving it ("pack exceeds maximum
+/// allowed size") and keeps nothing of it.
+pub fn with_git_config(mut backend: cgi::GitBackend, config: &[(&str, String)]) -> cgi::GitBackend {
+    if config.is_empty() {
+        return backend;
+    }
+    backend
+        .extra_env
+        .push(("GIT_CONFIG_COUNT".to_owned(), config.len().to_string()));
+    for (n, (key, value)) in config.iter().enumerate() {
         backend.extra_env.extend([
-            ("GIT_CONFIG_COUNT".to_owned(), "1".to_owned()),
-            ("GIT_CONFIG_KEY_0".to_owned(), "receive.maxInputSize".to_owned()),
-            ("GIT_CONFIG_VALUE_0".to_owned(), bytes.to_string()),
+            (format!("GIT_CONFIG_KEY_{n}"), (*key).to_owned()),
+            (format!("GIT_CONFIG_VALUE_{n}"), value.clone()),
         ]);
     }
     backend

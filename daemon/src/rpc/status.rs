@@ -176,7 +176,7 @@ impl StatusService for StatusApi {
             uptime_seconds: m.started.elapsed().as_secs(),
             domain: app.config().domain.to_string(),
             listen: self.listen.clone(),
-            database: "sqlite".to_owned(),
+            database: app.store().backend().name().to_owned(),
             git_root: app.config().git_root.display().to_string(),
             repositories: snapshot.repositories,
             stored_events: stored

@@ -6,23 +6,64 @@
 //! scan of one tag value walks the newest matches first and stops at `limit`, joining each to its
 //! event for the other conditions. Several values are one such scan each, merged. Other
 //! filters, and counts, are driven by the events table's indexes, which end in the same order.
+//!
+//! The same SQL serves SQLite and PostgreSQL ([`Dialect`] holds the two differences: SQLite's
+//! `CROSS JOIN` planner hint, and how a plan is asked for).
 
 use nostr::{Filter, SingleLetterTag};
 use sqlx::query::Query;
-use sqlx::sqlite::SqliteArguments;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Database, Encode, QueryBuilder, Type};
 use std::collections::BTreeSet;
+
+/// A database the filters are written for (each function also asks that it encode text and
+/// 64-bit integers).
+pub(super) trait FilterDatabase: Database {
+    const DIALECT: Dialect;
+}
+
+impl FilterDatabase for sqlx::Sqlite {
+    const DIALECT: Dialect = Dialect::Sqlite;
+}
+
+impl FilterDatabase for sqlx::Postgres {
+    const DIALECT: Dialect = Dialect::Postgres;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The join of a tag row to its event. SQLite's `CROSS JOIN` keeps the tag index as the outer
+    /// loop; PostgreSQL has no such hint (and no `ON` for `CROSS JOIN`), and its planner picks
+    /// the same plan from the statistics.
+    fn tag_join(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "event_tags t CROSS JOIN events e ON e.id = t.event_id",
+            Dialect::Postgres => "event_tags t JOIN events e ON e.id = t.event_id",
+        }
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
+            Dialect::Postgres => "EXPLAIN ",
+        }
+    }
+}
 
 /// A filter's query, and whether its prepared statement is worth keeping in the connection's
 /// cache: one that merges many per-value scans is large (its program grows with every value) and
 /// its shape varies with the number of values, so it is prepared for each use instead.
-pub(super) struct Sql {
-    builder: QueryBuilder<Sqlite>,
+pub(super) struct Sql<DB: Database> {
+    builder: QueryBuilder<DB>,
     cached: bool,
 }
 
-impl Sql {
-    pub(super) fn build(&mut self) -> Query<'_, Sqlite, SqliteArguments> {
+impl<DB: Database + sqlx::database::HasStatementCache> Sql<DB> {
+    pub(super) fn build(&mut self) -> Query<'_, DB, <DB as Database>::Arguments> {
         let cached = self.cached;
         self.builder.build().persistent(cached)
     }
@@ -57,16 +98,28 @@ const MAX_DRIVING_VALUES: usize = 100;
 /// Builds the query for `filter`, or `None` when the filter can match nothing here (an empty
 /// `ids`/`authors`/`kinds`/tag list, `limit: 0`, or a NIP-50 search, which this relay does not
 /// support).
-pub(super) fn select(filter: &Filter, what: Select) -> Option<Sql> {
+pub(super) fn select<DB: FilterDatabase>(filter: &Filter, what: Select) -> Option<Sql<DB>>
+where
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
     build(filter, what, "")
 }
 
-/// SQLite's plan for `filter`'s query (`EXPLAIN QUERY PLAN`).
-pub(super) fn explain(filter: &Filter) -> Option<Sql> {
-    build(filter, Select::Json, "EXPLAIN QUERY PLAN ")
+/// The database's plan for `filter`'s query (`EXPLAIN QUERY PLAN`, `EXPLAIN`).
+pub(super) fn explain<DB: FilterDatabase>(filter: &Filter) -> Option<Sql<DB>>
+where
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    build(filter, Select::Json, DB::DIALECT.explain())
 }
 
-fn build(filter: &Filter, what: Select, prefix: &str) -> Option<Sql> {
+fn build<DB: FilterDatabase>(filter: &Filter, what: Select, prefix: &str) -> Option<Sql<DB>>
+where
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
     if filter.search.is_some()
         || filter.limit == Some(0)
         || filter.ids.as_ref().is_some_and(|ids| ids.is_empty())
@@ -94,8 +147,12 @@ fn build(filter: &Filter, what: Select, prefix: &str) -> Option<Sql> {
 }
 
 /// Driven by the events table: its conditions, then each tag's matching ids.
-fn by_event(filter: &Filter, what: Select, prefix: &str) -> QueryBuilder<Sqlite> {
-    let mut q = QueryBuilder::<Sqlite>::new(format!(
+fn by_event<DB: FilterDatabase>(filter: &Filter, what: Select, prefix: &str) -> QueryBuilder<DB>
+where
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(format!(
         "{prefix}SELECT {} FROM events e WHERE 1 = 1",
         what.columns()
     ));
@@ -116,21 +173,25 @@ fn by_event(filter: &Filter, what: Select, prefix: &str) -> QueryBuilder<Sqlite>
 }
 
 /// Driven by the index of `tag`: one ordered scan per value, each stopping at `limit`.
-fn by_tag(
+fn by_tag<DB: FilterDatabase>(
     filter: &Filter,
     what: Select,
     tag: SingleLetterTag,
     values: &BTreeSet<String>,
     prefix: &str,
-) -> QueryBuilder<Sqlite> {
+) -> QueryBuilder<DB>
+where
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
     if let [value] = values.iter().collect::<Vec<_>>().as_slice() {
-        let mut q = QueryBuilder::<Sqlite>::new(format!("{prefix}SELECT {} FROM ", what.columns()));
+        let mut q = QueryBuilder::<DB>::new(format!("{prefix}SELECT {} FROM ", what.columns()));
         push_tag_scan(&mut q, filter, tag, value);
         return q;
     }
     // Each value's newest matches (an event tagging two of them is found twice and kept once),
     // then the newest of all of those.
-    let mut q = QueryBuilder::<Sqlite>::new(format!(
+    let mut q = QueryBuilder::<DB>::new(format!(
         "{prefix}SELECT {} FROM events e WHERE e.id IN (",
         what.columns()
     ));
@@ -140,7 +201,7 @@ fn by_tag(
         }
         q.push("SELECT id FROM (SELECT t.event_id AS id FROM ");
         push_tag_scan(&mut q, filter, tag, value);
-        q.push(")");
+        q.push(format!(") AS v{i}"));
     }
     q.push(") ORDER BY e.created_at DESC, e.id ASC");
     push_limit(&mut q, filter);
@@ -149,8 +210,17 @@ fn by_tag(
 
 /// `event_tags t CROSS JOIN events e ... ORDER BY ... LIMIT`: the matches of one tag value,
 /// newest first. `CROSS JOIN` keeps the tag index as the outer loop, in SQLite's planner.
-fn push_tag_scan(q: &mut QueryBuilder<Sqlite>, filter: &Filter, tag: SingleLetterTag, value: &str) {
-    q.push("event_tags t CROSS JOIN events e ON e.id = t.event_id WHERE t.name = ")
+fn push_tag_scan<DB: FilterDatabase>(
+    q: &mut QueryBuilder<DB>,
+    filter: &Filter,
+    tag: SingleLetterTag,
+    value: &str,
+) where
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    q.push(DB::DIALECT.tag_join())
+        .push(" WHERE t.name = ")
         .push_bind(tag.as_char().to_string())
         .push(" AND t.value = ")
         .push_bind(value.to_owned());
@@ -169,7 +239,11 @@ fn push_tag_scan(q: &mut QueryBuilder<Sqlite>, filter: &Filter, tag: SingleLette
 }
 
 /// The conditions on the event itself: ids, authors, kinds.
-fn push_event_conditions(q: &mut QueryBuilder<Sqlite>, filter: &Filter) {
+fn push_event_conditions<DB: FilterDatabase>(q: &mut QueryBuilder<DB>, filter: &Filter)
+where
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
     if let Some(ids) = &filter.ids {
         push_in(q, "e.id", ids.iter().map(|id| id.to_hex()));
     }
@@ -187,7 +261,11 @@ fn push_event_conditions(q: &mut QueryBuilder<Sqlite>, filter: &Filter) {
 }
 
 /// `since` and `until` on `column` (both inclusive).
-fn push_window(q: &mut QueryBuilder<Sqlite>, filter: &Filter, column: &str) {
+fn push_window<DB: FilterDatabase>(q: &mut QueryBuilder<DB>, filter: &Filter, column: &str)
+where
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
     if let Some(since) = filter.since {
         q.push(format!(" AND {column} >= "))
             .push_bind(i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
@@ -198,20 +276,32 @@ fn push_window(q: &mut QueryBuilder<Sqlite>, filter: &Filter, column: &str) {
     }
 }
 
-fn push_limit(q: &mut QueryBuilder<Sqlite>, filter: &Filter) {
+fn push_limit<DB: FilterDatabase>(q: &mut QueryBuilder<DB>, filter: &Filter)
+where
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
     if let Some(limit) = filter.limit {
         q.push(" LIMIT ")
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 }
 
-fn push_in(q: &mut QueryBuilder<Sqlite>, column: &str, values: impl Iterator<Item = String>) {
+fn push_in<DB: FilterDatabase>(q: &mut QueryBuilder<DB>, column: &str, values: impl Iterator<Item = String>)
+where
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
     q.push(format!(" AND {column} IN "));
     push_list(q, values);
 }
 
 /// `(?, ?, ...)` with `values` bound.
-fn push_list(q: &mut QueryBuilder<Sqlite>, values: impl Iterator<Item = String>) {
+fn push_list<DB: FilterDatabase>(q: &mut QueryBuilder<DB>, values: impl Iterator<Item = String>)
+where
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
     q.push("(");
     let mut list = q.separated(", ");
     for value in values {

@@ -6,15 +6,31 @@
 //! transaction (group commit): under load, one fsync covers many events, and replaceable/deletion
 //! rules are applied in a single, serial order.
 //!
-//! Only SQLite is wired up today. The schema in `daemon/migrations/` keeps to types and
-//! constraints PostgreSQL shares; the queries still use SQLite's `?` placeholders, `BEGIN
-//! IMMEDIATE` and `MAX(a, b)`, which a PostgreSQL backend would replace (`$n`, plain `BEGIN`,
-//! `GREATEST`).
+//! Two backends behind the one handle, chosen by the URL: SQLite (`sqlite://PATH`, the embedded
+//! default) and PostgreSQL (`postgres://...`). Reads are the same SQL on both (`$n` parameters,
+//! which sqlx's SQLite driver also takes), run on the backend's pool by `on_pool!`. Each
+//! backend has its own writer with the same requests and group commit: a thread on a rusqlite
+//! connection for SQLite (`writer`), a task on one pooled connection for PostgreSQL
+//! (`pg_writer`). Migrations are per backend (`daemon/migrations/sqlite`, `.../postgres`) and
+//! run at open.
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever backend it is: the body is
+/// compiled once per backend, so the SQL in it must suit both.
+macro_rules! on_pool {
+    ($store_pool:expr, $pool:ident => $body:expr) => {
+        match $store_pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
 
 mod checkpoint;
+pub mod cluster;
 mod filter;
 mod memo;
 mod nostr_db;
+mod pg_writer;
 mod writer;
 
 use std::str::FromStr;
@@ -23,10 +39,11 @@ use std::time::Duration;
 
 use nostr::{Event, EventId, Filter, Kind, PublicKey, Timestamp};
 use nostr_database::SaveEventStatus;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Database, PgConnection, Postgres, Row, Sqlite, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 pub use nostr_db::SqlDatabase;
@@ -38,7 +55,7 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL '{0}': use sqlite://PATH (PostgreSQL support is planned)")]
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://USER@HOST/DATABASE")]
     UnsupportedUrl(String),
     #[error("stored event {id} does not parse: {reason}")]
     Corrupt { id: String, reason: String },
@@ -52,13 +69,142 @@ pub enum StoreError {
     NotDurable(String),
 }
 
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names, if graspd has it.
+    pub fn of(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgresql",
+        }
+    }
+}
+
+/// The backend's connection pool.
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A pool that opens write transactions: SQLite's take the write lock up front.
+trait BeginWrite {
+    type Db: Database;
+    async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = Sqlite;
+    /// `BEGIN IMMEDIATE`, taking the write lock up front (waiting out the busy timeout if
+    /// needed). A deferred transaction that reads and then writes fails with SQLITE_BUSY at
+    /// once, busy timeout or not, when another connection committed in between, and the writer
+    /// thread and the purgatory writes do commit side by side.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = Postgres;
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
 /// Handle to the database. Cloning is shallow.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
     writer: mpsc::Sender<writer::Request>,
     tombstones: Arc<writer::Tombstones>,
     memo: Arc<memo::Memo>,
+    /// PostgreSQL only: this node among the others on the same database.
+    cluster: Option<Arc<cluster::Cluster>>,
+}
+
+/// One node sharing the database, as it last reported itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    pub id: String,
+    pub address: String,
+    pub started_at_ms: i64,
+    pub seen_at_ms: i64,
+}
+
+/// Advisory lock classes (the two-key form, apart from the writers' single-key lock).
+const IDENTIFIER_LOCKS: i32 = 0x6772_0001;
+const SYNC_CLAIMS: i32 = 0x6772_0002;
+
+/// An identifier's key in a lock class: FNV-1a, the same on every node (two identifiers that
+/// share one only wait for each other).
+fn lock_key(identifier: &str) -> i32 {
+    let hash = identifier.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    // The low 32 bits, as PostgreSQL's int4.
+    hash as u32 as i32
+}
+
+/// A fresh id for this process among the nodes of a database.
+fn new_node_id() -> String {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    let random = std::collections::hash_map::RandomState::new().hash_one((std::process::id(), nanos));
+    format!("{random:016x}")
+}
+
+/// A cluster-wide advisory lock, held on its own pooled connection until dropped. If this
+/// process dies, PostgreSQL releases it with the connection.
+#[derive(Debug)]
+pub struct ClusterLock {
+    conn: Option<sqlx::pool::PoolConnection<Postgres>>,
+    class: i32,
+    key: i32,
+}
+
+impl Drop for ClusterLock {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let (class, key) = (self.class, self.key);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+                        .bind(class)
+                        .bind(key)
+                        .execute(&mut *conn)
+                        .await;
+                    if let Err(error) = unlocked {
+                        // A connection that may still hold the lock must not go back to the pool.
+                        tracing::warn!(%error, "cannot release a cluster lock; closing its connection");
+                        conn.close_on_drop();
+                    }
+                });
+            }
+            // Closing the connection releases the lock.
+            Err(_) => conn.close_on_drop(),
+        }
+    }
 }
 
 /// A placeholder row as stored (see migration 0002).
@@ -86,9 +232,14 @@ pub struct PurgatoryRow {
 impl Store {
     /// Opens (creating if needed) the database at `url` and runs pending migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        if !url.starts_with("sqlite:") {
-            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        match Backend::of(url) {
+            Some(Backend::Sqlite) => Self::open_sqlite(url).await,
+            Some(Backend::Postgres) => Self::open_postgres(url).await,
+            None => Err(StoreError::UnsupportedUrl(url.to_owned())),
         }
+    }
+
+    async fn open_sqlite(url: &str) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -108,23 +259,185 @@ impl Store {
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        let tombstones = Arc::new(writer::Tombstones::load(&pool).await?);
-        let memo = Arc::new(load_memo(&pool).await?);
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let (tombstones, memo) = Self::summaries(&Pool::Sqlite(pool.clone())).await?;
         let writer = writer::spawn(
             options.get_filename(),
             writer::Shared {
                 tombstones: Arc::clone(&tombstones),
                 memo: Arc::clone(&memo),
-                checkpointer: checkpoint::Checkpointer::spawn(pool.clone()),
             },
+            checkpoint::Checkpointer::spawn(pool.clone()),
         )?;
         Ok(Self {
-            pool,
+            pool: Pool::Sqlite(pool),
             writer,
             tombstones,
             memo,
+            cluster: None,
         })
+    }
+
+    /// PostgreSQL: `synchronous_commit` stays the server's (on by default), so a commit the
+    /// writer answers is on the server's disk. Several graspd nodes may share the database:
+    /// migrations take sqlx's advisory lock, the writers serialize their transactions, and
+    /// `cluster` tells each node what the others wrote.
+    async fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?.application_name("graspd");
+        // Reads, purgatory writes, the writer's transactions, and one connection for each
+        // identifier whose cluster-wide lock this node holds.
+        let pool = PgPoolOptions::new()
+            .max_connections(32)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let (tombstones, memo) = Self::summaries(&Pool::Postgres(pool.clone())).await?;
+        let cluster = Arc::new(cluster::Cluster::new(new_node_id()));
+        cluster.saw(cluster::read_seq(&pool).await?, &memo);
+        let writer = pg_writer::spawn(
+            pool.clone(),
+            writer::Shared {
+                tombstones: Arc::clone(&tombstones),
+                memo: Arc::clone(&memo),
+            },
+            Arc::clone(&cluster),
+        );
+        cluster::spawn_listener(
+            pool.clone(),
+            Arc::clone(&cluster),
+            Arc::clone(&memo),
+            Arc::clone(&tombstones),
+        );
+        Ok(Self {
+            pool: Pool::Postgres(pool),
+            writer,
+            tombstones,
+            memo,
+            cluster: Some(cluster),
+        })
+    }
+
+    /// The in-memory summaries of the tables: tombstones and the id filters.
+    async fn summaries(pool: &Pool) -> Result<(Arc<writer::Tombstones>, Arc<memo::Memo>), StoreError> {
+        let tombstones = Arc::new(writer::Tombstones::load(pool).await?);
+        let memo = Arc::new(load_memo(pool).await?);
+        Ok((tombstones, memo))
+    }
+
+    /// This node's id among the nodes sharing the database (PostgreSQL only).
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster.as_deref().map(|cluster| cluster.node.as_str())
+    }
+
+    /// What the other nodes on the database change (PostgreSQL only; `None` on SQLite, where
+    /// this process is the only writer).
+    pub fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<cluster::Change>> {
+        self.cluster.as_deref().map(cluster::Cluster::subscribe)
+    }
+
+    /// Before a decision that reads cached state: if another node wrote events since this one
+    /// last looked, the address cache is dropped (PostgreSQL; nothing to do on SQLite).
+    pub async fn catch_up(&self) -> Result<(), StoreError> {
+        if let (Pool::Postgres(pool), Some(cluster)) = (&self.pool, &self.cluster) {
+            cluster.saw(cluster::read_seq(pool).await?, &self.memo);
+        }
+        Ok(())
+    }
+
+    /// Takes `identifier`'s lock across every node on the database, waiting for it (PostgreSQL;
+    /// `None` on SQLite, where the caller's in-process lock is enough). Held until dropped.
+    pub async fn lock_identifier(&self, identifier: &str) -> Result<Option<ClusterLock>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(None);
+        };
+        let mut conn = pool.acquire().await?;
+        let key = lock_key(identifier);
+        sqlx::query("SELECT pg_advisory_lock($1, $2)")
+            .bind(IDENTIFIER_LOCKS)
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+        Ok(Some(ClusterLock {
+            conn: Some(conn),
+            class: IDENTIFIER_LOCKS,
+            key,
+        }))
+    }
+
+    /// Tries to claim `identifier`'s git-data sync across the nodes (PostgreSQL): `Ok(None)` when
+    /// another node holds it. On SQLite always granted (`Some(None)`).
+    pub async fn claim_sync(&self, identifier: &str) -> Result<Option<Option<ClusterLock>>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(Some(None));
+        };
+        let mut conn = pool.acquire().await?;
+        let key = lock_key(identifier);
+        let taken: bool = sqlx::query("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(SYNC_CLAIMS)
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        Ok(taken.then_some(Some(ClusterLock {
+            conn: Some(conn),
+            class: SYNC_CLAIMS,
+            key,
+        })))
+    }
+
+    /// Records that this node is alive (PostgreSQL; nothing on SQLite).
+    pub async fn heartbeat(&self, address: &str, started_at_ms: i64, now_ms: i64) -> Result<(), StoreError> {
+        if let (Pool::Postgres(pool), Some(cluster)) = (&self.pool, &self.cluster) {
+            sqlx::query(
+                "INSERT INTO nodes (id, address, started_at_ms, seen_at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET seen_at_ms = excluded.seen_at_ms, address = excluded.address",
+            )
+            .bind(&cluster.node)
+            .bind(address)
+            .bind(started_at_ms)
+            .bind(now_ms)
+            .execute(pool)
+            .await?;
+            // Rows of nodes gone for a day are of no use to anyone.
+            sqlx::query("DELETE FROM nodes WHERE seen_at_ms < $1")
+                .bind(now_ms.saturating_sub(24 * 3600 * 1000))
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The nodes seen since `since_ms` (PostgreSQL; empty on SQLite), by id.
+    pub async fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeRow>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT id, address, started_at_ms, seen_at_ms FROM nodes WHERE seen_at_ms >= $1 ORDER BY id",
+        )
+        .bind(since_ms)
+        .fetch_all(pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(NodeRow {
+                    id: row.try_get(0)?,
+                    address: row.try_get(1)?,
+                    started_at_ms: row.try_get(2)?,
+                    seen_at_ms: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// Saves an event with NIP-01 replaceable/addressable and NIP-09 deletion semantics.
@@ -152,71 +465,90 @@ impl Store {
 
     /// Events matching a NIP-01 filter, newest first (ties: lowest id first), at most `limit`.
     pub async fn query(&self, filter: &Filter) -> Result<Vec<Event>, StoreError> {
-        let Some(mut query) = filter::select(filter, filter::Select::Json) else {
-            return Ok(Vec::new());
-        };
-        let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|row| parse_json_column(row, 0)).collect()
+        on_pool!(&self.pool, pool => {
+            let Some(mut query) = filter::select(filter, filter::Select::Json) else {
+                return Ok(Vec::new());
+            };
+            let rows = query.build().fetch_all(pool).await?;
+            rows.iter().map(|row| parse_json_column(row, 0)).collect()
+        })
     }
 
-    /// SQLite's query plan for `filter`, one step a line (for tests, benchmarks and the docs).
+    /// The database's query plan for `filter`, one step a line (for tests, benchmarks and the
+    /// docs).
     pub async fn query_plan(&self, filter: &Filter) -> Result<String, StoreError> {
-        let Some(mut query) = filter::explain(filter) else {
-            return Ok(String::new());
+        // SQLite's EXPLAIN QUERY PLAN gives the step in its fourth column, PostgreSQL's EXPLAIN
+        // a line of text a row.
+        let column = match self.backend() {
+            Backend::Sqlite => 3,
+            Backend::Postgres => 0,
         };
-        let rows = query.build().fetch_all(&self.pool).await?;
-        let steps: Vec<String> = rows
-            .iter()
-            .map(|row| row.try_get::<String, _>(3))
-            .collect::<Result<_, _>>()?;
-        Ok(steps.join("\n"))
+        on_pool!(&self.pool, pool => {
+            let Some(mut query) = filter::explain(filter) else {
+                return Ok(String::new());
+            };
+            let rows = query.build().fetch_all(pool).await?;
+            let steps: Vec<String> = rows
+                .iter()
+                .map(|row| row.try_get::<String, _>(column))
+                .collect::<Result<_, _>>()?;
+            Ok(steps.join("\n"))
+        })
     }
 
     /// Ids and times of the events matching `filter` (NIP-77 items; a have-list for the event
     /// sync), read from the index without loading any event.
     pub async fn negentropy_items(&self, filter: &Filter) -> Result<Vec<(EventId, Timestamp)>, StoreError> {
-        let Some(mut query) = filter::select(filter, filter::Select::IdTime) else {
-            return Ok(Vec::new());
-        };
-        let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get(0)?;
-                let created_at: i64 = row.try_get(1)?;
-                let id = EventId::from_hex(&id).map_err(|e| StoreError::Corrupt {
-                    reason: e.to_string(),
-                    id,
-                })?;
-                Ok((id, Timestamp::from_secs(u64::try_from(created_at).unwrap_or(0))))
-            })
-            .collect()
+        on_pool!(&self.pool, pool => {
+            let Some(mut query) = filter::select(filter, filter::Select::IdTime) else {
+                return Ok(Vec::new());
+            };
+            let rows = query.build().fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    let id: String = row.try_get(0)?;
+                    let created_at: i64 = row.try_get(1)?;
+                    let id = EventId::from_hex(&id).map_err(|e| StoreError::Corrupt {
+                        reason: e.to_string(),
+                        id,
+                    })?;
+                    Ok((id, Timestamp::from_secs(u64::try_from(created_at).unwrap_or(0))))
+                })
+                .collect()
+        })
     }
 
     pub async fn count(&self, filter: &Filter) -> Result<usize, StoreError> {
-        let Some(mut query) = filter::select(filter, filter::Select::Count) else {
-            return Ok(0);
-        };
-        let n: i64 = query.build().fetch_one(&self.pool).await?.try_get(0)?;
-        Ok(usize::try_from(n).unwrap_or(0))
+        on_pool!(&self.pool, pool => {
+            let Some(mut query) = filter::select(filter, filter::Select::Count) else {
+                return Ok(0);
+            };
+            let n: i64 = query.build().fetch_one(pool).await?.try_get(0)?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        })
     }
 
     pub async fn event_by_id(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
-        let row = sqlx::query("SELECT json FROM events WHERE id = ?")
-            .bind(id.to_hex())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| parse_json_column(&row, 0)).transpose()
+        on_pool!(&self.pool, pool => {
+            let row = sqlx::query("SELECT json FROM events WHERE id = $1")
+                .bind(id.to_hex())
+                .fetch_optional(pool)
+                .await?;
+            row.map(|row| parse_json_column(&row, 0)).transpose()
+        })
     }
 
     pub async fn contains(&self, id: &EventId) -> Result<bool, StoreError> {
         if !self.memo.might_be_stored(id) {
             return Ok(false);
         }
-        let row = sqlx::query("SELECT 1 FROM events WHERE id = ?")
-            .bind(id.to_hex())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
+        on_pool!(&self.pool, pool => {
+            let row = sqlx::query("SELECT 1 FROM events WHERE id = $1")
+                .bind(id.to_hex())
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.is_some())
+        })
     }
 
     /// Whether a stored event references `id` through an `e`, `E` or `q` tag ("tagged by").
@@ -224,11 +556,13 @@ impl Store {
         if !self.memo.might_be_referenced(id) {
             return Ok(false);
         }
-        let row = sqlx::query("SELECT 1 FROM event_tags WHERE name IN ('e', 'E', 'q') AND value = ? LIMIT 1")
-            .bind(id.to_hex())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
+        on_pool!(&self.pool, pool => {
+            let row = sqlx::query("SELECT 1 FROM event_tags WHERE name IN ('e', 'E', 'q') AND value = $1 LIMIT 1")
+                .bind(id.to_hex())
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.is_some())
+        })
     }
 
     /// Whether the author deleted this event (by id or by address) before it arrived.
@@ -241,27 +575,29 @@ impl Store {
         if !maybe_by_address && !self.tombstones.ids.contains(&event.id.to_hex()) {
             return Ok(false);
         }
-        let by_id = sqlx::query("SELECT 1 FROM deleted_events WHERE event_id = ? AND pubkey = ?")
-            .bind(event.id.to_hex())
+        on_pool!(&self.pool, pool => {
+            let by_id = sqlx::query("SELECT 1 FROM deleted_events WHERE event_id = $1 AND pubkey = $2")
+                .bind(event.id.to_hex())
+                .bind(event.pubkey.to_hex())
+                .fetch_optional(pool)
+                .await?;
+            if by_id.is_some() {
+                return Ok(true);
+            }
+            let Some(d_tag) = d_tag else {
+                return Ok(false);
+            };
+            let by_address = sqlx::query(
+                "SELECT 1 FROM deleted_addresses WHERE kind = $1 AND pubkey = $2 AND d_tag = $3 AND until >= $4",
+            )
+            .bind(i64::from(event.kind.as_u16()))
             .bind(event.pubkey.to_hex())
-            .fetch_optional(&self.pool)
+            .bind(d_tag)
+            .bind(timestamp_i64(event.created_at))
+            .fetch_optional(pool)
             .await?;
-        if by_id.is_some() {
-            return Ok(true);
-        }
-        let Some(d_tag) = d_tag else {
-            return Ok(false);
-        };
-        let by_address = sqlx::query(
-            "SELECT 1 FROM deleted_addresses WHERE kind = ? AND pubkey = ? AND d_tag = ? AND until >= ?",
-        )
-        .bind(i64::from(event.kind.as_u16()))
-        .bind(event.pubkey.to_hex())
-        .bind(d_tag)
-        .bind(timestamp_i64(event.created_at))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(by_address.is_some())
+            Ok(by_address.is_some())
+        })
     }
 
     /// The stored event at an address (`kind`, `pubkey`, `d`), if any.
@@ -276,13 +612,15 @@ impl Store {
             return Ok(cached);
         }
         let generation = self.memo.addresses.generation();
-        let row = sqlx::query("SELECT json FROM events WHERE kind = ? AND pubkey = ? AND d_tag = ?")
-            .bind(i64::from(kind.as_u16()))
-            .bind(pubkey.to_hex())
-            .bind(d_tag)
-            .fetch_optional(&self.pool)
-            .await?;
-        let event = row.map(|row| parse_json_column(&row, 0)).transpose()?;
+        let event = on_pool!(&self.pool, pool => {
+            let row = sqlx::query("SELECT json FROM events WHERE kind = $1 AND pubkey = $2 AND d_tag = $3")
+                .bind(i64::from(kind.as_u16()))
+                .bind(pubkey.to_hex())
+                .bind(d_tag)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|row| parse_json_column(&row, 0)).transpose()?
+        });
         self.memo.addresses.put(generation, address, event.clone());
         Ok(event)
     }
@@ -310,15 +648,16 @@ impl Store {
             return Ok(events);
         }
         let generation = self.memo.addresses.generation();
-        let rows = sqlx::query("SELECT json FROM events WHERE kind = ? AND d_tag = ?")
-            .bind(i64::from(kind.as_u16()))
-            .bind(identifier)
-            .fetch_all(&self.pool)
-            .await?;
-        let events = rows
-            .iter()
-            .map(|row| parse_json_column(row, 0))
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = on_pool!(&self.pool, pool => {
+            let rows = sqlx::query("SELECT json FROM events WHERE kind = $1 AND d_tag = $2")
+                .bind(i64::from(kind.as_u16()))
+                .bind(identifier)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| parse_json_column(row, 0))
+                .collect::<Result<Vec<_>, _>>()?
+        });
         self.memo
             .addresses
             .put_group(generation, kind.as_u16(), identifier, &events);
@@ -327,16 +666,18 @@ impl Store {
 
     /// Deletes matching events (operator action; not NIP-09).
     pub async fn delete(&self, filter: &Filter) -> Result<(), StoreError> {
-        let Some(mut select) = filter::select(filter, filter::Select::Id) else {
-            return Ok(());
-        };
-        let ids: Vec<String> = select
-            .build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()?;
+        let ids: Vec<String> = on_pool!(&self.pool, pool => {
+            let Some(mut select) = filter::select(filter, filter::Select::Id) else {
+                return Ok(());
+            };
+            select
+                .build()
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<_, _>>()?
+        });
         self.write(|reply| writer::Request::Delete { ids, reply }).await
     }
 
@@ -348,72 +689,83 @@ impl Store {
 
     /// Writes (or replaces) a purgatory row.
     pub async fn purgatory_put(&self, row: &PurgatoryRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO purgatory (event_id, kind, pubkey, identifier, json, received_at_ms, expires_at_ms, source)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (event_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
-        )
-        .bind(row.event.id.to_hex())
-        .bind(i64::from(row.event.kind.as_u16()))
-        .bind(row.event.pubkey.to_hex())
-        .bind(&row.identifier)
-        .bind(row.event.as_json())
-        .bind(row.received_at_ms)
-        .bind(row.expires_at_ms)
-        .bind(&row.source)
-        .execute(&self.pool)
-        .await?;
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                bind_purgatory_row!(sqlx::query(PURGATORY_UPSERT), row)
+                    .execute(pool)
+                    .await?;
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                bind_purgatory_row!(sqlx::query(PURGATORY_UPSERT), row)
+                    .execute(&mut *tx)
+                    .await?;
+                self.notify_identifier(&mut tx, &row.identifier).await?;
+                tx.commit().await?;
+            }
+        }
         Ok(())
     }
 
     /// Writes `row` and removes `replaced` in one transaction (a newer event takes an older
     /// one's place in purgatory).
     pub async fn purgatory_replace(&self, row: &PurgatoryRow, replaced: &EventId) -> Result<(), StoreError> {
-        let mut tx = begin_write(&self.pool).await?;
-        sqlx::query("DELETE FROM purgatory WHERE event_id = ?")
-            .bind(replaced.to_hex())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO purgatory (event_id, kind, pubkey, identifier, json, received_at_ms, expires_at_ms, source)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(row.event.id.to_hex())
-        .bind(i64::from(row.event.kind.as_u16()))
-        .bind(row.event.pubkey.to_hex())
-        .bind(&row.identifier)
-        .bind(row.event.as_json())
-        .bind(row.received_at_ms)
-        .bind(row.expires_at_ms)
-        .bind(&row.source)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        on_pool!(&self.pool, pool => {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query("DELETE FROM purgatory WHERE event_id = $1")
+                .bind(replaced.to_hex())
+                .execute(&mut *tx)
+                .await?;
+            bind_purgatory_row!(sqlx::query(PURGATORY_INSERT), row)
+                .execute(&mut *tx)
+                .await?;
+            (&mut *tx).notify_identifier(self, &row.identifier).await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     pub async fn purgatory_remove(&self, id: &EventId) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM purgatory WHERE event_id = ?")
-            .bind(id.to_hex())
-            .execute(&self.pool)
-            .await?;
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::query("DELETE FROM purgatory WHERE event_id = $1")
+                    .bind(id.to_hex())
+                    .execute(pool)
+                    .await?;
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("DELETE FROM purgatory WHERE event_id = $1")
+                    .bind(id.to_hex())
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(cluster) = &self.cluster {
+                    cluster::notify_forgotten(&mut tx, &cluster.node, id).await?;
+                }
+                tx.commit().await?;
+            }
+        }
         Ok(())
     }
 
     /// Records a pull request ref pushed before its event.
     pub async fn placeholder_put(&self, row: &PlaceholderRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO placeholders (event_id, area, owner, identifier, tip, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (event_id, area, owner, identifier) DO UPDATE SET tip = excluded.tip, expires_at_ms = excluded.expires_at_ms",
-        )
-        .bind(&row.event_id)
-        .bind(&row.area)
-        .bind(&row.owner)
-        .bind(&row.identifier)
-        .bind(&row.tip)
-        .bind(row.expires_at_ms)
-        .execute(&self.pool)
-        .await?;
+        const UPSERT: &str = "INSERT INTO placeholders (event_id, area, owner, identifier, tip, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (event_id, area, owner, identifier) DO UPDATE SET tip = excluded.tip, expires_at_ms = excluded.expires_at_ms";
+        on_pool!(&self.pool, pool => {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(UPSERT)
+                .bind(&row.event_id)
+                .bind(&row.area)
+                .bind(&row.owner)
+                .bind(&row.identifier)
+                .bind(&row.tip)
+                .bind(row.expires_at_ms)
+                .execute(&mut *tx)
+                .await?;
+            (&mut *tx).notify_identifier(self, &row.identifier).await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -424,55 +776,78 @@ impl Store {
         owner: &str,
         identifier: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "DELETE FROM placeholders WHERE event_id = ? AND area = ? AND owner = ? AND identifier = ?",
-        )
-        .bind(event_id)
-        .bind(area)
-        .bind(owner)
-        .bind(identifier)
-        .execute(&self.pool)
-        .await?;
+        on_pool!(&self.pool, pool => {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(
+                "DELETE FROM placeholders WHERE event_id = $1 AND area = $2 AND owner = $3 AND identifier = $4",
+            )
+            .bind(event_id)
+            .bind(area)
+            .bind(owner)
+            .bind(identifier)
+            .execute(&mut *tx)
+            .await?;
+            (&mut *tx).notify_identifier(self, identifier).await?;
+            tx.commit().await?;
+        });
         Ok(())
+    }
+
+    /// Within `tx`: tells the other nodes that `identifier`'s purgatory rows or placeholders
+    /// changed.
+    async fn notify_identifier(&self, tx: &mut PgConnection, identifier: &str) -> Result<(), StoreError> {
+        match &self.cluster {
+            Some(cluster) => cluster::notify_identifier(tx, &cluster.node, identifier).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The purgatory rows of one identifier (what another node may have changed).
+    pub async fn purgatory_rows_for(&self, identifier: &str) -> Result<Vec<PurgatoryRow>, StoreError> {
+        on_pool!(&self.pool, pool => {
+            let rows = sqlx::query(
+                "SELECT json, identifier, received_at_ms, expires_at_ms, source FROM purgatory WHERE identifier = $1",
+            )
+            .bind(identifier)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(purgatory_row).collect()
+        })
+    }
+
+    /// The placeholder rows of one identifier, in either area.
+    pub async fn placeholders_for(&self, identifier: &str) -> Result<Vec<PlaceholderRow>, StoreError> {
+        on_pool!(&self.pool, pool => {
+            let rows = sqlx::query(
+                "SELECT event_id, area, owner, identifier, tip, expires_at_ms FROM placeholders WHERE identifier = $1",
+            )
+            .bind(identifier)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(placeholder_row).collect()
+        })
     }
 
     /// Every placeholder row, for the reload at start.
     pub async fn placeholders_all(&self) -> Result<Vec<PlaceholderRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT event_id, area, owner, identifier, tip, expires_at_ms FROM placeholders")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PlaceholderRow {
-                    event_id: row.try_get(0)?,
-                    area: row.try_get(1)?,
-                    owner: row.try_get(2)?,
-                    identifier: row.try_get(3)?,
-                    tip: row.try_get(4)?,
-                    expires_at_ms: row.try_get(5)?,
-                })
-            })
-            .collect()
+        on_pool!(&self.pool, pool => {
+            let rows =
+                sqlx::query("SELECT event_id, area, owner, identifier, tip, expires_at_ms FROM placeholders")
+                    .fetch_all(pool)
+                    .await?;
+            rows.iter().map(placeholder_row).collect()
+        })
     }
 
     /// Every purgatory row, for the reload at start.
     pub async fn purgatory_all(&self) -> Result<Vec<PurgatoryRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT json, identifier, received_at_ms, expires_at_ms, source FROM purgatory")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PurgatoryRow {
-                    event: parse_json_column(row, 0)?,
-                    identifier: row.try_get(1)?,
-                    received_at_ms: row.try_get(2)?,
-                    expires_at_ms: row.try_get(3)?,
-                    source: row.try_get(4)?,
-                })
-            })
-            .collect()
+        on_pool!(&self.pool, pool => {
+            let rows =
+                sqlx::query("SELECT json, identifier, received_at_ms, expires_at_ms, source FROM purgatory")
+                    .fetch_all(pool)
+                    .await?;
+            rows.iter().map(purgatory_row).collect()
+        })
     }
 
     /// Stores a released event and removes it from purgatory in one transaction, so a crash
@@ -484,19 +859,21 @@ impl Store {
 
     /// Stored events per kind, for status.
     pub async fn counts_by_kind(&self) -> Result<Vec<(u16, u64)>, StoreError> {
-        let rows = sqlx::query("SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let kind: i64 = row.try_get(0)?;
-                let count: i64 = row.try_get(1)?;
-                Ok((
-                    u16::try_from(kind).unwrap_or(u16::MAX),
-                    u64::try_from(count).unwrap_or(0),
-                ))
-            })
-            .collect()
+        on_pool!(&self.pool, pool => {
+            let rows = sqlx::query("SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind")
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    let kind: i64 = row.try_get(0)?;
+                    let count: i64 = row.try_get(1)?;
+                    Ok((
+                        u16::try_from(kind).unwrap_or(u16::MAX),
+                        u64::try_from(count).unwrap_or(0),
+                    ))
+                })
+                .collect()
+        })
     }
 
     /// [`release`](Self::release) for several events in one transaction.
@@ -515,18 +892,49 @@ impl Store {
 
     /// Whether the database answers a query (readiness probes).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        on_pool!(&self.pool, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
         Ok(())
     }
 
     /// Counts of stored events, for start-up logging and status.
     pub async fn event_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM events")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
+        on_pool!(&self.pool, pool => {
+            Ok(sqlx::query("SELECT COUNT(*) FROM events")
+                .fetch_one(pool)
+                .await?
+                .try_get(0)?)
+        })
     }
 }
+
+/// Binds a [`PurgatoryRow`] to `PURGATORY_INSERT` or `PURGATORY_UPSERT`.
+macro_rules! bind_purgatory_row {
+    ($query:expr, $row:expr) => {
+        $query
+            .bind($row.event.id.to_hex())
+            .bind(i64::from($row.event.kind.as_u16()))
+            .bind($row.event.pubkey.to_hex())
+            .bind(&$row.identifier)
+            .bind($row.event.as_json())
+            .bind($row.received_at_ms)
+            .bind($row.expires_at_ms)
+            .bind(&$row.source)
+    };
+}
+use bind_purgatory_row;
+
+/// Inserts a purgatory row; fails if the event is already there.
+const PURGATORY_INSERT: &str =
+    "INSERT INTO purgatory (event_id, kind, pubkey, identifier, json, received_at_ms, expires_at_ms, source)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// Inserts a purgatory row, or only moves its expiry when the event is already there.
+const PURGATORY_UPSERT: &str =
+    "INSERT INTO purgatory (event_id, kind, pubkey, identifier, json, received_at_ms, expires_at_ms, source)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (event_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms";
 
 /// The `d` value that makes an event's address: `Some("")` for replaceable kinds, the `d` tag
 /// for addressable kinds, `None` for everything else.
@@ -541,44 +949,95 @@ pub fn address_d_tag(event: &Event) -> Option<String> {
 }
 
 /// Builds the in-memory summaries from the tables (one pass over the ids and the tag index).
-async fn load_memo(pool: &SqlitePool) -> Result<memo::Memo, StoreError> {
+async fn load_memo(pool: &Pool) -> Result<memo::Memo, StoreError> {
     use futures_util::TryStreamExt;
-    let count: i64 = sqlx::query("SELECT COUNT(*) FROM events")
-        .fetch_one(pool)
-        .await?
-        .try_get(0)?;
-    let memo = memo::Memo::with_capacity(usize::try_from(count).unwrap_or(0));
-    let mut ids = sqlx::query("SELECT id FROM events").fetch(pool);
-    while let Some(row) = ids.try_next().await? {
-        if let Some(id) = memo::hex32(row.try_get(0)?) {
-            memo.ids.insert(&id);
+    on_pool!(pool, pool => {
+        let count: i64 = sqlx::query("SELECT COUNT(*) FROM events")
+            .fetch_one(pool)
+            .await?
+            .try_get(0)?;
+        let memo = memo::Memo::with_capacity(usize::try_from(count).unwrap_or(0));
+        let mut ids = sqlx::query("SELECT id FROM events").fetch(pool);
+        while let Some(row) = ids.try_next().await? {
+            if let Some(id) = memo::hex32(row.try_get(0)?) {
+                memo.ids.insert(&id);
+            }
         }
-    }
-    drop(ids);
-    let mut values = sqlx::query("SELECT value FROM event_tags WHERE name IN ('e', 'E', 'q')").fetch(pool);
-    while let Some(row) = values.try_next().await? {
-        if let Some(id) = memo::hex32(row.try_get(0)?) {
-            memo.referenced.insert(&id);
+        drop(ids);
+        let mut values = sqlx::query("SELECT value FROM event_tags WHERE name IN ('e', 'E', 'q')").fetch(pool);
+        while let Some(row) = values.try_next().await? {
+            if let Some(id) = memo::hex32(row.try_get(0)?) {
+                memo.referenced.insert(&id);
+            }
         }
-    }
-    Ok(memo)
+        Ok(memo)
+    })
 }
 
-/// Starts a write transaction with `BEGIN IMMEDIATE`, taking the write lock up front (waiting
-/// out the busy timeout if needed). A deferred transaction that reads and then writes fails with
-/// SQLITE_BUSY at once, busy timeout or not, when another connection committed in between, and
-/// the writer thread and the purgatory writes do commit side by side.
-async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-    pool.begin_with("BEGIN IMMEDIATE").await
+/// Tells the other nodes about a purgatory or placeholder change inside the caller's transaction:
+/// on PostgreSQL; on SQLite there are no other nodes.
+trait NotifyWithin {
+    async fn notify_identifier(self, store: &Store, identifier: &str) -> Result<(), StoreError>;
+}
+
+impl NotifyWithin for &mut sqlx::SqliteConnection {
+    async fn notify_identifier(self, _store: &Store, _identifier: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl NotifyWithin for &mut PgConnection {
+    async fn notify_identifier(self, store: &Store, identifier: &str) -> Result<(), StoreError> {
+        store.notify_identifier(self, identifier).await
+    }
+}
+
+fn purgatory_row<R>(row: &R) -> Result<PurgatoryRow, StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(PurgatoryRow {
+        event: parse_json_column(row, 0)?,
+        identifier: row.try_get(1)?,
+        received_at_ms: row.try_get(2)?,
+        expires_at_ms: row.try_get(3)?,
+        source: row.try_get(4)?,
+    })
+}
+
+fn placeholder_row<R>(row: &R) -> Result<PlaceholderRow, StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(PlaceholderRow {
+        event_id: row.try_get(0)?,
+        area: row.try_get(1)?,
+        owner: row.try_get(2)?,
+        identifier: row.try_get(3)?,
+        tip: row.try_get(4)?,
+        expires_at_ms: row.try_get(5)?,
+    })
 }
 
 fn timestamp_i64(ts: Timestamp) -> i64 {
     i64::try_from(ts.as_secs()).unwrap_or(i64::MAX)
 }
 
-fn parse_json_column(row: &sqlx::sqlite::SqliteRow, index: usize) -> Result<Event, StoreError> {
-    let json: String = row.try_get(index)?;
-    Event::from_json(&json).map_err(|e| StoreError::Corrupt {
+fn parse_json_column<'r, R>(row: &'r R, index: usize) -> Result<Event, StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let json: &str = row.try_get(index)?;
+    Event::from_json(json).map_err(|e| StoreError::Corrupt {
         id: json.chars().skip(7).take(64).collect(),
         reason: e.to_string(),
     })

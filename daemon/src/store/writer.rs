@@ -35,14 +35,14 @@ use dashmap::DashSet;
 use nostr::{Event, Kind, PublicKey};
 use nostr_database::{RejectedReason, SaveEventStatus};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::{AUTOCHECKPOINT_PAGES, Checkpointer};
 use super::memo::Memo;
-use super::{StoreError, address_d_tag, timestamp_i64};
+use super::{Pool, StoreError, address_d_tag, timestamp_i64};
 
-const MAX_BATCH: usize = 512;
+pub(super) const MAX_BATCH: usize = 512;
 /// Tag values longer than this are not indexed (no filter asks for them; they only bloat the
 /// index).
 const MAX_INDEXED_TAG_VALUE: usize = 1024;
@@ -58,26 +58,28 @@ pub(super) struct Tombstones {
 
 impl Tombstones {
     /// Loads what the tables hold.
-    pub async fn load(pool: &SqlitePool) -> Result<Self, StoreError> {
+    pub async fn load(pool: &Pool) -> Result<Self, StoreError> {
         let tombstones = Self::default();
-        for row in sqlx::query("SELECT event_id FROM deleted_events")
-            .fetch_all(pool)
-            .await?
-        {
-            tombstones.ids.insert(row.try_get(0)?);
-        }
-        for row in sqlx::query("SELECT kind, pubkey, d_tag FROM deleted_addresses")
-            .fetch_all(pool)
-            .await?
-        {
-            tombstones
-                .addresses
-                .insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-        }
+        on_pool!(pool, pool => {
+            for row in sqlx::query("SELECT event_id FROM deleted_events")
+                .fetch_all(pool)
+                .await?
+            {
+                tombstones.ids.insert(row.try_get(0)?);
+            }
+            for row in sqlx::query("SELECT kind, pubkey, d_tag FROM deleted_addresses")
+                .fetch_all(pool)
+                .await?
+            {
+                tombstones
+                    .addresses
+                    .insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+        });
         Ok(tombstones)
     }
 
-    fn note(&self, deletion: &Event) {
+    pub(super) fn note(&self, deletion: &Event) {
         for tag in deletion.tags.iter() {
             match (tag.as_slice().first().map(String::as_str), tag.as_slice().get(1)) {
                 (Some("e"), Some(id)) => {
@@ -96,7 +98,7 @@ impl Tombstones {
     }
 }
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A change to the event tables.
 // Nearly every request is a `Save`: boxing it to shrink the rare others would cost an
@@ -121,16 +123,19 @@ pub(super) enum Request {
     Wipe { reply: Reply<()> },
 }
 
-/// What the writer thread shares with the rest of the store.
+/// What a writer shares with the rest of the store.
 pub(super) struct Shared {
     pub tombstones: Arc<Tombstones>,
     pub memo: Arc<Memo>,
-    pub checkpointer: Checkpointer,
 }
 
 /// Opens the writer's connection (errors surface here, at start-up) and starts its thread. The
 /// thread ends when every sender is dropped.
-pub(super) fn spawn(path: &Path, shared: Shared) -> Result<mpsc::Sender<Request>, StoreError> {
+pub(super) fn spawn(
+    path: &Path,
+    shared: Shared,
+    checkpointer: Checkpointer,
+) -> Result<mpsc::Sender<Request>, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     // The pool's settings (see `Store::open`; WAL mode is a property of the file, set there),
@@ -149,6 +154,7 @@ pub(super) fn spawn(path: &Path, shared: Shared) -> Result<mpsc::Sender<Request>
             let writer = Writer {
                 conn,
                 shared,
+                checkpointer,
                 wal,
                 answers: Vec::new(),
             };
@@ -171,6 +177,7 @@ pub(super) fn spawn(path: &Path, shared: Shared) -> Result<mpsc::Sender<Request>
 struct Writer {
     conn: Connection,
     shared: Shared,
+    checkpointer: Checkpointer,
     wal: PathBuf,
     /// Answers for the work done since the last sync.
     answers: Vec<Answer>,
@@ -254,7 +261,7 @@ impl Writer {
             for answer in self.answers.drain(..) {
                 answer(synced.as_ref().err());
             }
-            self.shared.checkpointer.committed();
+            self.checkpointer.committed();
             if next.is_none() {
                 next = requests.blocking_recv();
             }
@@ -350,13 +357,13 @@ impl Writer {
 
 /// Whether saving this event can change what an address holds (replaceable, addressable) or
 /// delete events (NIP-09); regular events never do.
-fn changes_addresses(event: &Event) -> bool {
+pub(super) fn changes_addresses(event: &Event) -> bool {
     let kind = event.kind;
     kind.is_replaceable() || kind.is_addressable() || kind == Kind::EventDeletion
 }
 
 /// The single-letter tags a filter can ask for: (name, first value).
-fn indexed_tags(event: &Event) -> impl Iterator<Item = (&str, &str)> {
+pub(super) fn indexed_tags(event: &Event) -> impl Iterator<Item = (&str, &str)> {
     event.tags.iter().filter_map(|tag| {
         let values = tag.as_slice();
         let name = values.first()?;
@@ -523,7 +530,7 @@ fn apply_deletion(tx: &Transaction<'_>, deletion: &Event) -> Result<(), StoreErr
     Ok(())
 }
 
-fn is_hex64(s: &str) -> bool {
+pub(super) fn is_hex64(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

@@ -157,3 +157,7 @@ impl Rng {
         input
     }
 }
+
+// Shared with the integration tests (tests/support), which include the same file.
+mod postgres;
+pub use postgres::postgres_database;
