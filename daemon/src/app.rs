@@ -59,6 +59,14 @@ struct Inner {
     readiness: Readiness,
 }
 
+/// An identifier's lock (see [`App::lock_identifier`]); released when dropped.
+#[derive(Debug)]
+pub struct IdentifierGuard {
+    // Dropped first: the other nodes may go on before this process's other tasks.
+    _cluster: Option<crate::store::ClusterLock>,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// Flags the serving tasks set for the readiness probe (`/readyz`).
 #[derive(Debug, Default)]
 pub struct Readiness {
@@ -249,8 +257,13 @@ impl App {
         self.inner.processed.subscribe()
     }
 
-    /// Serializes work on one identifier's repositories (see `identifier_locks`).
-    pub async fn lock_identifier(&self, identifier: &Identifier) -> tokio::sync::OwnedMutexGuard<()> {
+    /// Serializes work on one identifier's repositories (see `identifier_locks`). On
+    /// PostgreSQL the lock is also taken across every node on the database, and what this node
+    /// holds in memory for the identifier (purgatory, placeholders, cached addresses) is brought
+    /// up to date before the caller decides anything: another node may have changed it a moment
+    /// ago. Should the database not answer, the in-process lock alone is held (the writes that
+    /// follow would fail on their own).
+    pub async fn lock_identifier(&self, identifier: &Identifier) -> IdentifierGuard {
         let lock = Arc::clone(
             self.inner
                 .identifier_locks
@@ -258,7 +271,39 @@ impl App {
                 .or_default()
                 .value(),
         );
-        lock.lock_owned().await
+        let local = lock.lock_owned().await;
+        let cluster = match self.store().lock_identifier(identifier.as_str()).await {
+            Ok(Some(cluster)) => {
+                self.catch_up(identifier).await;
+                Some(cluster)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%identifier, %error, "cannot take the identifier's lock across nodes");
+                None
+            }
+        };
+        IdentifierGuard {
+            _cluster: cluster,
+            _local: local,
+        }
+    }
+
+    /// On PostgreSQL, brings what this node holds in memory for `identifier` (purgatory,
+    /// placeholders, cached addresses) up to what the database says, which other nodes may have
+    /// changed a moment ago; nothing to do on SQLite. Failures are logged: the decision that
+    /// follows then uses what this node knew.
+    pub async fn catch_up(&self, identifier: &Identifier) {
+        if self.store().backend() != crate::store::Backend::Postgres {
+            return;
+        }
+        let caught_up = async {
+            self.store().catch_up().await?;
+            self.purgatory().refresh(identifier).await
+        };
+        if let Err(error) = caught_up.await {
+            tracing::warn!(%identifier, %error, "cannot read what other nodes changed");
+        }
     }
 
     /// Subscribes to events that became served outside the relay's EVENT path.

@@ -139,6 +139,11 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         tokio::spawn(process::contributions::run(app.clone(), signal.clone())),
         tokio::spawn(maintenance::run(app.clone(), signal.clone())),
         tokio::spawn(relay::forward_served(app.clone(), relay.clone(), signal.clone())),
+        tokio::spawn(crate::sync::cluster::run(
+            app.clone(),
+            config.listen.to_string(),
+            signal.clone(),
+        )),
         tokio::spawn(http::serve(
             listener,
             Front::new(app.clone(), relay.clone()),

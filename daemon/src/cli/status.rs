@@ -370,7 +370,10 @@ fn status_json(s: &pb::GetStatusResponse) -> Value {
     let t = s.totals.unwrap_or_default();
     json!({
         "version": s.version, "uptime_seconds": s.uptime_seconds, "domain": s.domain, "listen": s.listen,
-        "database": s.database, "git_root": s.git_root, "repositories": s.repositories,
+        "database": s.database, "node_id": s.node_id,
+        "nodes": s.nodes.iter().map(|n| json!({"id": n.id, "address": n.address,
+            "started_at_ms": n.started_at_ms, "seen_at_ms": n.seen_at_ms})).collect::<Vec<_>>(),
+        "git_root": s.git_root, "repositories": s.repositories,
         "stored_events": s.stored_events.iter().map(|k| json!({"kind": k.kind, "count": k.count})).collect::<Vec<_>>(),
         "purgatory": s.purgatory.iter().map(|k| json!({"kind": k.kind, "count": k.count})).collect::<Vec<_>>(),
         "sync_queue_length": s.sync_queue_length, "spooled_reports": s.spooled_reports, "placeholders": s.placeholders,
@@ -403,6 +406,21 @@ fn print_status(s: &pb::GetStatusResponse) {
             vec!["domain".into(), s.domain.clone()],
             vec!["listening".into(), s.listen.join("  ")],
             vec!["database".into(), s.database.clone()],
+            vec![
+                "nodes".into(),
+                if s.node_id.is_empty() {
+                    "this one".to_owned()
+                } else {
+                    s.nodes
+                        .iter()
+                        .map(|n| {
+                            let this = if n.id == s.node_id { " (this one)" } else { "" };
+                            format!("{} at {}{this}", n.id, n.address)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            ],
             vec!["git root".into(), s.git_root.clone()],
             vec!["repositories".into(), s.repositories.to_string()],
             vec!["stored events".into(), kinds(&s.stored_events)],

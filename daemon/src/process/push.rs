@@ -26,6 +26,8 @@ pub async fn authorize_push(
 }
 
 async fn gather(app: &App, repo: &RepoId, updates: &[RefUpdate]) -> Result<PushFacts, StoreError> {
+    // Several nodes: what another node accepted a moment ago counts too.
+    app.catch_up(&repo.identifier).await;
     if repo.is_pull_request_area() {
         // GRASP-06: no announcement and no state; the pull requests decide.
         return Ok(PushFacts {

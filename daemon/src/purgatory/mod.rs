@@ -127,6 +127,34 @@ fn area_from_column(value: &str) -> Option<Area> {
 }
 
 /// Milliseconds since the Unix epoch.
+/// The entry a purgatory row holds; `None` for a kind or identifier no longer accepted.
+fn entry_from_row(row: PurgatoryRow) -> Option<Entry> {
+    let kind = Nip34Kind::of(row.event.kind)?;
+    let identifier = Identifier::parse(&row.identifier).ok()?;
+    Some(Entry {
+        event: row.event,
+        kind,
+        identifier,
+        received_at_ms: row.received_at_ms,
+        expires_at_ms: row.expires_at_ms,
+        source: Source::parse(&row.source),
+    })
+}
+
+/// The placeholder a row holds; `None` when a column does not parse.
+fn placeholder_from_row(row: &PlaceholderRow) -> Option<Placeholder> {
+    Some(Placeholder {
+        event_id: EventId::from_hex(&row.event_id).ok()?,
+        repo: RepoId {
+            owner: PublicKey::from_hex(&row.owner).ok()?,
+            identifier: Identifier::parse(&row.identifier).ok()?,
+            area: area_from_column(&row.area)?,
+        },
+        tip: Oid::parse(&row.tip).ok()?,
+        expires_at_ms: row.expires_at_ms,
+    })
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -154,50 +182,93 @@ impl Purgatory {
             }),
         };
         for row in store.purgatory_all().await? {
-            let (Some(kind), Ok(identifier)) =
-                (Nip34Kind::of(row.event.kind), Identifier::parse(&row.identifier))
-            else {
+            let Some(entry) = entry_from_row(row.clone()) else {
                 tracing::warn!(event_id = %row.event.id, "dropping unreadable purgatory row");
                 store.purgatory_remove(&row.event.id).await?;
                 continue;
             };
-            purgatory.index(Arc::new(Entry {
-                event: row.event,
-                kind,
-                identifier,
-                received_at_ms: row.received_at_ms,
-                expires_at_ms: row.expires_at_ms,
-                source: Source::parse(&row.source),
-            }));
+            purgatory.index(Arc::new(entry));
         }
         for row in store.placeholders_all().await? {
-            let parsed = (
-                EventId::from_hex(&row.event_id),
-                area_from_column(&row.area),
-                PublicKey::from_hex(&row.owner),
-                Identifier::parse(&row.identifier),
-                Oid::parse(&row.tip),
-            );
-            let (Ok(event_id), Some(area), Ok(owner), Ok(identifier), Ok(tip)) = parsed else {
+            let Some(placeholder) = placeholder_from_row(&row) else {
                 tracing::warn!(event_id = %row.event_id, "dropping unreadable placeholder row");
                 store
                     .placeholder_remove(&row.event_id, &row.area, &row.owner, &row.identifier)
                     .await?;
                 continue;
             };
-            let repo = RepoId {
-                owner,
-                identifier,
-                area,
-            };
-            purgatory.index_placeholder(Placeholder {
-                event_id,
-                repo,
-                tip,
-                expires_at_ms: row.expires_at_ms,
-            });
+            purgatory.index_placeholder(placeholder);
         }
         Ok(purgatory)
+    }
+
+    /// Makes what memory holds for `identifier` (entries and placeholders) equal the tables:
+    /// another node sharing the database may have changed them. Rows this node cannot read are
+    /// left to the node that wrote them.
+    pub async fn refresh(&self, identifier: &Identifier) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let rows = store.purgatory_rows_for(identifier.as_str()).await?;
+        let placeholders = store.placeholders_for(identifier.as_str()).await?;
+        self.replace_from(rows, placeholders, Some(identifier)).await;
+        Ok(())
+    }
+
+    /// [`refresh`](Self::refresh) for every identifier (after notifications may have been
+    /// missed).
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let rows = store.purgatory_all().await?;
+        let placeholders = store.placeholders_all().await?;
+        self.replace_from(rows, placeholders, None).await;
+        Ok(())
+    }
+
+    /// Replaces the entries and placeholders in `scope` (one identifier, or all) by `rows` and
+    /// `placeholder_rows`, without writing anything.
+    async fn replace_from(
+        &self,
+        rows: Vec<PurgatoryRow>,
+        placeholder_rows: Vec<PlaceholderRow>,
+        scope: Option<&Identifier>,
+    ) {
+        let in_scope = |identifier: &Identifier| scope.is_none_or(|scope| scope == identifier);
+        let _guard = self.inner.write.lock().await;
+        let fresh: Vec<Entry> = rows.into_iter().filter_map(entry_from_row).collect();
+        let wanted: HashSet<EventId> = fresh.iter().map(|entry| entry.event.id).collect();
+        let held: Vec<EventId> = self
+            .inner
+            .entries
+            .iter()
+            .filter(|entry| in_scope(&entry.identifier) && !wanted.contains(entry.key()))
+            .map(|entry| *entry.key())
+            .collect();
+        for id in held {
+            self.unindex(&id);
+        }
+        for entry in fresh {
+            let same = self
+                .get(&entry.event.id)
+                .is_some_and(|held| held.expires_at_ms == entry.expires_at_ms);
+            if !same {
+                self.unindex(&entry.event.id);
+                self.index(Arc::new(entry));
+            }
+        }
+        let fresh: Vec<Placeholder> = placeholder_rows.iter().filter_map(placeholder_from_row).collect();
+        let held: Vec<(EventId, RepoId)> = self
+            .inner
+            .placeholders
+            .iter()
+            .filter(|p| in_scope(&p.key().1.identifier))
+            .map(|p| p.key().clone())
+            .collect();
+        for (event_id, repo) in held {
+            self.unindex_placeholder(&event_id, &repo);
+        }
+        for placeholder in fresh {
+            self.index_placeholder(placeholder);
+        }
+        self.inner.changed.notify_one();
     }
 
     // ---- pull request placeholders --------------------------------------------------------

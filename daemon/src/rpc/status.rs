@@ -166,6 +166,9 @@ impl StatusService for StatusApi {
         let app = &self.app;
         let snapshot = app.snapshot().await;
         let stored = app.store().counts_by_kind().await.map_err(internal)?;
+        let live_since = crate::purgatory::now_ms()
+            - i64::try_from(3 * crate::sync::cluster::HEARTBEAT.as_millis()).unwrap_or(i64::MAX);
+        let nodes = app.store().live_nodes(live_since).await.map_err(internal)?;
         let mut purgatory: std::collections::BTreeMap<u16, u64> = Default::default();
         for entry in app.purgatory().all() {
             *purgatory.entry(entry.event.kind.as_u16()).or_default() += 1;
@@ -177,6 +180,16 @@ impl StatusService for StatusApi {
             domain: app.config().domain.to_string(),
             listen: self.listen.clone(),
             database: app.store().backend().name().to_owned(),
+            node_id: app.store().node_id().unwrap_or_default().to_owned(),
+            nodes: nodes
+                .into_iter()
+                .map(|node| pb::Node {
+                    id: node.id,
+                    address: node.address,
+                    started_at_ms: node.started_at_ms,
+                    seen_at_ms: node.seen_at_ms,
+                })
+                .collect(),
             git_root: app.config().git_root.display().to_string(),
             repositories: snapshot.repositories,
             stored_events: stored

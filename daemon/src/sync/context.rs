@@ -228,6 +228,25 @@ impl SyncContext for RealSyncContext {
         url: &SyncUrl,
         oids: &HashSet<Oid>,
     ) -> Result<HashSet<Oid>, SyncError> {
+        // One node fetches an identifier at a time (PostgreSQL, several nodes on one git root);
+        // the others find its objects on disk at their next look.
+        let claim = match self.app.store().claim_sync(target.identifier.as_str()).await {
+            Ok(Some(claim)) => claim,
+            Ok(None) => {
+                tracing::debug!(repo = %target, "another node is fetching this identifier");
+                return Ok(HashSet::new());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        // Another node may have fetched them while this one waited for the claim.
+        let missing = self
+            .app
+            .git()
+            .missing_objects(target, oids.iter().cloned().collect())
+            .await?;
+        if missing.is_empty() {
+            return Ok(oids.clone());
+        }
         let started = std::time::Instant::now();
         let mut sorted: Vec<&Oid> = oids.iter().collect();
         sorted.sort();
@@ -241,6 +260,7 @@ impl SyncContext for RealSyncContext {
             .missing_objects(target, oids.iter().cloned().collect())
             .await?;
         let arrived: HashSet<Oid> = oids.difference(&still_missing).cloned().collect();
+        drop(claim);
         let metrics = self.app.metrics();
         match outcome {
             Err(error) if arrived.is_empty() => {
@@ -289,28 +309,37 @@ impl SyncContext for RealSyncContext {
 /// lives in memory, purgatory on disk). Each waits what is left of its delay since its newest
 /// event arrived, and at least the immediate delay. Returns how many were queued.
 pub fn enqueue_waiting(app: &App, queue: &SyncQueue) -> usize {
-    let settings = &app.config().sync;
-    let now = now_ms();
     let mut queued = 0;
     for identifier in app.purgatory().identifiers() {
-        let delay = app
-            .purgatory()
-            .for_identifier(&identifier)
-            .iter()
-            .filter(|entry| needs_git_data(entry))
-            .map(|entry| {
-                let waited = u64::try_from(now.saturating_sub(entry.received_at_ms)).unwrap_or(0);
-                delay_for(settings, entry.source)
-                    .saturating_sub(Duration::from_millis(waited))
-                    .max(settings.immediate_delay)
-            })
-            .min();
-        if let Some(delay) = delay {
-            queue.enqueue(identifier, delay);
+        if enqueue_identifier(app, queue, identifier) {
             queued += 1;
         }
     }
     queued
+}
+
+/// Queues `identifier` if states or pull requests of it wait for git data, after what is left
+/// of the delay since its newest such event arrived (at least the immediate delay). Returns
+/// whether it queued.
+pub fn enqueue_identifier(app: &App, queue: &SyncQueue, identifier: Identifier) -> bool {
+    let settings = &app.config().sync;
+    let now = now_ms();
+    let delay = app
+        .purgatory()
+        .for_identifier(&identifier)
+        .iter()
+        .filter(|entry| needs_git_data(entry))
+        .map(|entry| {
+            let waited = u64::try_from(now.saturating_sub(entry.received_at_ms)).unwrap_or(0);
+            delay_for(settings, entry.source)
+                .saturating_sub(Duration::from_millis(waited))
+                .max(settings.immediate_delay)
+        })
+        .min();
+    if let Some(delay) = delay {
+        queue.enqueue(identifier, delay);
+    }
+    delay.is_some()
 }
 
 #[cfg(test)]

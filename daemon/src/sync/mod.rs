@@ -23,6 +23,7 @@
 //! domain is never fetched from, and only http(s) URLs are.
 
 pub mod address;
+pub mod cluster;
 pub mod context;
 pub mod events;
 pub mod lagging;
@@ -48,7 +49,7 @@ use crate::shutdown::Signal;
 use crate::store::StoreError;
 
 pub use crate::queue::{Claim, Outcome, SyncQueue, SyncQueueEntry, backoff, delay_for};
-pub use context::{RealSyncContext, enqueue_waiting};
+pub use context::{RealSyncContext, enqueue_identifier, enqueue_waiting};
 pub use throttle::{DomainThrottle, ThrottleLimits, ThrottleManager};
 
 /// Why one step of a sync failed. None of these stops the loop: the identifier is retried.

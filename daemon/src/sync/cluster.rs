@@ -1,0 +1,86 @@
+//! This node among the others on one PostgreSQL database (`--database-url postgres://`): what
+//! their writes change here, and this node's heartbeat.
+//!
+//! The store hears the other nodes' notifications (`store::cluster`) and has already brought its
+//! own summaries up to date; this applies the rest: events another node stored go to this node's
+//! live subscribers and out of its purgatory, an identifier whose purgatory rows or placeholders
+//! changed is re-read (and queued for the git-data sync if its events wait for data), and after
+//! a lost connection everything is re-read. On SQLite there are no other nodes and this does
+//! nothing.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::app::App;
+use crate::nip34::Identifier;
+use crate::purgatory::now_ms;
+use crate::shutdown::Signal;
+use crate::store::cluster::Change;
+
+/// How often a node writes its heartbeat; status counts a node live for three of these.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Applies the other nodes' changes and writes heartbeats until shutdown.
+pub async fn run(app: App, address: String, mut shutdown: Signal) {
+    let Some(mut changes) = app.store().changes() else {
+        return;
+    };
+    // What changed between loading purgatory at start and subscribing here.
+    resync(&app).await;
+    let started_at_ms = now_ms();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Ok(change) => apply(&app, change).await,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "fell behind other nodes' changes; reloading");
+                    resync(&app).await;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = heartbeat.tick() => {
+                if let Err(error) = app.store().heartbeat(&address, started_at_ms, now_ms()).await {
+                    tracing::warn!(%error, "cannot write this node's heartbeat");
+                }
+            }
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
+async fn apply(app: &App, change: Change) {
+    tracing::debug!(?change, "another node's change");
+    match change {
+        Change::Stored(events) => {
+            for event in events {
+                app.purgatory().forget(&event.id).await;
+                app.publish_served(event);
+            }
+        }
+        Change::Identifier(identifier) => {
+            let Ok(identifier) = Identifier::parse(&identifier) else {
+                return;
+            };
+            if let Err(error) = app.purgatory().refresh(&identifier).await {
+                tracing::warn!(%identifier, %error, "cannot re-read what another node changed");
+                return;
+            }
+            super::enqueue_identifier(app, app.sync_queue(), identifier);
+        }
+        Change::Forgotten(id) => {
+            app.purgatory().forget(&id).await;
+        }
+        Change::Resync => resync(app).await,
+    }
+}
+
+async fn resync(app: &App) {
+    match app.purgatory().reload().await {
+        Ok(()) => {
+            super::enqueue_waiting(app, app.sync_queue());
+        }
+        Err(error) => tracing::warn!(%error, "cannot re-read purgatory"),
+    }
+}
