@@ -190,6 +190,12 @@ async fn two_nodes_share_purgatory_releases_and_subscribers() {
     let (b_id, seen) = nodes_seen();
     assert_eq!(seen.len(), 2, "both nodes live: {seen:?}");
     assert!(seen.contains(&b_id));
+    let leads = |server: &Server| server.status_json(&[])["leader"].as_bool() == Some(true);
+    eventually("one node leads", || {
+        let one = leads(&nodes.a) != leads(&nodes.b);
+        async move { one }
+    })
+    .await;
 
     // A dies mid-flight; B serves on, and takes a new state and its push.
     nodes.a.kill9();
@@ -217,6 +223,12 @@ async fn two_nodes_share_purgatory_releases_and_subscribers() {
         git(&nodes.repo(&owner, "shared"), &["rev-parse", "refs/heads/main"]),
         newer
     );
+    // A's leader lock went with its connection: B takes over the sweeps.
+    eventually("B leads once A is gone", || {
+        let b_leads = leads(&nodes.b);
+        async move { b_leads }
+    })
+    .await;
 }
 
 /// The git-data sync fetches an identifier once across the nodes: a state held on the cluster

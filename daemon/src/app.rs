@@ -57,6 +57,9 @@ struct Inner {
     creations: crate::queue::Creations,
     /// What `/readyz` reports besides the store and the git root.
     readiness: Readiness,
+    /// This node runs the periodic sweeps (always, on SQLite; on PostgreSQL, the one node that
+    /// holds the leader lock: see `sync::cluster`).
+    leader: std::sync::atomic::AtomicBool,
 }
 
 /// An identifier's lock (see [`App::lock_identifier`]); released when dropped.
@@ -145,6 +148,7 @@ impl App {
             config.initial_head.clone(),
         );
         let (served, _) = broadcast::channel(1024);
+        let only_node = store.backend() == crate::store::Backend::Sqlite;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -159,6 +163,7 @@ impl App {
                 housekeeping: Default::default(),
                 creations: Default::default(),
                 readiness: Readiness::default(),
+                leader: std::sync::atomic::AtomicBool::new(only_node),
             }),
         })
     }
@@ -287,6 +292,19 @@ impl App {
             _cluster: cluster,
             _local: local,
         }
+    }
+
+    /// Whether this node runs the periodic sweeps (expiry, housekeeping and GRASP-06 sweeps, the
+    /// refs check, the event sync): always on SQLite; on PostgreSQL only the leader.
+    pub fn is_leader(&self) -> bool {
+        self.inner.leader.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Set by `sync::cluster` as this node takes or loses the leader lock.
+    pub fn set_leader(&self, leader: bool) {
+        self.inner
+            .leader
+            .store(leader, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// On PostgreSQL, brings what this node holds in memory for `identifier` (purgatory,

@@ -370,7 +370,7 @@ fn status_json(s: &pb::GetStatusResponse) -> Value {
     let t = s.totals.unwrap_or_default();
     json!({
         "version": s.version, "uptime_seconds": s.uptime_seconds, "domain": s.domain, "listen": s.listen,
-        "database": s.database, "node_id": s.node_id,
+        "database": s.database, "node_id": s.node_id, "leader": s.leader,
         "nodes": s.nodes.iter().map(|n| json!({"id": n.id, "address": n.address,
             "started_at_ms": n.started_at_ms, "seen_at_ms": n.seen_at_ms})).collect::<Vec<_>>(),
         "git_root": s.git_root, "repositories": s.repositories,
@@ -414,7 +414,11 @@ fn print_status(s: &pb::GetStatusResponse) {
                     s.nodes
                         .iter()
                         .map(|n| {
-                            let this = if n.id == s.node_id { " (this one)" } else { "" };
+                            let this = match (n.id == s.node_id, s.leader) {
+                                (true, true) => " (this one, leader)",
+                                (true, false) => " (this one)",
+                                _ => "",
+                            };
                             format!("{} at {}{this}", n.id, n.address)
                         })
                         .collect::<Vec<_>>()

@@ -29,7 +29,10 @@ pub async fn run(app: App, mut shutdown: Signal) {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.wait() => return,
         }
-        sweep(&app, false).await;
+        // Several nodes on one git root: the leader sweeps for all.
+        if app.is_leader() {
+            sweep(&app, false).await;
+        }
     }
 }
 

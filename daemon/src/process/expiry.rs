@@ -11,13 +11,21 @@ use crate::shutdown::Signal;
 
 /// Longest nap between checks when nothing is due: a safety net against missed notifications.
 const MAX_NAP: Duration = Duration::from_secs(60);
+/// How often a node that does not lead checks whether it leads now.
+const FOLLOWER_NAP: Duration = Duration::from_secs(5);
 
 pub async fn run(app: App, mut shutdown: Signal) {
     loop {
-        expire_due(&app).await;
-        let nap = match app.purgatory().next_deadline_ms() {
-            Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(MAX_NAP),
-            None => MAX_NAP,
+        // Several nodes on one database: the leader expires for all (the others forget what it
+        // removes as they hear of it), and looks again as soon as it could lead.
+        let nap = if app.is_leader() {
+            expire_due(&app).await;
+            match app.purgatory().next_deadline_ms() {
+                Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(MAX_NAP),
+                None => MAX_NAP,
+            }
+        } else {
+            FOLLOWER_NAP
         };
         tokio::select! {
             _ = tokio::time::sleep(nap) => {}

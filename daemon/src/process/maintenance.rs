@@ -49,7 +49,10 @@ pub async fn run(app: App, mut shutdown: Signal) {
             },
             () = sweep_due(next_sweep) => {
                 next_sweep = interval.map(|interval| Instant::now() + interval);
-                sweep(&app).await;
+                // Several nodes on one git root: the leader sweeps for all.
+                if app.is_leader() {
+                    sweep(&app).await;
+                }
                 continue;
             }
             _ = shutdown.wait() => return,

@@ -181,6 +181,7 @@ impl StatusService for StatusApi {
             listen: self.listen.clone(),
             database: app.store().backend().name().to_owned(),
             node_id: app.store().node_id().unwrap_or_default().to_owned(),
+            leader: app.is_leader(),
             nodes: nodes
                 .into_iter()
                 .map(|node| pb::Node {

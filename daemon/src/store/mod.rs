@@ -150,6 +150,7 @@ pub struct NodeRow {
 /// Advisory lock classes (the two-key form, apart from the writers' single-key lock).
 const IDENTIFIER_LOCKS: i32 = 0x6772_0001;
 const SYNC_CLAIMS: i32 = 0x6772_0002;
+const LEADER: i32 = 0x6772_0003;
 
 /// An identifier's key in a lock class: FNV-1a, the same on every node (two identifiers that
 /// share one only wait for each other).
@@ -178,6 +179,17 @@ pub struct ClusterLock {
     conn: Option<sqlx::pool::PoolConnection<Postgres>>,
     class: i32,
     key: i32,
+}
+
+impl ClusterLock {
+    /// Whether the connection that holds the lock still answers (a lost connection has lost the
+    /// lock with it).
+    pub async fn is_held(&mut self) -> bool {
+        match self.conn.as_mut() {
+            Some(conn) => sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok(),
+            None => false,
+        }
+    }
 }
 
 impl Drop for ClusterLock {
@@ -385,6 +397,26 @@ impl Store {
             class: SYNC_CLAIMS,
             key,
         })))
+    }
+
+    /// Tries to become the one node that runs the periodic sweeps (PostgreSQL): the lock is held
+    /// until the returned handle is dropped or its connection dies. `Ok(None)`: another node
+    /// leads. Not called on SQLite, where this process is the only node.
+    pub async fn try_lead(&self) -> Result<Option<ClusterLock>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(None);
+        };
+        let mut conn = pool.acquire().await?;
+        let taken: bool = sqlx::query("SELECT pg_try_advisory_lock($1, 0)")
+            .bind(LEADER)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        Ok(taken.then_some(ClusterLock {
+            conn: Some(conn),
+            class: LEADER,
+            key: 0,
+        }))
     }
 
     /// Records that this node is alive (PostgreSQL; nothing on SQLite).

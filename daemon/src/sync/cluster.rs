@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::nip34::Identifier;
 use crate::purgatory::now_ms;
 use crate::shutdown::Signal;
+use crate::store::ClusterLock;
 use crate::store::cluster::Change;
 
 /// How often a node writes its heartbeat; status counts a node live for three of these.
@@ -30,6 +31,7 @@ pub async fn run(app: App, address: String, mut shutdown: Signal) {
     resync(&app).await;
     let started_at_ms = now_ms();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut leadership = None;
     loop {
         tokio::select! {
             change = changes.recv() => match change {
@@ -44,9 +46,33 @@ pub async fn run(app: App, address: String, mut shutdown: Signal) {
                 if let Err(error) = app.store().heartbeat(&address, started_at_ms, now_ms()).await {
                     tracing::warn!(%error, "cannot write this node's heartbeat");
                 }
+                lead(&app, &mut leadership).await;
             }
             _ = shutdown.wait() => return,
         }
+    }
+}
+
+/// Keeps or takes the leader lock: one node runs the periodic sweeps. A leader whose lock's
+/// connection died has lost it (another node may hold it now); a node without it tries to take
+/// it, so a dead leader is replaced within a heartbeat or two.
+async fn lead(app: &App, leadership: &mut Option<ClusterLock>) {
+    if let Some(lock) = leadership.as_mut() {
+        if lock.is_held().await {
+            return;
+        }
+        tracing::warn!("lost the leader lock with its database connection");
+        *leadership = None;
+        app.set_leader(false);
+    }
+    match app.store().try_lead().await {
+        Ok(Some(lock)) => {
+            tracing::info!("this node now runs the periodic sweeps (leader)");
+            *leadership = Some(lock);
+            app.set_leader(true);
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "cannot try the leader lock"),
     }
 }
 

@@ -22,6 +22,10 @@ pub async fn run(app: App, queue: SyncQueue, every: Duration, mut shutdown: Sign
             () = tokio::time::sleep(every) => {}
             () = shutdown.wait() => return,
         }
+        // Several nodes on one database: the leader checks for all.
+        if !app.is_leader() {
+            continue;
+        }
         let (aligned, queued) = pass(&app, &queue).await;
         if aligned + queued > 0 {
             tracing::info!(aligned, queued, "refs checked against states");

@@ -272,6 +272,14 @@ pub async fn run(
     throttle: crate::sync::ThrottleManager,
     mut shutdown: Signal,
 ) {
+    // Several nodes on one database: the leader syncs for all. A node waits until it leads
+    // (when the leader dies, another takes over within a few seconds).
+    while !app.is_leader() {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            () = shutdown.wait() => return,
+        }
+    }
     let settings = app.config().event_sync.clone();
     let shared = Arc::new(Shared {
         throttle,
