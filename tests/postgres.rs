@@ -288,3 +288,94 @@ async fn the_git_data_sync_fetches_an_identifier_once_across_nodes() {
     let repo = git_root.path().join(npub(&owner)).join(format!("{id}.git"));
     assert_eq!(git(&repo, &["rev-parse", "refs/heads/main"]), oid);
 }
+
+/// A dies (with the git processes it started, as systemd stops a service) in the middle of a
+/// push through it. Whatever the push got to, nothing A acknowledged is lost: B holds or serves
+/// it, and the state ends up released through B, by B's own push, or by B's take-over of what A
+/// left half done (data on disk, state still waiting).
+#[tokio::test]
+async fn a_node_killed_mid_push_loses_nothing_and_the_other_finishes() {
+    let Some(mut nodes) = TwoNodes::start().await else {
+        return;
+    };
+    let owner = Keys::generate();
+    let (work, oid) = work_tree_with_noise(8, 7, &[]);
+    let mut on_a = nodes.a.client().await;
+    let ann = announcement(&owner, &nodes.a, "killed");
+    assert_eq!(on_a.publish(&ann).await.message, PURGATORY_OK);
+    let st = state(&owner, "killed", &[("refs/heads/main", &oid)], Some("main"));
+    assert_eq!(on_a.publish(&st).await.message, PURGATORY_OK);
+
+    let a_url = nodes.a.clone_url(&owner, "killed");
+    let path = work.path().to_owned();
+    let pusher = std::thread::spawn(move || git_output(&path, &["push", &a_url, "main:refs/heads/main"]));
+    // Not a wait for anything: the kill lands at some instant of the push.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    nodes.a.kill9_with_children();
+    let _ = pusher.join();
+
+    let mut on_b = nodes.b.client().await;
+    let held: Vec<String> = nodes.b.status_json(&["purgatory"])["entries"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|entry| entry["event_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for acknowledged in [&ann, &st] {
+        let id = acknowledged.id.to_hex();
+        let served = on_b.ids(json!({"ids": [id]})).await.len() == 1;
+        assert!(
+            served || held.contains(&id),
+            "{id} is neither served nor held on B"
+        );
+    }
+
+    let b_url = nodes.b.clone_url(&owner, "killed");
+    let output = git_output(work.path(), &["push", &b_url, "main:refs/heads/main"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eventually("B serves the state", || {
+        let b = &nodes.b;
+        let want = vec![st.id.to_hex()];
+        async move { b.client().await.ids(json!({"kinds": [30618]})).await == want }
+    })
+    .await;
+    assert_eq!(
+        git(&nodes.repo(&owner, "killed"), &["rev-parse", "refs/heads/main"]),
+        oid
+    );
+}
+
+/// What a node left half done when it died: its push's data is in the shared repository and the
+/// state still waits (it died between receive-pack's ref update and the release). The leader
+/// notices the node's heartbeat stop (or takes over as leader) and finishes the release.
+#[tokio::test]
+async fn the_leader_finishes_a_release_a_dead_node_left_undone() {
+    let Some(mut nodes) = TwoNodes::start().await else {
+        return;
+    };
+    let owner = Keys::generate();
+    let (work, oid) = work_tree_with_commit("half done");
+    let mut on_a = nodes.a.client().await;
+    let ann = announcement(&owner, &nodes.a, "half-done");
+    assert_eq!(on_a.publish(&ann).await.message, PURGATORY_OK);
+    let st = state(&owner, "half-done", &[("refs/heads/main", &oid)], Some("main"));
+    assert_eq!(on_a.publish(&st).await.message, PURGATORY_OK);
+    nodes.a.kill9_with_children();
+    push_without_hooks(
+        work.path(),
+        &nodes.repo(&owner, "half-done"),
+        &["main:refs/heads/main"],
+    );
+    eventually("B releases the state A left waiting", || {
+        let b = &nodes.b;
+        let want = vec![st.id.to_hex()];
+        async move { b.client().await.ids(json!({"kinds": [30618]})).await == want }
+    })
+    .await;
+}

@@ -8,6 +8,7 @@
 //! a lost connection everything is re-read. On SQLite there are no other nodes and this does
 //! nothing.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
@@ -32,6 +33,7 @@ pub async fn run(app: App, address: String, mut shutdown: Signal) {
     let started_at_ms = now_ms();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let mut leadership = None;
+    let mut live = BTreeSet::new();
     loop {
         tokio::select! {
             change = changes.recv() => match change {
@@ -46,7 +48,10 @@ pub async fn run(app: App, address: String, mut shutdown: Signal) {
                 if let Err(error) = app.store().heartbeat(&address, started_at_ms, now_ms()).await {
                     tracing::warn!(%error, "cannot write this node's heartbeat");
                 }
-                lead(&app, &mut leadership).await;
+                let became_leader = lead(&app, &mut leadership).await;
+                if app.is_leader() {
+                    take_over_from_the_dead(&app, became_leader, &mut live).await;
+                }
             }
             _ = shutdown.wait() => return,
         }
@@ -56,10 +61,11 @@ pub async fn run(app: App, address: String, mut shutdown: Signal) {
 /// Keeps or takes the leader lock: one node runs the periodic sweeps. A leader whose lock's
 /// connection died has lost it (another node may hold it now); a node without it tries to take
 /// it, so a dead leader is replaced within a heartbeat or two.
-async fn lead(app: &App, leadership: &mut Option<ClusterLock>) {
+/// Returns whether this node has just become the leader.
+async fn lead(app: &App, leadership: &mut Option<ClusterLock>) -> bool {
     if let Some(lock) = leadership.as_mut() {
         if lock.is_held().await {
-            return;
+            return false;
         }
         tracing::warn!("lost the leader lock with its database connection");
         *leadership = None;
@@ -70,10 +76,47 @@ async fn lead(app: &App, leadership: &mut Option<ClusterLock>) {
             tracing::info!("this node now runs the periodic sweeps (leader)");
             *leadership = Some(lock);
             app.set_leader(true);
+            true
         }
-        Ok(None) => {}
-        Err(error) => tracing::warn!(%error, "cannot try the leader lock"),
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(%error, "cannot try the leader lock");
+            false
+        }
     }
+}
+
+/// The leader's watch over the other nodes. A node that stopped writing its heartbeat may have
+/// died mid-push or mid-release: its repositories may hold data whose events still wait, and
+/// its own spool (reports its hooks could not hand over) is on its own disk. The leader then
+/// runs the unified procedure over every waiting identifier against what is on disk, as a
+/// restarted node does at start; so it does when it has just become leader, the previous leader
+/// having died.
+async fn take_over_from_the_dead(app: &App, became_leader: bool, live: &mut BTreeSet<String>) {
+    let since = now_ms() - i64::try_from(3 * HEARTBEAT.as_millis()).unwrap_or(i64::MAX);
+    let now_live: BTreeSet<String> = match app.store().live_nodes(since).await {
+        Ok(nodes) => nodes.into_iter().map(|node| node.id).collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read which nodes are live");
+            return;
+        }
+    };
+    let gone: Vec<&String> = live.difference(&now_live).collect();
+    if became_leader || !gone.is_empty() {
+        tracing::info!(
+            ?gone,
+            became_leader,
+            "taking over what other nodes may have left half done"
+        );
+        let app = app.clone();
+        tokio::spawn(async move {
+            let result = crate::process::reconcile(&app).await;
+            for line in result.summary() {
+                tracing::info!("take-over: {line}");
+            }
+        });
+    }
+    *live = now_live;
 }
 
 async fn apply(app: &App, change: Change) {
