@@ -121,10 +121,7 @@ impl Writer {
 
     async fn try_batch(&self, batch: &[SaveRequest]) -> Result<Vec<SaveEventStatus>, StoreError> {
         let mut tx = self.begin().await?;
-        let mut statuses = Vec::with_capacity(batch.len());
-        for request in batch {
-            statuses.push(save_in(&mut tx, &self.shared, &request.event, &request.json).await?);
-        }
+        let statuses = save_all(&mut tx, &self.shared, batch).await?;
         let stored = batch
             .iter()
             .zip(&statuses)
@@ -197,6 +194,133 @@ impl Writer {
         self.shared.memo.addresses.invalidate();
         Ok(())
     }
+}
+
+/// Applies a batch of saves in order. Runs of plain events (regular kinds: nothing to replace,
+/// nothing they delete) are applied together, in three round trips whatever their number: one
+/// look for those already stored or deleted, one multi-row insert of the events, one of their
+/// tags. Every other event is applied alone, in its place, by [`save_in`].
+async fn save_all(
+    conn: &mut PgConnection,
+    shared: &Shared,
+    batch: &[SaveRequest],
+) -> Result<Vec<SaveEventStatus>, StoreError> {
+    let mut statuses = Vec::with_capacity(batch.len());
+    let mut run: Vec<&SaveRequest> = Vec::new();
+    for request in batch {
+        if is_plain(&request.event) {
+            run.push(request);
+            continue;
+        }
+        statuses.extend(save_plain(conn, shared, &run).await?);
+        run.clear();
+        statuses.push(save_in(conn, shared, &request.event, &request.json).await?);
+    }
+    statuses.extend(save_plain(conn, shared, &run).await?);
+    Ok(statuses)
+}
+
+/// An event whose save touches no other event: not ephemeral, replaceable, addressable or a
+/// deletion.
+fn is_plain(event: &Event) -> bool {
+    let kind = event.kind;
+    !(kind.is_ephemeral() || kind.is_replaceable() || kind.is_addressable() || kind == Kind::EventDeletion)
+}
+
+/// Saves a run of plain events (see [`save_all`]).
+async fn save_plain(
+    conn: &mut PgConnection,
+    shared: &Shared,
+    run: &[&SaveRequest],
+) -> Result<Vec<SaveEventStatus>, StoreError> {
+    if run.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = run.iter().map(|r| r.event.id.to_hex()).collect();
+    let pubkeys: Vec<String> = run.iter().map(|r| r.event.pubkey.to_hex()).collect();
+    let known = sqlx::query(
+        "SELECT e.id, FALSE FROM events e WHERE e.id = ANY($1)
+         UNION ALL
+         SELECT d.event_id, TRUE FROM deleted_events d
+           JOIN UNNEST($1::text[], $2::text[]) AS u (id, pubkey) ON d.event_id = u.id AND d.pubkey = u.pubkey",
+    )
+    .bind(&ids)
+    .bind(&pubkeys)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut stored = std::collections::HashSet::new();
+    let mut deleted = std::collections::HashSet::new();
+    for row in &known {
+        let id: String = row.try_get(0)?;
+        if row.try_get::<bool, _>(1)? {
+            deleted.insert(id);
+        } else {
+            stored.insert(id);
+        }
+    }
+    let mut statuses = Vec::with_capacity(run.len());
+    let mut fresh = Vec::new();
+    for (request, id) in run.iter().zip(&ids) {
+        // An id stored before, or earlier in this run, is a duplicate.
+        statuses.push(if stored.contains(id) {
+            SaveEventStatus::Rejected(RejectedReason::Duplicate)
+        } else if deleted.contains(id) {
+            SaveEventStatus::Rejected(RejectedReason::Deleted)
+        } else {
+            stored.insert(id.clone());
+            fresh.push(*request);
+            SaveEventStatus::Success
+        });
+    }
+    if fresh.is_empty() {
+        return Ok(statuses);
+    }
+    let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut tags = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for request in &fresh {
+        let event = &request.event;
+        let id = event.id.to_hex();
+        let created_at = timestamp_i64(event.created_at);
+        for (name, value) in indexed_tags(event) {
+            tags.0.push(id.clone());
+            tags.1.push(name);
+            tags.2.push(value);
+            tags.3.push(created_at);
+        }
+        columns.0.push(id);
+        columns.1.push(event.pubkey.to_hex());
+        columns.2.push(created_at);
+        columns.3.push(i64::from(event.kind.as_u16()));
+        columns.4.push(request.json.as_str());
+    }
+    sqlx::query(
+        "INSERT INTO events (id, pubkey, created_at, kind, json)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])",
+    )
+    .bind(&columns.0)
+    .bind(&columns.1)
+    .bind(&columns.2)
+    .bind(&columns.3)
+    .bind(&columns.4)
+    .execute(&mut *conn)
+    .await?;
+    if !tags.0.is_empty() {
+        sqlx::query(
+            "INSERT INTO event_tags (event_id, name, value, created_at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&tags.0)
+        .bind(&tags.1)
+        .bind(&tags.2)
+        .bind(&tags.3)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for request in &fresh {
+        shared.memo.note_stored(&request.event);
+    }
+    Ok(statuses)
 }
 
 /// Applies one save inside a transaction, as the SQLite writer's `save_in` does: duplicate and

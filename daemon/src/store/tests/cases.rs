@@ -1215,6 +1215,43 @@ async fn concurrent_saves_are_all_committed() {
     assert_eq!(store.event_count().await.expect("count"), 200);
 }
 
+/// Saves queued together are applied together (one transaction; on PostgreSQL plain events in
+/// one multi-row insert), with the answers one by one would give: the same id twice is stored
+/// once, a deleted id stays deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_answers_each_save_as_if_alone() {
+    let Some((_db, store)) = temp_store(BACKEND).await else {
+        return;
+    };
+    let keys = Keys::generate();
+    let deleted = event(&keys, 1, 100, "deleted before", &[]);
+    save(&store, &event(&keys, DELETION, 200, "", &[&["e", &deleted.id.to_hex()]])).await;
+    let twice = event(&keys, 1, 101, "twice", &[&["t", "batch"]]);
+    let others: Vec<Event> = (0..50)
+        .map(|i| event(&keys, 1, 1_000 + i, "", &[&["t", "batch"]]))
+        .collect();
+    let mut batch = vec![twice.clone(), deleted.clone(), twice.clone()];
+    batch.extend(others.iter().cloned());
+    let tasks: Vec<_> = batch
+        .into_iter()
+        .map(|e| {
+            let store = store.clone();
+            tokio::spawn(async move { store.save_event(&e).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("join").expect("save"));
+    }
+    let success = statuses.iter().filter(|s| **s == SaveEventStatus::Success).count();
+    assert_eq!(success, 51, "{statuses:?}");
+    assert!(statuses.contains(&SaveEventStatus::Rejected(RejectedReason::Duplicate)));
+    assert!(statuses.contains(&SaveEventStatus::Rejected(RejectedReason::Deleted)));
+    let tagged = Filter::new().custom_tag(tag(Alphabet::T), "batch");
+    assert_eq!(ids_of(&store, tagged).await.len(), 51);
+    assert!(!store.contains(&deleted.id).await.expect("contains"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn saves_running_alongside_releases_and_purgatory_writes_do_not_fail() {
     let Some((_db, store)) = temp_store(BACKEND).await else {
