@@ -8,6 +8,7 @@
 //!    `{"kinds":[1621],"#a":[<repo>],"limit":N}` for N = 10, 100, 500 (every issue tags the repo).
 //!
 //! Targets (2-core machine): ≥ 10,000 events/s; REQ p50 ≤ 2 ms. Figures and ratios are printed.
+//! With `GRASP_BENCH_POSTGRES=1` (and `GRASPD_TEST_POSTGRES_URL`) the store is PostgreSQL.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -34,14 +35,24 @@ fn main() {
 }
 
 async fn run() {
-    let server = Server::start_with(&[
-        "--event-burst",
-        "100000000",
-        "--events-per-minute",
-        "100000000",
-        "--log",
-        "warn",
-    ]);
+    let mut args = vec![
+        "--event-burst".to_owned(),
+        "100000000".to_owned(),
+        "--events-per-minute".to_owned(),
+        "100000000".to_owned(),
+        "--log".to_owned(),
+        "warn".to_owned(),
+    ];
+    // GRASP_BENCH_POSTGRES=1: the same on a fresh PostgreSQL database (GRASPD_TEST_POSTGRES_URL).
+    if std::env::var("GRASP_BENCH_POSTGRES").is_ok_and(|v| v == "1") {
+        let Some(database) = support::postgres::postgres_database().await else {
+            return;
+        };
+        println!("store: PostgreSQL");
+        args.extend(["--database-url".to_owned(), database]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_with(&args);
     let owner = Keys::generate();
     let mut client = server.client().await;
     assert!(
