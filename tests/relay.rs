@@ -836,3 +836,53 @@ async fn a_locked_database_is_a_clear_error_and_nothing_is_lost_once_it_frees() 
         vec![issue.id.to_hex()]
     );
 }
+
+/// A client that asks for a lot and never reads: graspd stops sending when the socket is full
+/// (the bridge waits on the client, the relay on the bridge) instead of queueing the answers in
+/// memory, and everyone else is served meanwhile.
+#[tokio::test]
+async fn a_reader_that_never_reads_does_not_grow_the_server() {
+    let server = Server::start_with(&["--event-burst", "100000", "--events-per-minute", "1000000"]);
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "big"))
+            .await
+            .accepted
+    );
+    let coord = coordinate(&owner, "big");
+    // 1,500 issues of 4 KiB: one answer to "all of them" is about 6 MiB.
+    let body = "x".repeat(4096);
+    for i in 0..1500 {
+        let issue = event(&Keys::generate(), 1621, &format!("{i} {body}"), &[&["a", &coord]]);
+        assert!(client.publish(&issue).await.accepted);
+    }
+    let before = server.rss_anon_mib().expect("linux /proc");
+
+    // 40 REQs for everything (about 240 MiB of answers), never read.
+    let (ws, _) = tokio_tungstenite::connect_async(server.ws_url().as_str())
+        .await
+        .expect("connect");
+    let (mut sink, stream) = ws.split();
+    for i in 0..40 {
+        let req = json!(["REQ", format!("s{i}"), {"kinds": [1621], "#a": [coord]}]).to_string();
+        sink.send(Message::Text(req.into())).await.expect("send");
+    }
+    // Meanwhile others are served, and the slow reader's answers stay in the pipes.
+    for _ in 0..20 {
+        let mut other = server.client().await;
+        let got = other
+            .query(json!({"kinds": [1621], "#a": [coord], "limit": 5}))
+            .await;
+        assert_eq!(got.len(), 5);
+    }
+    let after = server.rss_anon_mib().expect("linux /proc");
+    eprintln!("anonymous memory: {before:.1} MiB before the unread REQs, {after:.1} MiB after");
+    assert!(
+        after - before < 64.0,
+        "the unread answers are not held in memory: {before:.1} MiB before, {after:.1} MiB after"
+    );
+    drop(stream);
+    drop(sink);
+}
