@@ -17,8 +17,8 @@ use nostr::ClientMessage;
 use nostr_relay_builder::LocalRelay;
 use serde_json::Value;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::config::Limits;
 
@@ -90,8 +90,8 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
             }
             outgoing = relay_rx.next() => {
                 let Some(Ok(message)) = outgoing else { break };
-                if let Message::Text(_) = message
-                    && client_tx.send(message).await.is_err()
+                if let Message::Text(text) = message
+                    && client_tx.send(Message::Text(with_failure_named(text, &app))).await.is_err()
                 {
                     break;
                 }
@@ -101,6 +101,22 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
     let _ = client_tx.close().await;
     let _ = relay_tx.close().await;
     relay_task.abort();
+}
+
+/// The relay answers a failed save with `error: database error` whatever the cause; when the
+/// store knows a cause worth naming (its disk is full), the client is told that instead.
+fn with_failure_named(text: Utf8Bytes, app: &crate::app::App) -> Utf8Bytes {
+    const PLAIN: &str = "\"error: database error\"";
+    if !text.as_str().contains(PLAIN) {
+        return text;
+    }
+    match app.store().recent_failure() {
+        Some(reason) => text
+            .as_str()
+            .replace(PLAIN, &format!("\"error: {reason}\""))
+            .into(),
+        None => text,
+    }
 }
 
 /// What to do with one client message.

@@ -467,7 +467,9 @@ impl WritePolicy for GraspPolicy {
                 Ok(answer) => into_result(answer),
                 Err(error) => {
                     tracing::error!(event_id = %event.id, %error, "cannot decide on event");
-                    WritePolicyResult::reject(MachineReadablePrefix::Error, "internal error; try again later")
+                    let reason =
+                        crate::types::client_reason(&error).unwrap_or("internal error; try again later");
+                    WritePolicyResult::reject(MachineReadablePrefix::Error, reason)
                 }
             }
         })

@@ -136,6 +136,9 @@ pub struct Store {
     memo: Arc<memo::Memo>,
     /// PostgreSQL only: this node among the others on the same database.
     cluster: Option<Arc<cluster::Cluster>>,
+    /// Why the last save failed, when it is worth telling the client (see
+    /// [`recent_failure`](Self::recent_failure)).
+    failure: Arc<std::sync::Mutex<Option<(std::time::Instant, &'static str)>>>,
 }
 
 /// One node sharing the database, as it last reported itself.
@@ -287,6 +290,7 @@ impl Store {
             tombstones,
             memo,
             cluster: None,
+            failure: Arc::default(),
         })
     }
 
@@ -328,6 +332,7 @@ impl Store {
             tombstones,
             memo,
             cluster: Some(cluster),
+            failure: Arc::default(),
         })
     }
 
@@ -474,12 +479,30 @@ impl Store {
 
     /// Saves an event with NIP-01 replaceable/addressable and NIP-09 deletion semantics.
     pub async fn save_event(&self, event: &Event) -> Result<SaveEventStatus, StoreError> {
-        self.write(|reply| writer::Request::Save {
-            event: event.clone(),
-            json: event.as_json(),
-            reply,
-        })
-        .await
+        let saved = self
+            .write(|reply| writer::Request::Save {
+                event: event.clone(),
+                json: event.as_json(),
+                reply,
+            })
+            .await;
+        if let Err(error) = &saved
+            && let Some(reason) = crate::types::client_reason(error)
+        {
+            let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+            *failure = Some((std::time::Instant::now(), reason));
+        }
+        saved
+    }
+
+    /// Why a save failed in the last few seconds, if it is worth telling the client (the
+    /// database's disk is full, say): the relay answers a failed save with a plain "database
+    /// error", which the websocket bridge replaces by this.
+    pub fn recent_failure(&self) -> Option<&'static str> {
+        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        failure
+            .filter(|(at, _)| at.elapsed() < std::time::Duration::from_secs(5))
+            .map(|(_, reason)| reason)
     }
 
     /// Sends a request to the writer thread and waits for its answer.
