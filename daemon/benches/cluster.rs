@@ -2,20 +2,29 @@
 //! cargo bench -p graspd --bench cluster` (`eval "$(.ci/postgres start)"` runs a server).
 //!
 //! Starts two release graspd nodes, A and B, on one fresh database and one git root, and
-//! measures how long an event published to B takes to reach a live subscriber on A (EVENT sent
-//! to B → EVENT received on A: B's write policy and commit, the notification, A loading and
-//! forwarding it), beside the same on B's own subscriber. Target: cross-node p50 ≤ 50 ms.
+//! measures
+//! 1. live delivery: how long an event published to B takes to reach a live subscriber on A
+//!    (EVENT sent to B → EVENT received on A: B's write policy and commit, the notification, A
+//!    loading and forwarding it), beside the same on B's own subscriber. Target: p50 ≤ 50 ms;
+//! 2. release across nodes: a state held in purgatory, its push through B, and the released
+//!    state reaching a subscriber on A (push started → EVENT on A), beside B's own subscriber;
+//! 3. combined ingest: 40 connections, half on A and half on B, publishing issues at once.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use nostr::Keys;
 use serde_json::json;
-use support::{Client, Server, announcement, coordinate, event};
+use support::{Client, Server, announcement, coordinate, event, git_output, state, work_tree_with_commit};
+use tokio_tungstenite::tungstenite::Message;
 
 const EVENTS: usize = 300;
+const PUSHES: usize = 30;
+const CONNECTIONS: usize = 40;
+const EVENTS_PER_CONNECTION: usize = 500;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -83,6 +92,121 @@ async fn run() {
          target cross-node p50 <= 50 ms, ratio {:.2}",
         cross50 / 50.0
     );
+
+    // Releases: a state held (published to A), its push through B.
+    let mut cross = Vec::with_capacity(PUSHES);
+    let mut local = Vec::with_capacity(PUSHES);
+    for i in 0..PUSHES {
+        let owner = Keys::generate();
+        let id = format!("release-{i}");
+        let (work, oid) = work_tree_with_commit(&id);
+        let mut on_a_states = states_subscriber(&a).await;
+        let mut on_b_states = states_subscriber(&b).await;
+        let mut publisher = a.client().await;
+        assert!(publisher.publish(&announcement(&owner, &a, &id)).await.accepted);
+        let st = state(&owner, &id, &[("refs/heads/main", &oid)], Some("main"));
+        assert!(publisher.publish(&st).await.accepted);
+        let url = b.clone_url(&owner, &id);
+        let started = Instant::now();
+        let path = work.path().to_owned();
+        let pushed = tokio::task::spawn_blocking(move || git_output(&path, &["push", "-q", &url, "main"]))
+            .await
+            .expect("push task");
+        assert!(
+            pushed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&pushed.stderr)
+        );
+        let st_id = st.id.to_hex();
+        local.push(delivered(&mut on_b_states, &st_id, started).await);
+        cross.push(delivered(&mut on_a_states, &st_id, started).await);
+    }
+    let (cross50, cross99) = percentiles(&mut cross);
+    let (local50, local99) = percentiles(&mut local);
+    println!(
+        "release of {PUSHES} states pushed through B (push started -> state on a subscriber): on A (other node) \
+         p50 {cross50:.2} ms, p99 {cross99:.2} ms; on B (same node) p50 {local50:.2} ms, p99 {local99:.2} ms"
+    );
+
+    // Combined ingest: half the connections on each node.
+    let batches: Vec<Vec<String>> = (0..CONNECTIONS)
+        .map(|c| {
+            let keys = Keys::generate();
+            (0..EVENTS_PER_CONNECTION)
+                .map(|i| {
+                    let issue = event(
+                        &keys,
+                        1621,
+                        &format!("issue {c}-{i}"),
+                        &[&["a", &coord], &["subject", "bench"]],
+                    );
+                    json!(["EVENT", issue]).to_string()
+                })
+                .collect()
+        })
+        .collect();
+    let total = CONNECTIONS * EVENTS_PER_CONNECTION;
+    let (rate, accepted) = ingest(&[&a, &b], batches).await;
+    assert_eq!(accepted, total, "every issue accepted");
+    println!(
+        "combined ingest on two nodes: {total} events over {CONNECTIONS} connections (half on each) = {rate:.0} events/s"
+    );
+}
+
+/// A connection subscribed to states, past its EOSE.
+async fn states_subscriber(server: &Server) -> Client {
+    let mut client = server.client().await;
+    client
+        .send_raw(&json!(["REQ", "states", {"kinds": [30618], "limit": 0}]).to_string())
+        .await;
+    assert_eq!(client.next().await[0], "EOSE");
+    client
+}
+
+/// Sends every batch over its own connection (round-robin over `servers`), pipelined, and waits
+/// for every OK. Returns (events/s, accepted count).
+async fn ingest(servers: &[&Server], batches: Vec<Vec<String>>) -> (f64, usize) {
+    let mut sockets = Vec::new();
+    for i in 0..batches.len() {
+        let url = servers[i % servers.len()].ws_url();
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .expect("connect");
+        sockets.push(ws);
+    }
+    let total: usize = batches.iter().map(Vec::len).sum();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (ws, batch) in sockets.into_iter().zip(batches) {
+        tasks.push(tokio::spawn(async move {
+            let expected = batch.len();
+            let (mut tx, mut rx) = ws.split();
+            let sender = tokio::spawn(async move {
+                for message in batch {
+                    tx.send(Message::Text(message.into())).await.expect("send");
+                }
+                tx
+            });
+            let (mut accepted, mut answered) = (0usize, 0usize);
+            while answered < expected {
+                let Some(Ok(Message::Text(text))) = rx.next().await else {
+                    break;
+                };
+                let reply: serde_json::Value = serde_json::from_str(text.as_str()).expect("json");
+                if reply[0] == "OK" {
+                    answered += 1;
+                    accepted += usize::from(reply[2] == true);
+                }
+            }
+            let _ = sender.await;
+            accepted
+        }));
+    }
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += task.await.expect("task");
+    }
+    (total as f64 / start.elapsed().as_secs_f64(), accepted)
 }
 
 /// A connection subscribed to the repository's issues, past its EOSE.
