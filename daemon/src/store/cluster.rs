@@ -10,7 +10,9 @@
 //! reports [`Change::Resync`] once it is back, and the daemon reloads what it holds.
 //!
 //! Notifications arrive a moment after the commit. Decisions must not depend on that moment:
-//! the writers' counter (`write_seq`, moved by every event transaction of any node) is read when
+//! the writers' counter (`write_seq`, moved by every event transaction of any node that can
+//! change what an address holds: replaceable, addressable and deletion events, releases,
+//! operator deletions) is read when
 //! a node takes an identifier's lock ([`Store::catch_up`](super::Store::catch_up)); if another
 //! node wrote since, the address cache is dropped before anything is read from it.
 

@@ -128,9 +128,13 @@ impl Writer {
             .filter(|(_, status)| status.is_success())
             .map(|(request, _)| request.event.id);
         cluster::notify_stored(&mut tx, &self.cluster.node, stored).await?;
-        self.commit(tx).await?;
-        if batch.iter().any(|request| changes_addresses(&request.event)) {
+        let addresses_changed = batch.iter().any(|request| changes_addresses(&request.event));
+        if addresses_changed {
+            self.commit(tx).await?;
             self.shared.memo.addresses.invalidate();
+        } else {
+            // Regular events change no address: the other nodes' caches stay good.
+            tx.commit().await?;
         }
         Ok(statuses)
     }
@@ -145,7 +149,8 @@ impl Writer {
         Ok(tx)
     }
 
-    /// Moves the writers' counter and commits.
+    /// Moves the writers' counter (what another node's address cache depends on changed) and
+    /// commits.
     async fn commit(&self, mut tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Result<(), StoreError> {
         let n = cluster::bump(&mut tx).await?;
         tx.commit().await?;
