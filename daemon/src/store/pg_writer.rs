@@ -25,7 +25,8 @@ use tokio::sync::mpsc;
 use super::cluster::{self, Cluster};
 
 use super::writer::{
-    MAX_BATCH, Reply, Request, Shared, changes_addresses, indexed_tags, is_hex64, split_coordinate,
+    MAX_BATCH, Request, SaveRequest, Shared, changes_addresses, indexed_tags, is_hex64, split_coordinate,
+    take_waiting_saves,
 };
 use super::{StoreError, address_d_tag, timestamp_i64};
 
@@ -53,12 +54,6 @@ struct Writer {
     cluster: Arc<Cluster>,
 }
 
-struct SaveRequest {
-    event: Event,
-    json: String,
-    reply: Reply<SaveEventStatus>,
-}
-
 impl Writer {
     async fn run(self, mut requests: mpsc::Receiver<Request>) {
         let mut batch: Vec<SaveRequest> = Vec::with_capacity(MAX_BATCH);
@@ -67,20 +62,7 @@ impl Writer {
             match request {
                 Request::Save { event, json, reply } => {
                     batch.push(SaveRequest { event, json, reply });
-                    // Take the saves already waiting; another kind of request ends the batch
-                    // and runs after it, keeping arrival order.
-                    while batch.len() < MAX_BATCH {
-                        match requests.try_recv() {
-                            Ok(Request::Save { event, json, reply }) => {
-                                batch.push(SaveRequest { event, json, reply });
-                            }
-                            Ok(other) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    next = take_waiting_saves(&mut requests, &mut batch);
                     self.commit_batch(&mut batch).await;
                 }
                 Request::Release { events, reply } => {

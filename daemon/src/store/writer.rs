@@ -209,10 +209,26 @@ fn sync_data(wal: &Path) -> std::io::Result<()> {
     }
 }
 
-struct SaveRequest {
-    event: Event,
-    json: String,
-    reply: Reply<SaveEventStatus>,
+pub(super) struct SaveRequest {
+    pub event: Event,
+    pub json: String,
+    pub reply: Reply<SaveEventStatus>,
+}
+
+/// Adds to `batch` the saves already waiting, up to [`MAX_BATCH`]. Another kind of request ends
+/// the batch and is returned, to run after it: arrival order is kept.
+pub(super) fn take_waiting_saves(
+    requests: &mut mpsc::Receiver<Request>,
+    batch: &mut Vec<SaveRequest>,
+) -> Option<Request> {
+    while batch.len() < MAX_BATCH {
+        match requests.try_recv() {
+            Ok(Request::Save { event, json, reply }) => batch.push(SaveRequest { event, json, reply }),
+            Ok(other) => return Some(other),
+            Err(_) => break,
+        }
+    }
+    None
 }
 
 impl Writer {
@@ -223,20 +239,7 @@ impl Writer {
             match request {
                 Request::Save { event, json, reply } => {
                     batch.push(SaveRequest { event, json, reply });
-                    // Take the saves already waiting; another kind of request ends the batch
-                    // and runs after it, keeping arrival order.
-                    while batch.len() < MAX_BATCH {
-                        match requests.try_recv() {
-                            Ok(Request::Save { event, json, reply }) => {
-                                batch.push(SaveRequest { event, json, reply });
-                            }
-                            Ok(other) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    next = take_waiting_saves(&mut requests, &mut batch);
                     self.commit_batch(&mut batch);
                 }
                 Request::Release { events, reply } => {
