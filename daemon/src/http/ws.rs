@@ -107,7 +107,8 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
 /// store knows a cause worth naming (its disk is full), the client is told that instead.
 fn with_failure_named(text: Utf8Bytes, app: &crate::app::App) -> Utf8Bytes {
     const PLAIN: &str = "\"error: database error\"";
-    if !text.as_str().contains(PLAIN) {
+    // Only OK messages (short) are looked into, not every event served.
+    if !text.as_str().starts_with("[\"OK\"") || !text.as_str().contains(PLAIN) {
         return text;
     }
     match app.store().recent_failure() {
