@@ -23,8 +23,6 @@ CREATE TABLE event_tags (
     created_at BIGINT NOT NULL
 );
 CREATE UNIQUE INDEX event_tags_by_value ON event_tags (name, value, created_at DESC, event_id);
--- Removing an event's tag rows (a replaced state, a deletion) finds them by event.
-CREATE INDEX event_tags_by_event ON event_tags (event_id);
 
 CREATE TABLE deleted_events (
     event_id TEXT COLLATE "C" NOT NULL,

@@ -412,15 +412,31 @@ async fn save_in(
 }
 
 /// Deletes an event and its tag rows.
+/// Its tag rows are found through their `(name, value, created_at, event_id)` key, which the
+/// event's own tags give (as in SQLite's writer): no index by event id to keep up on every
+/// insert.
 async fn delete_event_rows(conn: &mut PgConnection, id: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM event_tags WHERE event_id = $1")
+    let Some(row) = sqlx::query("DELETE FROM events WHERE id = $1 RETURNING json")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(());
+    };
+    let json: String = row.try_get(0)?;
+    if let Ok(event) = Event::from_json(&json) {
+        let (names, values): (Vec<&str>, Vec<&str>) = indexed_tags(&event).unzip();
+        sqlx::query(
+            "DELETE FROM event_tags t USING UNNEST($1::text[], $2::text[]) AS k (name, value)
+             WHERE t.name = k.name AND t.value = k.value AND t.created_at = $3 AND t.event_id = $4",
+        )
+        .bind(&names)
+        .bind(&values)
+        .bind(timestamp_i64(event.created_at))
         .bind(id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM events WHERE id = $1")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
+    }
     Ok(())
 }
 

@@ -32,6 +32,31 @@ async fn filter_by_ids_returns_only_the_named_events() {
     assert_eq!(found, vec![c.id, a.id]);
 }
 
+/// NIP-77 items (id and time) of what is served: never a purgatory row, never a deleted event.
+#[tokio::test]
+async fn negentropy_items_are_the_served_events_ids_and_times() {
+    let Some((_db, store)) = temp_store(BACKEND).await else {
+        return;
+    };
+    let keys = Keys::generate();
+    let kept = event(&keys, 1621, 100, "kept", &[&["a", "30617:x:repo"]]);
+    let doomed = event(&keys, 1621, 101, "doomed", &[&["a", "30617:x:repo"]]);
+    let waiting = announcement(&keys, "repo", 102, "");
+    for e in [&kept, &doomed] {
+        save(&store, e).await;
+    }
+    store
+        .purgatory_put(&purgatory_row(&waiting, "repo", 5_000))
+        .await
+        .expect("put");
+    save(&store, &event(&keys, DELETION, 200, "", &[&["e", &doomed.id.to_hex()]])).await;
+    let items = store
+        .negentropy_items(&Filter::new().kinds([Kind::from(1621u16), Kind::from(ANNOUNCEMENT)]))
+        .await
+        .expect("items");
+    assert_eq!(items, vec![(kept.id, kept.created_at)]);
+}
+
 #[tokio::test]
 async fn filter_by_authors_returns_only_their_events() {
     let Some((_db, store)) = temp_store(BACKEND).await else {
