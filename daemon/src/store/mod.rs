@@ -275,7 +275,15 @@ impl Store {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let (tombstones, memo) = Self::summaries(&Pool::Sqlite(pool.clone())).await?;
+        let tombstones = Arc::new(writer::Tombstones::load(&Pool::Sqlite(pool.clone())).await?);
+        // A million rows read through sqlx's worker thread cost seconds; a plain connection on a
+        // blocking thread reads them in a fraction of that.
+        let file = options.get_filename().to_owned();
+        let memo = Arc::new(
+            tokio::task::spawn_blocking(move || load_memo_from_file(&file))
+                .await
+                .map_err(|error| StoreError::WriterThread(std::io::Error::other(error)))??,
+        );
         let writer = writer::spawn(
             options.get_filename(),
             writer::Shared {
@@ -1006,6 +1014,32 @@ pub fn address_d_tag(event: &Event) -> Option<String> {
     } else {
         None
     }
+}
+
+/// [`load_memo`] for a SQLite file, on a connection of its own (run on a blocking thread).
+fn load_memo_from_file(path: &std::path::Path) -> Result<memo::Memo, StoreError> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let count: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))?;
+    let memo = memo::Memo::with_capacity(usize::try_from(count).unwrap_or(0));
+    for (sql, filter) in [
+        ("SELECT id FROM events", &memo.ids),
+        (
+            "SELECT value FROM event_tags WHERE name IN ('e', 'E', 'q')",
+            &memo.referenced,
+        ),
+    ] {
+        let mut statement = conn.prepare(sql)?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            if let Some(id) = row.get_ref(0)?.as_str().ok().and_then(memo::hex32) {
+                filter.insert(&id);
+            }
+        }
+    }
+    Ok(memo)
 }
 
 /// Builds the in-memory summaries from the tables (one pass over the ids and the tag index).
