@@ -387,6 +387,15 @@ pub struct AbuseLimits {
     pub new_repos_per_hour_per_address: usize,
 }
 
+impl AbuseLimits {
+    /// Whether `owner` may have repositories here (`--allow-owner`; anyone without the list).
+    pub fn owner_allowed(&self, owner: &nostr::PublicKey) -> bool {
+        self.allowed_owners
+            .as_ref()
+            .is_none_or(|owners| owners.contains(owner))
+    }
+}
+
 impl Default for AbuseLimits {
     fn default() -> Self {
         Self {

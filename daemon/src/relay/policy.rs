@@ -175,13 +175,7 @@ impl GraspPolicy {
             pending: None,
             archive: archive.verdict(&repo.owner, repo.identifier.as_str()),
             archive_only: archive.only,
-            owner_allowed: self
-                .app
-                .config()
-                .abuse
-                .allowed_owners
-                .as_ref()
-                .is_none_or(|owners| owners.contains(&repo.owner)),
+            owner_allowed: self.app.config().abuse.owner_allowed(&repo.owner),
             creation_refused: None,
         };
         if !facts.hosted_here() && !facts.archived() {

@@ -73,12 +73,7 @@ impl StatusApi {
         let config = self.app.config();
         let repo = &announcement.repo;
         let listed = crate::nip34::lists_server(announcement, &config.domain).is_ok();
-        let owner_allowed = config
-            .abuse
-            .allowed_owners
-            .as_ref()
-            .is_none_or(|owners| owners.contains(&repo.owner));
-        if listed && !config.archive.only && owner_allowed {
+        if listed && !config.archive.only && config.abuse.owner_allowed(&repo.owner) {
             return String::new();
         }
         config
