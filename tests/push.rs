@@ -312,7 +312,7 @@ async fn a_release_that_failed_on_data_already_here_is_retried() {
     push_without_hooks(f.work.path(), &repo, &["main:refs/heads/main"]);
     let lock = repo.join("refs/heads/dev.lock");
     std::fs::write(&lock, "").expect("lock");
-    left_ago(&lock, Duration::from_secs(45));
+    left_ago(&lock, Duration::from_secs(5));
     f.server.restart();
     eventually("the state is applied once the lock is stale", || {
         let dev = git_output(&repo, &["rev-parse", "--verify", "-q", "refs/heads/dev"]);

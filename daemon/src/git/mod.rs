@@ -355,6 +355,33 @@ impl GitRepos {
         }
     }
 
+    /// Removes the ref locks older than [`STALE_REF_LOCK`] of the repositories at `dirs`.
+    /// Returns how many.
+    pub async fn clear_stale_locks(&self, dirs: Vec<PathBuf>) -> usize {
+        blocking(move || {
+            Ok(dirs
+                .iter()
+                .map(|dir| remove_stale_ref_locks(dir, STALE_REF_LOCK))
+                .sum())
+        })
+        .await
+        .unwrap_or(0)
+    }
+
+    /// The repositories on disk that hold a ref lock now.
+    pub async fn repos_with_ref_locks(&self) -> Vec<PathBuf> {
+        let git = self.clone();
+        blocking(move || {
+            Ok(git
+                .list_all_repo_dirs()
+                .into_iter()
+                .filter(|dir| has_ref_lock(dir))
+                .collect())
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// Whether the repository has any ref (has received git data).
     pub async fn has_refs(&self, repo: &RepoId) -> Result<bool, GitError> {
         let path = self.path(repo);
@@ -562,7 +589,7 @@ fn waiting_out_locks<T>(
 /// A ref lock this old belongs to no live git: git holds one for the few milliseconds of a ref
 /// transaction (and `packed-refs.lock` while it rewrites that file), and waits at most a second
 /// for another's (`core.filesRefLockTimeout`, `core.packedRefsTimeout`).
-pub const STALE_REF_LOCK: Duration = Duration::from_secs(60);
+pub const STALE_REF_LOCK: Duration = Duration::from_secs(20);
 
 /// Removes ref lock files of the bare repository at `repo` (`HEAD.lock`, `packed-refs.lock`,
 /// `refs/**/*.lock`) last modified more than `older_than` ago, as a killed push leaves them.
@@ -586,6 +613,31 @@ pub fn remove_stale_ref_locks(repo: &Path, older_than: Duration) -> usize {
         }
     }
     remove_if_stale(repo, locks, older_than)
+}
+
+/// Whether the bare repository at `repo` holds any ref lock (`HEAD.lock`, `packed-refs.lock`,
+/// `refs/**/*.lock`).
+fn has_ref_lock(repo: &Path) -> bool {
+    if repo.join("HEAD.lock").exists() || repo.join("packed-refs.lock").exists() {
+        return true;
+    }
+    let mut dirs = vec![repo.join("refs")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => dirs.push(path),
+                Ok(kind) if kind.is_file() && path.extension().is_some_and(|ext| ext == "lock") => {
+                    return true;
+                }
+                _ => {}
+            }
+        }
+    }
+    false
 }
 
 /// [`remove_stale_ref_locks`] for the locks of `names` only (and `HEAD.lock`,

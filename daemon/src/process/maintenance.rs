@@ -122,3 +122,27 @@ async fn sweep(app: &App) {
         app.housekeeping().request(repo);
     }
 }
+
+/// After a crash (graspd killed with the git processes it ran, as systemd stops a service), a
+/// push killed in the middle of its ref update leaves a ref lock that git never removes, and
+/// every later push of that ref would fail on it. At start, the repositories holding a lock are
+/// noted; once [`crate::git::STALE_REF_LOCK`] has passed, the locks still there and that old are
+/// removed (a live git's lock lasts milliseconds).
+pub async fn clear_locks_left_by_a_crash(app: App, mut shutdown: Signal) {
+    let locked = app.git().repos_with_ref_locks().await;
+    if locked.is_empty() {
+        return;
+    }
+    tracing::info!(
+        repositories = locked.len(),
+        "ref locks found at start; removing those still there once stale"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(crate::git::STALE_REF_LOCK + std::time::Duration::from_secs(1)) => {}
+        _ = shutdown.wait() => return,
+    }
+    let removed = app.git().clear_stale_locks(locked).await;
+    if removed > 0 {
+        tracing::warn!(removed, "removed ref locks a crash left behind");
+    }
+}
