@@ -655,6 +655,86 @@ async fn a_push_larger_than_the_limit_is_refused_while_received_and_leaves_nothi
         "{}",
         stderr(&pushed)
     );
+    // The same limit holds a push of pull request refs alone into the owner's repository, which
+    // anyone may send: git takes it whole (under the owner's limit), the hook measures it.
+    let contribution = tempfile::tempdir().expect("tempdir");
+    git(contribution.path(), &["init", "-q", "-b", "main"]);
+    write_noise(&contribution.path().join("noise.bin"), 150_000, 5);
+    git(contribution.path(), &["add", "noise.bin"]);
+    git(contribution.path(), &["commit", "-q", "-m", "contribution"]);
+    let owner_url = server.clone_url(&owner, "big");
+    let pr_ref = format!("main:refs/nostr/{}", "b".repeat(64));
+    let pushed = git_output(contribution.path(), &["push", &owner_url, &pr_ref]);
+    assert!(!pushed.status.success());
+    assert!(
+        stderr(&pushed).contains("this push carries 14")
+            && stderr(&pushed).contains(
+                "KiB of objects; this server takes at most 97.7 KiB in a push of pull request refs"
+            ),
+        "{}",
+        stderr(&pushed)
+    );
+    assert_eq!(
+        git(&repo, &["for-each-ref", "refs/nostr"]),
+        "",
+        "no pull request ref landed"
+    );
+    let tiny = work_tree_with_commit("a small fix").0;
+    let pushed = git_output(tiny.path(), &["push", &owner_url, &pr_ref]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+}
+
+#[tokio::test]
+async fn pushes_of_pull_request_refs_beyond_the_hourly_share_are_refused() {
+    let f = announced_with_pending_state_on(
+        Server::start_with(&[
+            "--max-pr-pushes-per-hour-per-address",
+            "2",
+            "--max-pr-pushes-per-hour-per-owner",
+            "3",
+        ]),
+        "busy",
+    )
+    .await;
+    let url = f.server.clone_url(&f.owner, "busy");
+    // graspd trusts X-Forwarded-For from a proxy on this machine, as from nginx.
+    let push_from = |address: Option<&str>, n: u8| {
+        let mut args = Vec::new();
+        let header;
+        if let Some(address) = address {
+            header = format!("http.extraHeader=X-Forwarded-For: {address}");
+            args.extend(["-c", header.as_str()]);
+        }
+        let refspec = format!("main:refs/nostr/{}", n.to_string().repeat(64));
+        args.extend(["push", url.as_str(), refspec.as_str()]);
+        git_output(f.work.path(), &args)
+    };
+    for n in 1..=2 {
+        let pushed = push_from(None, n);
+        assert!(pushed.status.success(), "push {n}: {}", stderr(&pushed));
+    }
+    let third = push_from(None, 3);
+    assert!(!third.status.success());
+    assert!(
+        stderr(&third).contains(
+            "2 pushes of pull request refs came from your address within the hour, the limit; try again later"
+        ),
+        "{}",
+        stderr(&third)
+    );
+    let elsewhere = push_from(Some("192.0.2.9"), 4);
+    assert!(elsewhere.status.success(), "{}", stderr(&elsewhere));
+    let owner_full = push_from(Some("192.0.2.10"), 5);
+    assert!(!owner_full.status.success());
+    assert!(
+        stderr(&owner_full)
+            .contains("this owner's repositories took 3 pushes of pull request refs within the hour"),
+        "{}",
+        stderr(&owner_full)
+    );
+    // The maintainers' own pushes are not counted, nor held back.
+    let maintainer = push(&f, "busy", &["main:refs/heads/main", "main:refs/heads/dev"]);
+    assert!(maintainer.status.success(), "{}", stderr(&maintainer));
 }
 
 #[tokio::test]

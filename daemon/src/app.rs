@@ -54,7 +54,8 @@ struct Inner {
     housekeeping: crate::queue::Housekeeping,
     /// Repositories created in the last hour, per owner and client address (the write policy's
     /// `--max-new-repos-per-hour-*`).
-    creations: crate::queue::Creations,
+    creations: crate::queue::Hourly,
+    pull_request_pushes: crate::queue::Hourly,
     /// What `/readyz` reports besides the store and the git root.
     readiness: Readiness,
     /// This node runs the periodic sweeps (always, on SQLite; on PostgreSQL, the one node that
@@ -162,6 +163,7 @@ impl App {
                 processed: broadcast::channel(256).0,
                 housekeeping: Default::default(),
                 creations: Default::default(),
+                pull_request_pushes: Default::default(),
                 readiness: Readiness::default(),
                 leader: std::sync::atomic::AtomicBool::new(only_node),
             }),
@@ -184,8 +186,15 @@ impl App {
         &self.inner.git
     }
 
-    pub fn creations(&self) -> &crate::queue::Creations {
+    /// New repositories per owner and client address, within the hour.
+    pub fn creations(&self) -> &crate::queue::Hourly {
         &self.inner.creations
+    }
+
+    /// Pushes of pull request refs only (anyone may send one) per owner and client address,
+    /// within the hour.
+    pub fn pull_request_pushes(&self) -> &crate::queue::Hourly {
+        &self.inner.pull_request_pushes
     }
 
     pub fn housekeeping(&self) -> &crate::queue::Housekeeping {

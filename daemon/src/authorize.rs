@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use nostr::{Event, EventId};
 
 use crate::nip34::{PullRequest, RepoState};
+use crate::queue::Over;
 use crate::types::{Nip34Kind, Oid, RefName, RepoId};
 
 /// One `<old> <new> <ref>` line of a push.
@@ -46,6 +47,21 @@ pub struct PushFacts {
     pub pull_requests: HashMap<EventId, KnownPullRequest>,
     /// Placeholders already waiting and the limits on them; `None`: no limits.
     pub placeholders: Option<PlaceholderCounts>,
+    /// For a push of pull request refs alone (see [`is_contribution`]): its size and its
+    /// sender's recent pushes; `None`: no limits.
+    pub contribution: Option<ContributionFacts>,
+}
+
+/// A push of pull request refs alone, which anyone may send: how big it is, and whether its
+/// owner's repositories or its sender's address took their hourly share of such pushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContributionFacts {
+    /// Bytes of the pushed objects (git's quarantine); `None` when git named no quarantine.
+    pub bytes: Option<u64>,
+    /// The largest such push; 0: no limit.
+    pub max_bytes: u64,
+    /// The hourly limit the owner or the sender's address reached, if one did.
+    pub over: Option<Over>,
 }
 
 /// Placeholders (pull request refs pushed before their event) waiting in the repository and on
@@ -100,7 +116,64 @@ pub fn decide(repo: &RepoId, updates: &[RefUpdate], facts: &PushFacts) -> Vec<Ve
         owner_verdicts(repo, updates, facts)
     };
     cap_placeholders(updates, &mut verdicts, facts);
+    limit_contributions(updates, &mut verdicts, facts);
     verdicts
+}
+
+/// Whether a push carries pull request refs alone (`refs/nostr/...`): the pushes anyone may send,
+/// where an owner's maintainers push their branches and tags.
+pub fn is_contribution(updates: &[RefUpdate]) -> bool {
+    !updates.is_empty()
+        && updates
+            .iter()
+            .all(|update| pull_request_ref(&update.name).is_some())
+}
+
+/// A push of pull request refs alone beyond its size limit or its hourly share is refused whole:
+/// anyone may send one, so without limits one person could fill the disk.
+fn limit_contributions(updates: &[RefUpdate], verdicts: &mut [Verdict], facts: &PushFacts) {
+    let Some(limits) = facts.contribution else {
+        return;
+    };
+    if !is_contribution(updates) || verdicts.iter().all(|verdict| !verdict.allowed) {
+        return;
+    }
+    let why = match (limits.bytes, limits.over) {
+        (Some(bytes), _) if limits.max_bytes > 0 && bytes > limits.max_bytes => format!(
+            "this push carries {} of objects; this server takes at most {} in a push of pull request refs",
+            human_bytes(bytes),
+            human_bytes(limits.max_bytes)
+        ),
+        (_, Some(Over::Owner(n))) => format!(
+            "this owner's repositories took {n} pushes of pull request refs within the hour, the limit; try again later"
+        ),
+        (_, Some(Over::Address(n))) => format!(
+            "{n} pushes of pull request refs came from your address within the hour, the limit; try again later"
+        ),
+        _ => return,
+    };
+    for (update, verdict) in updates.iter().zip(verdicts.iter_mut()) {
+        *verdict = refuse(update, &why);
+    }
+}
+
+/// `bytes` the way a person reads a size: `512 MiB`, `1.5 GiB`, `900 bytes`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() < 0.05 || value >= 100.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// A placeholder beyond the repository's or the server's limit is refused: anyone may push one,
@@ -349,6 +422,7 @@ mod tests {
             state,
             pull_requests: HashMap::new(),
             placeholders: None,
+            contribution: None,
         }
     }
 
@@ -574,6 +648,86 @@ mod tests {
             allowed(&facts(None), &[placeholder(1), placeholder(2)]),
             [true, true]
         );
+    }
+
+    #[test]
+    fn a_push_of_pull_request_refs_alone_is_held_to_its_size_and_hourly_share() {
+        let a = oid('a');
+        let pr = |n: u8| {
+            let id = EventId::from_slice(&[n; 32]).expect("id");
+            update(&format!("refs/nostr/{}", id.to_hex()), ZERO, oid('c'))
+        };
+        let with = |bytes, over| {
+            let mut facts = facts(Some(state(&[("refs/heads/main", a)], &[])));
+            facts.contribution = Some(ContributionFacts {
+                bytes,
+                max_bytes: 512 << 20,
+                over,
+            });
+            facts
+        };
+        let words = |facts: &PushFacts, updates: &[RefUpdate]| -> Vec<(bool, String)> {
+            decide(&repo(), updates, facts)
+                .into_iter()
+                .map(|v| (v.allowed, v.message))
+                .collect()
+        };
+        // (case, facts, updates, allowed, words in every refusal)
+        let cases: Vec<(&str, PushFacts, Vec<RefUpdate>, bool, &str)> = vec![
+            (
+                "within the limits",
+                with(Some(512 << 20), None),
+                vec![pr(1), pr(2)],
+                true,
+                "",
+            ),
+            (
+                "too big",
+                with(Some(600 << 20), None),
+                vec![pr(1), pr(2)],
+                false,
+                "this push carries 600 MiB of objects; this server takes at most 512 MiB",
+            ),
+            (
+                "the owner's share taken",
+                with(Some(10), Some(Over::Owner(600))),
+                vec![pr(1)],
+                false,
+                "this owner's repositories took 600 pushes of pull request refs within the hour",
+            ),
+            (
+                "the address's share taken",
+                with(None, Some(Over::Address(60))),
+                vec![pr(1)],
+                false,
+                "60 pushes of pull request refs came from your address within the hour",
+            ),
+            (
+                "no quarantine named: no size known",
+                with(None, None),
+                vec![pr(1)],
+                true,
+                "",
+            ),
+            (
+                "a maintainer's push with a branch is no contribution",
+                with(Some(1 << 40), Some(Over::Address(60))),
+                vec![update("refs/heads/main", ZERO, a), pr(1)],
+                true,
+                "",
+            ),
+        ];
+        for (case, facts, updates, allowed, expected) in cases {
+            for (verdict, message) in words(&facts, &updates) {
+                assert_eq!(verdict, allowed, "{case}: {message}");
+                assert!(message.contains(expected), "{case}: {message}");
+            }
+        }
+        // A push refused on its own merits keeps its own reasons.
+        let refused = words(&with(Some(1 << 40), None), &[update("refs/nostr/x", ZERO, a)]);
+        assert!(refused[0].1.contains("64 lowercase hex"), "{}", refused[0].1);
+        assert_eq!(human_bytes(900), "900 bytes");
+        assert_eq!(human_bytes(1536 << 20), "1.5 GiB");
     }
 
     #[test]

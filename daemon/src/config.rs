@@ -378,13 +378,18 @@ pub struct AbuseLimits {
     pub max_placeholders: usize,
     /// `receive.maxInputSize` of owners' repositories; 0: none.
     pub max_push_bytes: u64,
-    /// `receive.maxInputSize` of `/prs/` repositories (GRASP-06); 0: none.
+    /// `receive.maxInputSize` of `/prs/` repositories (GRASP-06), and the largest push of
+    /// `refs/nostr/<event-id>` refs alone into an owner's repository; 0: none.
     pub max_pr_push_bytes: u64,
     /// Only these owners' announcements get a repository here; `None`: anyone's.
     pub allowed_owners: Option<std::collections::BTreeSet<nostr::PublicKey>>,
     /// New repositories per owner, and per client address, within an hour; 0: no limit.
     pub new_repos_per_hour_per_owner: usize,
     pub new_repos_per_hour_per_address: usize,
+    /// Pushes of pull request refs alone per owner, and per client address, within an hour; 0: no
+    /// limit.
+    pub pr_pushes_per_hour_per_owner: usize,
+    pub pr_pushes_per_hour_per_address: usize,
 }
 
 impl AbuseLimits {
@@ -406,6 +411,8 @@ impl Default for AbuseLimits {
             allowed_owners: None,
             new_repos_per_hour_per_owner: 50,
             new_repos_per_hour_per_address: 50,
+            pr_pushes_per_hour_per_owner: 600,
+            pr_pushes_per_hour_per_address: 60,
         }
     }
 }

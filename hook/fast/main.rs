@@ -263,6 +263,11 @@ fn fast(process: &Process, mode: Mode, input: &[u8], buffers: Buffers) -> Result
 
     let mut message = Out::new(message);
     wire::push_request(&mut message, repo, updates)?;
+    if mode == Mode::PreReceive {
+        let quarantine = process.env(b"GIT_QUARANTINE_PATH").unwrap_or_default();
+        let address = process.env(b"REMOTE_ADDR").unwrap_or_default();
+        wire::push_origin(&mut message, quarantine, address)?;
+    }
     let method: &[u8] = match mode {
         Mode::PreReceive => b"AuthorizePush",
         Mode::PostReceive => b"ReportPush",

@@ -148,6 +148,17 @@ pub fn push_request(out: &mut Out, repo_path: &[u8], updates: &[Update]) -> Sure
     Ok(())
 }
 
+/// `AuthorizePushRequest`'s fields beyond that shape: `{ quarantine_path = 3; client_address = 4 }`
+/// (each left out when empty).
+pub fn push_origin(out: &mut Out, quarantine_path: &[u8], client_address: &[u8]) -> Sure<()> {
+    for (field, value) in [(3, quarantine_path), (4, client_address)] {
+        if !value.is_empty() {
+            bytes_field(out, field, value)?;
+        }
+    }
+    Ok(())
+}
+
 /// One field of a protobuf message.
 enum Value<'a> {
     Varint(u64),

@@ -144,12 +144,30 @@ fn push_requests_decode_with_prost() {
     let mut buf = vec![0u8; 4096];
     let mut out = Out::new(&mut buf);
     wire::push_request(&mut out, b"/srv/git/npub1x/repo.git", &updates()).expect("fits");
+    wire::push_origin(
+        &mut out,
+        b"/srv/git/npub1x/repo.git/objects/incoming-Ab12",
+        b"192.0.2.7",
+    )
+    .expect("fits");
     let request = AuthorizePushRequest::decode(out.bytes()).expect("prost decodes it");
     assert_eq!(request.repo_path, "/srv/git/npub1x/repo.git");
+    assert_eq!(
+        request.quarantine_path,
+        "/srv/git/npub1x/repo.git/objects/incoming-Ab12"
+    );
+    assert_eq!(request.client_address, "192.0.2.7");
     assert_eq!(request.updates.len(), 2);
     assert_eq!(request.updates[0].old_oid, "0".repeat(40));
     assert_eq!(request.updates[0].new_oid, "1".repeat(40));
     assert_eq!(request.updates[1].ref_name, "refs/tags/v1");
+
+    let mut bare = vec![0u8; 4096];
+    let mut out = Out::new(&mut bare);
+    wire::push_request(&mut out, b"/repo", &updates()).expect("fits");
+    wire::push_origin(&mut out, b"", b"").expect("fits");
+    let request = AuthorizePushRequest::decode(out.bytes()).expect("prost decodes it");
+    assert!(request.quarantine_path.is_empty() && request.client_address.is_empty());
 
     let mut small = vec![0u8; 40];
     assert_eq!(

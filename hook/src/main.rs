@@ -85,9 +85,12 @@ fn pre_receive() -> ExitCode {
         say(format_args!("grasp-hook: {NO_SOCKET}; push refused"));
         return ExitCode::FAILURE;
     };
+    let env = |name: &str| std::env::var(name).unwrap_or_default();
     let request = AuthorizePushRequest {
         repo_path: path_string(&repo),
         updates: into_proto(updates),
+        quarantine_path: env("GIT_QUARANTINE_PATH"),
+        client_address: env("REMOTE_ADDR"),
     };
     match daemon.authorize_push(request) {
         Ok(answer) => {

@@ -282,7 +282,12 @@ async fn pre_receive_relays_each_verdict_and_allows_an_allowed_push(layout: Layo
     world.serve(daemon.clone());
 
     let input = update("refs/heads/main") + &update("refs/tags/v1");
-    let output = world.run(&world.hook("pre-receive"), &[], &[], &input).await;
+    // As git and the HTTP front set them: where the pushed objects wait, who pushed.
+    let origin = [
+        ("GIT_QUARANTINE_PATH", "/srv/repo.git/objects/incoming-x1"),
+        ("REMOTE_ADDR", "192.0.2.7"),
+    ];
+    let output = world.run(&world.hook("pre-receive"), &[], &origin, &input).await;
 
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(
@@ -294,6 +299,8 @@ async fn pre_receive_relays_each_verdict_and_allows_an_allowed_push(layout: Layo
     assert_eq!(calls[0].repo_path, world.repo.to_string_lossy());
     assert_eq!(calls[0].updates[1].ref_name, "refs/tags/v1");
     assert_eq!(calls[0].updates[0].new_oid, NEW);
+    assert_eq!(calls[0].quarantine_path, "/srv/repo.git/objects/incoming-x1");
+    assert_eq!(calls[0].client_address, "192.0.2.7");
 }
 
 async fn pre_receive_refuses_when_graspd_refuses_one_ref(layout: Layout) {
@@ -610,7 +617,11 @@ async fn the_fast_hook_answers_plain_pushes_by_itself() {
     world.serve(daemon.clone());
     // As graspd's front and nginx give it (the fast hook reads no git config).
     let socket = world.socket.to_string_lossy().into_owned();
-    let env = [("GRASPD_SOCKET", socket.as_str())];
+    let env = [
+        ("GRASPD_SOCKET", socket.as_str()),
+        ("GIT_QUARANTINE_PATH", "/srv/repo.git/objects/incoming-x1"),
+        ("REMOTE_ADDR", "192.0.2.7"),
+    ];
 
     let input = update("refs/heads/main") + &update("refs/heads/denied");
     let output = world.run(&world.hook("pre-receive"), &[], &env, &input).await;
@@ -639,6 +650,8 @@ async fn the_fast_hook_answers_plain_pushes_by_itself() {
     assert_eq!(authorized[0].repo_path, world.repo.to_string_lossy());
     assert_eq!(authorized[0].updates[1].ref_name, "refs/heads/denied");
     assert_eq!(authorized[0].updates[0].old_oid, OLD);
+    assert_eq!(authorized[0].quarantine_path, "/srv/repo.git/objects/incoming-x1");
+    assert_eq!(authorized[0].client_address, "192.0.2.7");
     let reported = daemon.reported.lock().expect("lock").clone();
     assert_eq!(reported.len(), 1);
     assert_eq!(reported[0].updates[0].new_oid, NEW);

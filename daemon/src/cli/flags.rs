@@ -489,7 +489,9 @@ pub struct ServeArgs {
     #[arg(long, env = "GRASPD_MAX_PUSH_BYTES", default_value_t = 4 << 30)]
     pub max_push_bytes: u64,
 
-    /// Largest push into a contributor's `/prs/` repository (GRASP-06), in bytes. 0: no limit.
+    /// Largest push of pull request refs, which anyone may send, in bytes: into a contributor's
+    /// `/prs/` repository (GRASP-06), or of `refs/nostr/<event-id>` refs alone into an owner's
+    /// repository. 0: no limit.
     #[arg(long, env = "GRASPD_MAX_PR_PUSH_BYTES", default_value_t = 512 << 20)]
     pub max_pr_push_bytes: u64,
 
@@ -511,6 +513,15 @@ pub struct ServeArgs {
     /// 0: no limit.
     #[arg(long, env = "GRASPD_MAX_NEW_REPOS_PER_HOUR_PER_ADDRESS", default_value_t = 50)]
     pub max_new_repos_per_hour_per_address: usize,
+
+    /// Pushes of pull request refs alone (`refs/nostr/<event-id>`, which anyone may push) into
+    /// one owner's repositories within an hour. 0: no limit.
+    #[arg(long, env = "GRASPD_MAX_PR_PUSHES_PER_HOUR_PER_OWNER", default_value_t = 600)]
+    pub max_pr_pushes_per_hour_per_owner: usize,
+
+    /// Pushes of pull request refs alone from one client address within an hour. 0: no limit.
+    #[arg(long, env = "GRASPD_MAX_PR_PUSHES_PER_HOUR_PER_ADDRESS", default_value_t = 60)]
+    pub max_pr_pushes_per_hour_per_address: usize,
 
     /// A file of `--allow-owner` keys, one a line (`#` starts a comment).
     #[arg(long, env = "GRASPD_ALLOW_OWNER_FILE", value_name = "FILE")]
@@ -731,6 +742,8 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
             allowed_owners: allowed_owners(args)?,
             new_repos_per_hour_per_owner: args.max_new_repos_per_hour_per_owner,
             new_repos_per_hour_per_address: args.max_new_repos_per_hour_per_address,
+            pr_pushes_per_hour_per_owner: args.max_pr_pushes_per_hour_per_owner,
+            pr_pushes_per_hour_per_address: args.max_pr_pushes_per_hour_per_address,
         },
         grasp06: Grasp06Settings {
             enabled: args.grasp06,

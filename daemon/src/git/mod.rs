@@ -355,6 +355,17 @@ impl GitRepos {
         }
     }
 
+    /// The size of the objects a push brought, waiting in git's quarantine `dir` (the hook's
+    /// `GIT_QUARANTINE_PATH`) until pre-receive allows them. `None` unless `dir` is a quarantine
+    /// directory of `repo`'s: a directory right under its `objects/` named `*incoming-*`.
+    pub async fn quarantine_bytes(&self, repo: &RepoId, dir: PathBuf) -> Option<u64> {
+        let objects = self.path(repo).join("objects");
+        blocking(move || Ok(quarantine_size(&objects, &dir)))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Removes the ref locks older than [`STALE_REF_LOCK`] of the repositories at `dirs`.
     /// Returns how many.
     pub async fn clear_stale_locks(&self, dirs: Vec<PathBuf>) -> usize {
@@ -729,6 +740,32 @@ pub fn default_branch(git_program: &Path) -> RefName {
         tracing::warn!(init_default_branch = %name, "git's init.defaultBranch is not a valid branch name: using master");
         fallback()
     })
+}
+
+/// See [`GitRepos::quarantine_bytes`]. Symbolic links are neither followed nor counted.
+fn quarantine_size(objects: &Path, dir: &Path) -> Option<u64> {
+    let dir = dir.canonicalize().ok()?;
+    let named = dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.contains("incoming-"));
+    if !named || dir.parent() != Some(objects.canonicalize().ok()?.as_path()) {
+        return None;
+    }
+    // Loose objects sit two levels down (`ab/cdef…`), packs in `pack/`: a bounded walk.
+    let mut total = 0u64;
+    let mut stack = vec![(dir, 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() && depth < 2 {
+                stack.push((entry.path(), depth + 1));
+            } else if meta.is_file() {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    Some(total)
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, GitError>
@@ -1143,6 +1180,33 @@ mod tests {
             "a live git may hold it"
         );
         assert!(path.join("config.lock").exists(), "not a ref lock");
+    }
+
+    #[test]
+    fn a_quarantine_is_measured_only_inside_its_repository() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.git");
+        repository_with_commit(&path);
+        let objects = path.join("objects");
+        let quarantine = objects.join("tmp_objdir-incoming-Ab12");
+        std::fs::create_dir_all(quarantine.join("pack")).expect("dir");
+        std::fs::create_dir_all(quarantine.join("ab")).expect("dir");
+        std::fs::write(quarantine.join("pack/pack-1.pack"), vec![0; 1000]).expect("pack");
+        std::fs::write(quarantine.join("ab/cdef"), vec![0; 24]).expect("loose");
+        // A link to something big is not the push's.
+        let elsewhere = dir.path().join("big");
+        std::fs::write(&elsewhere, vec![0; 5000]).expect("big");
+        std::os::unix::fs::symlink(&elsewhere, quarantine.join("pack/link")).expect("link");
+        assert_eq!(quarantine_size(&objects, &quarantine), Some(1024));
+        // As git names it: through `./`.
+        let dotted = path.join("./objects/tmp_objdir-incoming-Ab12");
+        assert_eq!(quarantine_size(&objects, &dotted), Some(1024));
+        let outside = dir.path().join("incoming-x");
+        std::fs::create_dir_all(&outside).expect("dir");
+        assert_eq!(quarantine_size(&objects, &outside), None);
+        assert_eq!(quarantine_size(&objects, &objects.join("pack")), None);
+        assert_eq!(quarantine_size(&objects, &quarantine.join("..").join("..")), None);
+        assert_eq!(quarantine_size(&objects, &objects.join("incoming-gone")), None);
     }
 
     /// The unified procedure relies on this when it trusts a push's report that objects arrived:

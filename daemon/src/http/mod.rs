@@ -335,6 +335,8 @@ async fn repository_path(
     Extension(Peer(peer)): Extension<Peer>,
     req: axum::extract::Request,
 ) -> Response<Body> {
+    // git's hooks see it as REMOTE_ADDR (the limits on pushes anyone may send count by it).
+    let peer = client_address(peer, req.headers());
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if segments.first() == Some(&Area::PRS_DIR) {

@@ -2,32 +2,58 @@
 //! repository group, the authoritative state, the events pull request refs name) and asks it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Instant;
 
 use nostr::{Event, EventId, Kind};
 
 use crate::app::App;
 use crate::authorize::{
-    KnownPullRequest, PlaceholderCounts, PushFacts, RefUpdate, Verdict, decide, pull_request_ref,
+    ContributionFacts, KnownPullRequest, PlaceholderCounts, PushFacts, RefUpdate, Verdict, decide,
+    is_contribution, pull_request_ref,
 };
 use crate::nip01::is_newer;
 use crate::nip34::{KIND_STATE, Nip34Kind, PullRequest, RepoId, RepoState, pull_request_repository};
 use crate::store::StoreError;
 
+/// Where a push came from, as git and the HTTP front tell the hook.
+#[derive(Debug, Clone, Default)]
+pub struct PushOrigin {
+    /// git's quarantine directory holding the pushed objects (`GIT_QUARANTINE_PATH`).
+    pub quarantine: Option<PathBuf>,
+    /// The pusher's address (`REMOTE_ADDR`).
+    pub client: Option<IpAddr>,
+}
+
 /// Decides each update: gathers what the decision needs ([`PushFacts`]), then [`decide`]s. The
 /// caller refuses the whole push if any verdict is a refusal (git's pre-receive is all or
-/// nothing).
+/// nothing). An allowed push of pull request refs alone counts toward its owner's and its
+/// sender's hourly share.
 pub async fn authorize_push(
     app: &App,
     repo: &RepoId,
     updates: &[RefUpdate],
+    origin: &PushOrigin,
 ) -> Result<Vec<Verdict>, StoreError> {
-    let facts = gather(app, repo, updates).await?;
-    Ok(decide(repo, updates, &facts))
+    let facts = gather(app, repo, updates, origin).await?;
+    let verdicts = decide(repo, updates, &facts);
+    if facts.contribution.is_some() && verdicts.iter().all(|v| v.allowed) {
+        app.pull_request_pushes()
+            .record(&repo.owner, origin.client, Instant::now());
+    }
+    Ok(verdicts)
 }
 
-async fn gather(app: &App, repo: &RepoId, updates: &[RefUpdate]) -> Result<PushFacts, StoreError> {
+async fn gather(
+    app: &App,
+    repo: &RepoId,
+    updates: &[RefUpdate],
+    origin: &PushOrigin,
+) -> Result<PushFacts, StoreError> {
     // Several nodes: what another node accepted a moment ago counts too.
     app.catch_up(&repo.identifier).await;
+    let contribution = contribution_facts(app, repo, updates, origin).await;
     if repo.is_pull_request_area() {
         // GRASP-06: no announcement and no state; the pull requests decide.
         return Ok(PushFacts {
@@ -35,6 +61,7 @@ async fn gather(app: &App, repo: &RepoId, updates: &[RefUpdate]) -> Result<PushF
             state: None,
             pull_requests: known_pull_requests(app, repo, updates).await?,
             placeholders: Some(placeholder_counts(app, repo)),
+            contribution,
         });
     }
     let group = app.repo_group(&repo.identifier).await?;
@@ -50,6 +77,41 @@ async fn gather(app: &App, repo: &RepoId, updates: &[RefUpdate]) -> Result<PushF
         state,
         pull_requests: known_pull_requests(app, repo, updates).await?,
         placeholders: Some(placeholder_counts(app, repo)),
+        contribution,
+    })
+}
+
+/// For a push of pull request refs alone: its size (read from git's quarantine; in a `/prs/`
+/// repository git's `receive.maxInputSize` holds it already) and whether its owner's repositories
+/// or its sender took their share within the hour. `None` for any other push.
+async fn contribution_facts(
+    app: &App,
+    repo: &RepoId,
+    updates: &[RefUpdate],
+    origin: &PushOrigin,
+) -> Option<ContributionFacts> {
+    if !is_contribution(updates) {
+        return None;
+    }
+    let limits = &app.config().abuse;
+    let bytes = match &origin.quarantine {
+        Some(dir) if !repo.is_pull_request_area() && limits.max_pr_push_bytes > 0 => {
+            app.git().quarantine_bytes(repo, dir.clone()).await
+        }
+        _ => None,
+    };
+    let per_hour = (
+        limits.pr_pushes_per_hour_per_owner,
+        limits.pr_pushes_per_hour_per_address,
+    );
+    let over = app
+        .pull_request_pushes()
+        .check(&repo.owner, origin.client, per_hour, Instant::now())
+        .err();
+    Some(ContributionFacts {
+        bytes,
+        max_bytes: limits.max_pr_push_bytes,
+        over,
     })
 }
 

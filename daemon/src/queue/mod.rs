@@ -3,13 +3,13 @@
 //! `process::maintenance::run`). Plain data structures; the loops that act on them are the
 //! services'.
 
-mod creations;
+mod hourly;
 mod housekeeping;
 mod sync;
 
 use std::time::Duration;
 
-pub use creations::Creations;
+pub use hourly::{Hourly, Over};
 pub use housekeeping::Housekeeping;
 pub use sync::{BACKOFF, Claim, Outcome, SyncQueue, SyncQueueEntry, backoff};
 

@@ -25,6 +25,7 @@ use crate::nip34::{
 };
 use crate::process::{self, ProcessError};
 use crate::purgatory::Source;
+use crate::queue::Over;
 use crate::store::{StoreError, address_d_tag};
 
 pub use crate::admission::PURGATORY_MESSAGE;
@@ -205,7 +206,15 @@ impl GraspPolicy {
                 .app
                 .creations()
                 .check(&repo.owner, client, per_hour, std::time::Instant::now())
-                .err();
+                .err()
+                .map(|over| match over {
+                    Over::Owner(n) => format!(
+                        "this owner created {n} repositories here within the hour, the limit; try again later"
+                    ),
+                    Over::Address(n) => format!(
+                        "{n} repositories were created from your address within the hour, the limit; try again later"
+                    ),
+                });
         }
         facts.pending = self
             .app

@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::authorize::RefUpdate;
 use crate::git::{Oid, RefName};
 use crate::nip34::RepoId;
+use crate::process::push::PushOrigin;
 use crate::process::{self, ProcessResult};
 
 /// Most ref updates accepted in one call (git sends one line per ref).
@@ -79,6 +80,16 @@ pub async fn process_push(
 }
 
 /// The objects a push brought (new tips; deletions bring none).
+/// Where the push came from; a path that is not absolute or an address that does not parse is
+/// left out (the limits that need it do not apply), never trusted.
+fn push_origin(request: &pb::AuthorizePushRequest) -> PushOrigin {
+    let quarantine = Path::new(&request.quarantine_path);
+    PushOrigin {
+        quarantine: quarantine.is_absolute().then(|| quarantine.to_path_buf()),
+        client: request.client_address.parse().ok(),
+    }
+}
+
 fn new_oids(updates: &[RefUpdate]) -> HashSet<Oid> {
     updates
         .iter()
@@ -144,7 +155,8 @@ impl HookService for Hooks {
         let request = request.into_inner();
         let repo = self.repo(&request.repo_path)?;
         let updates = parse_updates(&request.updates)?;
-        let verdicts = crate::process::push::authorize_push(&self.app, &repo, &updates)
+        let origin = push_origin(&request);
+        let verdicts = crate::process::push::authorize_push(&self.app, &repo, &updates, &origin)
             .await
             .map_err(|e| Status::internal(format!("cannot authorize: {e}")))?;
         let allowed = verdicts.iter().all(|v| v.allowed);

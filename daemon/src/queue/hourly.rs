@@ -1,5 +1,6 @@
-//! New repositories created in the last hour, per owner and per client address: what the write
-//! policy checks an announcement against before it creates one (`--max-new-repos-per-hour-*`).
+//! What happened in the last hour, per owner and per client address: new repositories (the write
+//! policy checks an announcement against them before it creates one, `--max-new-repos-per-hour-*`)
+//! and pushes of pull request refs (push authorization, `--max-pr-pushes-per-hour-*`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -14,29 +15,36 @@ pub const WINDOW: Duration = Duration::from_secs(3600);
 /// Keys kept before idle ones are dropped (each holds at most its limit of instants).
 const MAX_KEYS: usize = 10_000;
 
-/// Who a new repository is counted against.
+/// Who an occurrence is counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
     Owner(PublicKey),
     Address(IpAddr),
 }
 
-/// Creation times per owner and per client address, within the last [`WINDOW`].
+/// Which limit an owner or address reached, and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    Owner(usize),
+    Address(usize),
+}
+
+/// Times of one kind of occurrence per owner and per client address, within the last [`WINDOW`].
 #[derive(Debug, Default)]
-pub struct Creations {
+pub struct Hourly {
     recent: Mutex<HashMap<Key, VecDeque<Instant>>>,
 }
 
-impl Creations {
-    /// `Err` with what the client is told when `owner` (or `client`, for events from a client)
-    /// already created `per_owner` (or `per_address`) repositories within the hour; 0 is no limit.
+impl Hourly {
+    /// `Err` when `owner` (or `client`, where there is one) already counts `per_owner` (or
+    /// `per_address`) occurrences within the hour; 0 is no limit.
     pub fn check(
         &self,
         owner: &PublicKey,
         client: Option<IpAddr>,
         (per_owner, per_address): (usize, usize),
         now: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), Over> {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let mut count = |key: Key| {
             recent.get_mut(&key).map_or(0, |times| {
@@ -45,22 +53,18 @@ impl Creations {
             })
         };
         if per_owner > 0 && count(Key::Owner(*owner)) >= per_owner {
-            return Err(format!(
-                "this owner created {per_owner} repositories here within the hour, the limit; try again later"
-            ));
+            return Err(Over::Owner(per_owner));
         }
         if let Some(address) = client
             && per_address > 0
             && count(Key::Address(address)) >= per_address
         {
-            return Err(format!(
-                "{per_address} repositories were created from your address within the hour, the limit; try again later"
-            ));
+            return Err(Over::Address(per_address));
         }
         Ok(())
     }
 
-    /// Counts a repository just created for `owner` (from `client`).
+    /// Counts an occurrence for `owner` (from `client`).
     pub fn record(&self, owner: &PublicKey, client: Option<IpAddr>, now: Instant) {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if recent.len() >= MAX_KEYS {
@@ -94,7 +98,7 @@ mod tests {
 
     #[test]
     fn limits_count_per_owner_and_per_address_within_the_hour() {
-        let creations = Creations::default();
+        let creations = Hourly::default();
         let (alice, bob) = (
             nostr::Keys::generate().public_key(),
             nostr::Keys::generate().public_key(),
@@ -108,12 +112,12 @@ mod tests {
             creations.record(&alice, Some(here), start);
         }
         let owner_full = creations.check(&alice, Some(there), limits, start);
-        assert!(owner_full.is_err_and(|why| why.contains("this owner created 2")));
+        assert_eq!(owner_full, Err(Over::Owner(2)));
         // Another owner from the same address: one more fits, then the address is full.
         assert!(creations.check(&bob, Some(here), limits, start).is_ok());
         creations.record(&bob, Some(here), start);
         let address_full = creations.check(&bob, Some(here), limits, start);
-        assert!(address_full.is_err_and(|why| why.contains("from your address")));
+        assert_eq!(address_full, Err(Over::Address(3)));
         // The sync has no client address; from elsewhere bob still may.
         assert!(creations.check(&bob, None, limits, start).is_ok());
         assert!(creations.check(&bob, Some(there), limits, start).is_ok());
