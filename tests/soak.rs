@@ -1,5 +1,6 @@
 //! The kill -9 soak: graspd under load (websocket publishers of issues, announcements and states;
-//! real pushes through the hooks), killed with SIGKILL at a random instant, restarted, checked.
+//! real pushes through the hooks; pull requests whose tips are pushed to `refs/nostr/<id>` before
+//! their events; a live subscriber), killed with SIGKILL at a random instant, restarted, checked.
 //!
 //! After every restart:
 //! * every event answered `OK true` is there, served or waiting in purgatory, and no event is
@@ -7,7 +8,11 @@
 //! * every repository whose `main` holds a pushed commit serves that commit's state (the release
 //!   happened, or start-up reconciliation did it); `git fsck --connectivity-only` is clean and no
 //!   stale `*.lock` is left under `refs/`;
-//! * nothing waits in purgatory whose git data is on disk.
+//! * nothing waits in purgatory whose git data is on disk;
+//! * every pull request tip git took is under its `refs/nostr/<id>`, and graspd holds exactly the
+//!   ones whose event it has not taken as placeholders; the hooks' spool is drained;
+//! * every event a live subscriber was sent is served (nothing is delivered before it is stored),
+//!   and no subscriber was sent one event twice.
 //!
 //! CI runs `GRASP_SOAK_KILLS` rounds (default 20, about a minute); the long run is
 //! `GRASP_SOAK_KILLS=500 cargo test -p graspd --test soak -- --nocapture`, figures in
@@ -46,6 +51,12 @@ struct Ledger {
     /// What each acknowledged event was told, and in which round.
     told: BTreeMap<String, (Told, usize)>,
     pushes: Vec<Pushed>,
+    /// Events a live subscriber was sent, and in which round.
+    live: BTreeMap<String, usize>,
+    /// Events a subscriber was sent twice on one subscription.
+    twice: Vec<String>,
+    /// Pull request tips git took into the base repository: event id, tip, round.
+    tips: Vec<(String, String, usize)>,
 }
 
 /// Publishes `event` on `ws` and reads its OK, without panicking when graspd is killed.
@@ -101,6 +112,71 @@ async fn issues(url: String, owner: Keys, round: usize, ledger: Arc<Mutex<Ledger
             return;
         };
         record(&ledger, round, &issue, &answer);
+    }
+}
+
+/// A live subscriber to everything the load publishes, until the connection dies; notes an
+/// event sent twice on the one subscription.
+async fn subscriber(url: String, round: usize, ledger: Arc<Mutex<Ledger>>) {
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await else {
+        return;
+    };
+    let req = json!(["REQ", "live", { "kinds": [1621, 30617, 30618], "limit": 0 }]).to_string();
+    if ws.send(Message::Text(req.into())).await.is_err() {
+        return;
+    }
+    let mut seen = BTreeSet::new();
+    while let Some(Ok(message)) = ws.next().await {
+        let Message::Text(text) = message else { continue };
+        let Ok(reply) = serde_json::from_str::<Value>(text.as_str()) else {
+            continue;
+        };
+        let Some(id) = reply[2]["id"].as_str().filter(|_| reply[0] == "EVENT") else {
+            continue;
+        };
+        let mut ledger = ledger.lock().expect("ledger");
+        if !seen.insert(id.to_owned()) {
+            ledger.twice.push(id.to_owned());
+        }
+        ledger.live.insert(id.to_owned(), round);
+    }
+}
+
+/// Pull requests to the base repository, until the connection dies: each tip is pushed to
+/// `refs/nostr/<event-id>` first (a placeholder), then the event is published (released at once).
+async fn pull_requests(url: String, clone: String, owner: Keys, round: usize, ledger: Arc<Mutex<Ledger>>) {
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await else {
+        return;
+    };
+    let author = Keys::generate();
+    for n in 0.. {
+        let (work, tip) = work_tree_with_commit(&format!("pr {round}-{n}"));
+        let pr = event(
+            &author,
+            1618,
+            "please merge",
+            &[
+                &["a", &coordinate(&owner, "base")],
+                &["p", &owner.public_key().to_hex()],
+                &["c", &tip],
+                &["subject", "change"],
+            ],
+        );
+        let id = pr.id.to_hex();
+        let pushed = tokio::process::Command::new("git")
+            .args(["push", "-q", &clone, &format!("HEAD:refs/nostr/{id}")])
+            .current_dir(work.path())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .await;
+        if !pushed.is_ok_and(|o| o.status.success()) {
+            return;
+        }
+        ledger.lock().expect("ledger").tips.push((id, tip, round));
+        let Some(answer) = publish(&mut ws, &pr).await else {
+            return;
+        };
+        record(&ledger, round, &pr, &answer);
     }
 }
 
@@ -205,6 +281,12 @@ async fn graspd_killed_at_random_instants_under_load_loses_and_corrupts_nothing(
         "0",
         "--max-new-repos-per-hour-per-address",
         "0",
+        "--max-pr-pushes-per-hour-per-owner",
+        "0",
+        "--max-pr-pushes-per-hour-per-address",
+        "0",
+        "--max-placeholders-per-repo",
+        "1000000",
         "--log",
         "warn",
     ]);
@@ -231,7 +313,15 @@ async fn graspd_killed_at_random_instants_under_load_loses_and_corrupts_nothing(
     let started = Instant::now();
     for (round, delay) in delays(seed).take(kills).enumerate() {
         let load = [
+            tokio::spawn(subscriber(server.ws_url(), round, ledger.clone())),
             tokio::spawn(issues(server.ws_url(), owner.clone(), round, ledger.clone())),
+            tokio::spawn(pull_requests(
+                server.ws_url(),
+                server.clone_url(&owner, "base"),
+                owner.clone(),
+                round,
+                ledger.clone(),
+            )),
             tokio::spawn(pushes(
                 server.ws_url(),
                 server.ws_url(),
@@ -263,14 +353,16 @@ async fn graspd_killed_at_random_instants_under_load_loses_and_corrupts_nothing(
         .count();
     println!(
         "soak: {kills} kills in {:.0} s (seed {seed}); {} events acknowledged ({held} held first), \
-         {} pushes started, {landed} landed; none lost, none twice, no ref corrupted",
+         {} pushes started, {landed} landed, {} pull request tips pushed, {} sent live; none lost, none twice, no ref corrupted",
         started.elapsed().as_secs_f64(),
         ledger.told.len(),
         ledger.pushes.len(),
+        ledger.tips.len(),
+        ledger.live.len(),
     );
     assert!(
-        landed > 0 && held > 0,
-        "the load reached neither pushes nor purgatory"
+        landed > 0 && held > 0 && !ledger.live.is_empty() && !ledger.tips.is_empty(),
+        "the load reached neither pushes, purgatory nor a live subscriber"
     );
 }
 
@@ -279,8 +371,13 @@ async fn check(server: &Server, owner: &Keys, ledger: &Mutex<Ledger>, round: usi
     // This round's and the last one's in full, and every 50th older one: a long run checks in
     // time linear in its rounds.
     let recent = |r: usize, n: usize| r + 1 >= round || n.is_multiple_of(50);
-    let (told, pushes) = {
+    let (told, pushes, live) = {
         let ledger = ledger.lock().expect("ledger");
+        assert!(
+            ledger.twice.is_empty(),
+            "seed {seed} round {round}: sent twice to one live subscriber: {:?}",
+            ledger.twice
+        );
         let told: BTreeMap<String, Told> = ledger
             .told
             .iter()
@@ -295,7 +392,14 @@ async fn check(server: &Server, owner: &Keys, ledger: &Mutex<Ledger>, round: usi
             .filter(|(n, p)| recent(p.round, *n))
             .map(|(_, p)| p.clone())
             .collect();
-        (told, pushes)
+        let live: BTreeSet<String> = ledger
+            .live
+            .iter()
+            .enumerate()
+            .filter(|(n, (_, r))| recent(**r, *n))
+            .map(|(_, (id, _))| id.clone())
+            .collect();
+        (told, pushes, live)
     };
     let waiting: BTreeSet<String> = server.status_json(&["purgatory"])["entries"]
         .as_array()
@@ -307,7 +411,13 @@ async fn check(server: &Server, owner: &Keys, ledger: &Mutex<Ledger>, round: usi
         })
         .unwrap_or_default();
     let mut client = server.client().await;
-    let ids: Vec<String> = told.keys().cloned().collect();
+    let ids: Vec<String> = told
+        .keys()
+        .chain(&live)
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut served = Vec::new();
     for chunk in ids.chunks(500) {
         served.extend(client.ids(json!({ "ids": chunk })).await);
@@ -323,6 +433,13 @@ async fn check(server: &Server, owner: &Keys, ledger: &Mutex<Ledger>, round: usi
         assert!(
             there,
             "seed {seed} round {round}: event {id} acknowledged ({how:?}) is gone"
+        );
+    }
+    check_pull_requests(server, owner, ledger, &unique, round, seed).await;
+    for id in &live {
+        assert!(
+            unique.contains(id),
+            "seed {seed} round {round}: event {id} was sent to a live subscriber but is not served"
         );
     }
     for push in &pushes {
@@ -376,5 +493,61 @@ async fn check(server: &Server, owner: &Keys, ledger: &Mutex<Ledger>, round: usi
             locks.is_empty(),
             "seed {seed} round {round}: locks left for a minute: {locks:?}"
         );
+    }
+}
+
+/// Every tip git took is under its ref; graspd holds as placeholders exactly the refs whose event
+/// it has not taken (after start-up reconciliation and the spool's replay, which it waits for).
+async fn check_pull_requests(
+    server: &Server,
+    owner: &Keys,
+    ledger: &Mutex<Ledger>,
+    served: &BTreeSet<&String>,
+    round: usize,
+    seed: u64,
+) {
+    let repo = server.repo_path(owner, "base");
+    let refs: BTreeMap<String, String> = git(
+        &repo,
+        &["for-each-ref", "--format=%(refname) %(objectname)", "refs/nostr"],
+    )
+    .lines()
+    .filter_map(|line| line.split_once(' '))
+    .map(|(name, oid)| (name.trim_start_matches("refs/nostr/").to_owned(), oid.to_owned()))
+    .collect();
+    let tips = ledger.lock().expect("ledger").tips.clone();
+    for (id, tip, _) in tips.iter().filter(|(_, _, r)| r + 1 >= round) {
+        assert_eq!(
+            refs.get(id),
+            Some(tip),
+            "seed {seed} round {round}: git took tip {tip} for refs/nostr/{id}"
+        );
+    }
+    let mut client = server.client().await;
+    let ids: Vec<String> = refs.keys().cloned().collect();
+    let mut known = BTreeSet::new();
+    for chunk in ids.chunks(500) {
+        known.extend(client.ids(json!({ "ids": chunk })).await);
+    }
+    known.extend(ids.iter().filter(|id| served.contains(id)).cloned());
+    let waiting = refs.len() - known.len();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let status = server.status_json(&[]);
+        let (placeholders, spooled) = (
+            status["placeholders"].as_u64(),
+            status["spooled_reports"].as_u64(),
+        );
+        if placeholders == Some(waiting as u64) && spooled == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed} round {round}: {} refs/nostr refs, {} of them released; graspd holds {placeholders:?} \
+             placeholders, {spooled:?} reports spooled",
+            refs.len(),
+            known.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

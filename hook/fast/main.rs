@@ -140,7 +140,7 @@ struct Buffers {
     message: &'static mut [u8],
     request: &'static mut [u8],
     read: &'static mut [u8],
-    io: Io,
+    io: wire::Io<'static>,
 }
 
 impl Buffers {
@@ -160,7 +160,7 @@ impl Buffers {
             message,
             request,
             read,
-            io: Io {
+            io: wire::Io {
                 block,
                 scratch,
                 answer,
@@ -346,30 +346,6 @@ fn socket_path(process: &Process) -> Sure<&'static [u8]> {
         .ok_or(Unsure)
 }
 
-/// The buffers a call's answer goes through.
-struct Io {
-    block: &'static mut [u8],
-    scratch: &'static mut [u8],
-    answer: &'static mut [u8],
-}
-
-/// Where a call stands while its frames arrive.
-#[derive(Default)]
-struct Response {
-    /// `:status` was 200.
-    http_ok: bool,
-    /// `grpc-status` was 0; `None` until seen.
-    grpc_ok: Option<bool>,
-    /// Bytes of DATA received.
-    answer_len: usize,
-    /// Bytes of a header block awaiting its CONTINUATION frames.
-    block_len: usize,
-    /// The header block being collected ends the stream.
-    block_ends_stream: bool,
-    /// Saw END_STREAM on the call's stream.
-    ended: bool,
-}
-
 /// Connects to `socket`, sends `request` and reads until the call's stream ends, within
 /// `timeout_ms`. Returns the gRPC message when the call succeeded.
 fn exchange(
@@ -377,7 +353,7 @@ fn exchange(
     request: &[u8],
     timeout_ms: i64,
     read: &mut [u8],
-    mut io: Io,
+    mut io: wire::Io<'static>,
 ) -> Result<&'static [u8], Failure> {
     let deadline = sys::now_ms() + timeout_ms;
     let fd = sys::connect_unix(socket);
@@ -387,19 +363,9 @@ fn exchange(
     let fd = fd as i32;
     let result = talk(fd, request, deadline, read, &mut io);
     sys::close(fd);
-    let response = result?;
-    if !response.http_ok || response.grpc_ok != Some(true) {
-        return Err(Failure::Unsure);
-    }
-    // Exactly one uncompressed length-prefixed message.
-    let answer: &'static [u8] = &io.answer[..response.answer_len];
-    let (&[0, a, b, c, d], message) = answer.split_first_chunk::<5>().ok_or(Unsure)? else {
-        return Err(Failure::Unsure);
-    };
-    if u32::from_be_bytes([a, b, c, d]) as usize != message.len() {
-        return Err(Failure::Unsure);
-    }
-    Ok(message)
+    let call = result?;
+    let wire::Io { answer, .. } = io;
+    Ok(call.message(answer)?)
 }
 
 /// Waits until `fd` is ready for `events` (see [`sys::wait`]), retrying after signals, until
@@ -434,13 +400,12 @@ fn send(fd: i32, bytes: &[u8], deadline: i64) -> Result<(), Failure> {
     Ok(())
 }
 
-fn talk(fd: i32, request: &[u8], deadline: i64, buf: &mut [u8], io: &mut Io) -> Result<Response, Failure> {
+fn talk(fd: i32, request: &[u8], deadline: i64, buf: &mut [u8], io: &mut wire::Io) -> Result<wire::Call, Failure> {
     send(fd, request, deadline)?;
-    let mut table = wire::Table::new();
-    let mut response = Response::default();
+    let mut call = wire::Call::default();
     let (mut start, mut filled) = (0, 0);
     let read_len = buf.len();
-    while !response.ended {
+    while !call.ended() {
         if start == filled {
             start = 0;
             filled = 0;
@@ -464,116 +429,16 @@ fn talk(fd: i32, request: &[u8], deadline: i64, buf: &mut [u8], io: &mut Io) -> 
         while let Some((frame, used)) = wire::next_frame(&buf[start..filled])? {
             start += used;
             let mut reply = [0u8; 17];
-            let reply_len = on_frame(&frame, &mut response, &mut table, io, &mut reply)?;
+            let reply_len = call.on_frame(&frame, io, &mut reply)?;
             if reply_len > 0 {
                 send(fd, &reply[..reply_len], deadline)?;
             }
-            if response.ended {
+            if call.ended() {
                 break;
             }
         }
     }
-    Ok(response)
-}
-
-/// Handles one frame; returns the length of a reply to send from `reply` (0: none).
-fn on_frame(
-    frame: &wire::Frame,
-    response: &mut Response,
-    table: &mut wire::Table,
-    io: &mut Io,
-    reply: &mut [u8; 17],
-) -> Sure<usize> {
-    let ours = frame.stream == wire::STREAM;
-    match frame.kind {
-        wire::SETTINGS if frame.flags & wire::ACK == 0 => {
-            let mut out = Out::new(reply);
-            wire::frame_head(&mut out, 0, wire::SETTINGS, wire::ACK, 0)?;
-            Ok(out.len())
-        }
-        wire::PING if frame.flags & wire::ACK == 0 => {
-            let mut out = Out::new(reply);
-            wire::frame_head(&mut out, 8, wire::PING, wire::ACK, 0)?;
-            out.put(frame.payload.get(..8).ok_or(Unsure)?)?;
-            Ok(out.len())
-        }
-        // A GOAWAY that still covers the call (last stream id >= 1) lets it finish.
-        wire::GOAWAY
-            if frame.payload.get(..4).is_some_and(|id| {
-                u32::from_be_bytes([id[0], id[1], id[2], id[3]]) & 0x7fff_ffff >= wire::STREAM
-            }) =>
-        {
-            Ok(0)
-        }
-        wire::GOAWAY | wire::PUSH_PROMISE => Err(Unsure),
-        wire::RST_STREAM if ours => Err(Unsure),
-        wire::HEADERS if ours => {
-            if response.block_len != 0 {
-                return Err(Unsure);
-            }
-            response.block_ends_stream = frame.flags & wire::END_STREAM != 0;
-            collect_block(wire::content(frame)?, frame.flags, response, table, io)?;
-            Ok(0)
-        }
-        wire::CONTINUATION if ours => {
-            if response.block_len == 0 {
-                return Err(Unsure);
-            }
-            collect_block(frame.payload, frame.flags, response, table, io)?;
-            Ok(0)
-        }
-        wire::DATA if ours => {
-            let data = wire::content(frame)?;
-            let end = response.answer_len + data.len();
-            io.answer
-                .get_mut(response.answer_len..end)
-                .ok_or(Unsure)?
-                .copy_from_slice(data);
-            response.answer_len = end;
-            if frame.flags & wire::END_STREAM != 0 {
-                response.ended = true;
-            }
-            Ok(0)
-        }
-        _ => Ok(0),
-    }
-}
-
-/// Adds a HEADERS or CONTINUATION payload to the header block; decodes it when complete.
-fn collect_block(
-    fragment: &[u8],
-    flags: u8,
-    response: &mut Response,
-    table: &mut wire::Table,
-    io: &mut Io,
-) -> Sure<()> {
-    let end = response.block_len + fragment.len();
-    io.block
-        .get_mut(response.block_len..end)
-        .ok_or(Unsure)?
-        .copy_from_slice(fragment);
-    response.block_len = end;
-    if flags & wire::END_HEADERS == 0 {
-        return Ok(());
-    }
-    let whole = &io.block[..response.block_len];
-    response.block_len = 0;
-    let (mut status, mut grpc) = (None, None);
-    table.decode(whole, io.scratch, |name, value| match name {
-        b":status" => status = Some(value == b"200"),
-        b"grpc-status" => grpc = Some(value == b"0"),
-        _ => {}
-    })?;
-    if let Some(ok) = status {
-        response.http_ok = ok;
-    }
-    if grpc.is_some() {
-        response.grpc_ok = grpc;
-    }
-    if response.block_ends_stream {
-        response.ended = true;
-    }
-    Ok(())
+    Ok(call)
 }
 
 /// The environment entry that shortens the full hook's deadline after this one timed out.

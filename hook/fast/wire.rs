@@ -459,6 +459,152 @@ pub fn content<'a>(frame: &Frame<'a>) -> Sure<&'a [u8]> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A call's answer, frame by frame
+
+/// The buffers a call's answer goes through.
+pub struct Io<'a> {
+    /// A header block awaiting its CONTINUATION frames.
+    pub block: &'a mut [u8],
+    /// HPACK's room for decoded strings.
+    pub scratch: &'a mut [u8],
+    /// The call's DATA.
+    pub answer: &'a mut [u8],
+}
+
+/// Where a call on [`STREAM`] stands while the daemon's frames arrive.
+#[derive(Default)]
+pub struct Call {
+    /// The connection's HPACK table.
+    table: Table,
+    /// `:status` was 200.
+    http_ok: bool,
+    /// `grpc-status` was 0; `None` until seen.
+    grpc_ok: Option<bool>,
+    /// Bytes of DATA received.
+    answer_len: usize,
+    /// Bytes of a header block awaiting its CONTINUATION frames.
+    block_len: usize,
+    /// A header block awaits its CONTINUATION frames.
+    collecting: bool,
+    /// The header block being collected ends the stream.
+    block_ends_stream: bool,
+    /// Saw END_STREAM on the call's stream.
+    ended: bool,
+}
+
+impl Call {
+    /// The call's stream has ended: nothing after this frame is read.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Takes one frame; returns the length of a reply to send from `reply` (0: none).
+    pub fn on_frame(&mut self, frame: &Frame, io: &mut Io, reply: &mut [u8; 17]) -> Sure<usize> {
+        let ours = frame.stream == STREAM;
+        // RFC 9113 §6.10: nothing comes between a header block's frames but its CONTINUATION.
+        if self.collecting != (ours && frame.kind == CONTINUATION) {
+            return Err(Unsure);
+        }
+        match frame.kind {
+            SETTINGS if frame.flags & ACK == 0 => {
+                let mut out = Out::new(reply);
+                frame_head(&mut out, 0, SETTINGS, ACK, 0)?;
+                Ok(out.len())
+            }
+            PING if frame.flags & ACK == 0 => {
+                let mut out = Out::new(reply);
+                frame_head(&mut out, 8, PING, ACK, 0)?;
+                out.put(frame.payload.get(..8).ok_or(Unsure)?)?;
+                Ok(out.len())
+            }
+            // A GOAWAY that still covers the call (last stream id >= 1) lets it finish.
+            GOAWAY
+                if frame.payload.get(..4).is_some_and(|id| {
+                    u32::from_be_bytes([id[0], id[1], id[2], id[3]]) & 0x7fff_ffff >= STREAM
+                }) =>
+            {
+                Ok(0)
+            }
+            GOAWAY | PUSH_PROMISE => Err(Unsure),
+            RST_STREAM if ours => Err(Unsure),
+            // A header block on another stream would change the HPACK table unseen.
+            HEADERS | CONTINUATION if !ours => Err(Unsure),
+            HEADERS => {
+                self.block_ends_stream = frame.flags & END_STREAM != 0;
+                self.collect_block(content(frame)?, frame.flags, io)?;
+                Ok(0)
+            }
+            CONTINUATION => {
+                self.collect_block(frame.payload, frame.flags, io)?;
+                Ok(0)
+            }
+            DATA if ours => {
+                let data = content(frame)?;
+                let end = self.answer_len + data.len();
+                io.answer
+                    .get_mut(self.answer_len..end)
+                    .ok_or(Unsure)?
+                    .copy_from_slice(data);
+                self.answer_len = end;
+                if frame.flags & END_STREAM != 0 {
+                    self.ended = true;
+                }
+                Ok(0)
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// Adds a HEADERS or CONTINUATION payload to the header block; decodes it when complete.
+    fn collect_block(&mut self, fragment: &[u8], flags: u8, io: &mut Io) -> Sure<()> {
+        let end = self.block_len + fragment.len();
+        io.block
+            .get_mut(self.block_len..end)
+            .ok_or(Unsure)?
+            .copy_from_slice(fragment);
+        self.block_len = end;
+        self.collecting = flags & END_HEADERS == 0;
+        if self.collecting {
+            return Ok(());
+        }
+        let whole = &io.block[..self.block_len];
+        self.block_len = 0;
+        let (mut status, mut grpc) = (None, None);
+        self.table.decode(whole, io.scratch, |name, value| match name {
+            b":status" => status = Some(value == b"200"),
+            b"grpc-status" => grpc = Some(value == b"0"),
+            _ => {}
+        })?;
+        if let Some(ok) = status {
+            self.http_ok = ok;
+        }
+        if grpc.is_some() {
+            self.grpc_ok = grpc;
+        }
+        if self.block_ends_stream {
+            self.ended = true;
+        }
+        Ok(())
+    }
+
+    /// The gRPC message of a call that ended well (`:status` 200, `grpc-status` 0): exactly one
+    /// uncompressed length-prefixed message in `answer`, the buffer [`Io::answer`] was.
+    pub fn message<'a>(&self, answer: &'a [u8]) -> Sure<&'a [u8]> {
+        if !self.ended || !self.http_ok || self.grpc_ok != Some(true) {
+            return Err(Unsure);
+        }
+        let answer = answer.get(..self.answer_len).ok_or(Unsure)?;
+        let (&[0, a, b, c, d], message) = answer.split_first_chunk::<5>().ok_or(Unsure)? else {
+            return Err(Unsure);
+        };
+        if u32::from_be_bytes([a, b, c, d]) as usize != message.len() {
+            return Err(Unsure);
+        }
+        Ok(message)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // HPACK (RFC 7541), decoding only
 
 /// RFC 7541 Appendix A.

@@ -1,6 +1,7 @@
 //! Randomized tests of the fast hook's readers (hook/fast/wire.rs, hook/fast/huffman.rs), each
 //! against an oracle: prost for protobuf, loona-hpack for HPACK (and so Huffman), the full hook's
-//! parser for git's hook input, and the frame layout itself for HTTP/2 frames.
+//! parser for git's hook input, the frame layout itself for HTTP/2 frames, and a reference
+//! HTTP/2 + gRPC reader for a whole answer on the connection.
 //!
 //! The fast hook answers "push allowed" only from [`wire::authorize_response`], so the property
 //! that matters most is soundness: whatever bytes arrive, the fast path may be *unsure* (the full
@@ -421,5 +422,290 @@ fn hook_input_is_read_as_the_full_hook_reads_it() {
     assert!(
         sure > cases / 40 && lines_read > sure,
         "sure {sure}, lines {lines_read}"
+    );
+}
+
+// ---- a whole answer on the connection: frames, header blocks, DATA, trailers
+
+/// What a careful HTTP/2 client reads from the daemon's `bytes` for the call on stream 1: the
+/// gRPC message, when the call ended well (`:status` 200, `grpc-status` 0, one uncompressed
+/// length-prefixed message). Written from RFC 9113 and gRPC's wire format, with loona-hpack; it
+/// decodes every stream's header blocks, so the HPACK table is the connection's.
+fn reference_call(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut decoder = loona_hpack::Decoder::new();
+    decoder.set_max_allowed_table_size(wire::TABLE_SIZE);
+    let (mut status, mut grpc): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+    let mut data = Vec::new();
+    // A header block waiting for CONTINUATION: its stream, bytes, and whether it ends the stream.
+    let mut block: Option<(u32, Vec<u8>, bool)> = None;
+    let mut rest = bytes;
+    loop {
+        let head = rest.get(..9)?;
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        if len > 16_384 {
+            return None;
+        }
+        let payload = rest.get(9..9 + len)?;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        rest = &rest[9 + len..];
+        let mut ends = false;
+        let complete: Option<(u32, Vec<u8>, bool)> = match (&mut block, kind) {
+            // RFC 9113 §6.10: only the block's CONTINUATION frames may follow it.
+            (Some((on, bytes, _)), 0x9) if *on == stream => {
+                bytes.extend_from_slice(payload);
+                if flags & 0x4 == 0 {
+                    continue;
+                }
+                block.take()
+            }
+            (Some(_), _) | (None, 0x9) => return None,
+            (None, 0x0) => {
+                if stream == 1 {
+                    data.extend_from_slice(unpadded(payload, flags, false)?);
+                    ends = flags & 0x1 != 0;
+                }
+                None
+            }
+            (None, 0x1) => {
+                let fragment = unpadded(payload, flags, true)?.to_vec();
+                let ends_stream = flags & 0x1 != 0;
+                if flags & 0x4 == 0 {
+                    block = Some((stream, fragment, ends_stream));
+                    continue;
+                }
+                Some((stream, fragment, ends_stream))
+            }
+            (None, 0x3) if stream == 1 => return None,
+            // Push is off (the hook's SETTINGS say so): a PUSH_PROMISE is a protocol error.
+            (None, 0x5) => return None,
+            (None, 0x7) => {
+                let last = payload.get(..4)?;
+                if u32::from_be_bytes([last[0], last[1], last[2], last[3]]) & 0x7fff_ffff < 1 {
+                    return None;
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some((on, bytes, ends_stream)) = complete {
+            let fields = decoder.decode(&bytes).ok()?;
+            if on == 1 {
+                for (name, value) in fields {
+                    match name.as_slice() {
+                        b":status" => status = Some(value),
+                        b"grpc-status" => grpc = Some(value),
+                        _ => {}
+                    }
+                }
+                ends = ends_stream;
+            }
+        }
+        if ends {
+            break;
+        }
+    }
+    if status.as_deref() != Some(b"200") || grpc.as_deref() != Some(b"0") {
+        return None;
+    }
+    let (prefix, message) = data.split_at_checked(5)?;
+    let declared = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    (prefix[0] == 0 && declared == message.len()).then(|| message.to_vec())
+}
+
+/// A DATA or HEADERS payload without its padding (and a HEADERS frame's priority fields).
+fn unpadded(payload: &[u8], flags: u8, headers: bool) -> Option<&[u8]> {
+    let (pad, payload) = if flags & 0x8 != 0 {
+        let (&pad, rest) = payload.split_first()?;
+        (usize::from(pad), rest)
+    } else {
+        (0, payload)
+    };
+    let payload = if headers && flags & 0x20 != 0 {
+        payload.get(5..)?
+    } else {
+        payload
+    };
+    payload.get(..payload.len().checked_sub(pad)?)
+}
+
+/// What the fast hook reads of `bytes` (as `talk` does, all at once): the message, or unsure.
+fn fast_call(bytes: &[u8]) -> Result<Vec<u8>, Unsure> {
+    let (mut block, mut scratch, mut answer) =
+        (vec![0u8; 64 * 1024], vec![0u8; 128 * 1024], vec![0u8; 1 << 20]);
+    let mut io = wire::Io {
+        block: &mut block,
+        scratch: &mut scratch,
+        answer: &mut answer,
+    };
+    let mut call = wire::Call::default();
+    let mut rest = bytes;
+    while !call.ended() {
+        // Out of bytes before the stream ended: the hook would wait, then time out.
+        let (frame, used) = wire::next_frame(rest)?.ok_or(Unsure)?;
+        rest = &rest[used..];
+        call.on_frame(&frame, &mut io, &mut [0u8; 17])?;
+    }
+    let wire::Io { answer, .. } = io;
+    call.message(answer).map(<[u8]>::to_vec)
+}
+
+/// Frames of one answer, as graspd's gRPC server could send them (and, when `odd`, with what a
+/// server may send but graspd's does not: other streams' header blocks, GOAWAY, RST_STREAM).
+struct Answer {
+    frames: Vec<u8>,
+    /// Only what tonic's server sends: the fast hook must read it, not be unsure.
+    plain: bool,
+}
+
+fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    let len = payload.len();
+    out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// A header block as HEADERS and CONTINUATION frames, maybe padded or with priority fields.
+fn header_frames(rng: &mut Rng, out: &mut Vec<u8>, stream: u32, block: &[u8], end_stream: bool) {
+    let pieces = 1 + rng.below(3);
+    let cut = |i: usize| block.len() * i / pieces;
+    for i in 0..pieces {
+        let piece = &block[cut(i)..cut(i + 1)];
+        let last = i + 1 == pieces;
+        let mut flags = if last { wire::END_HEADERS } else { 0 };
+        if i == 0 {
+            if end_stream {
+                flags |= wire::END_STREAM;
+            }
+            let mut payload = Vec::new();
+            let pad = if rng.chance(4) { rng.below(8) } else { 0 };
+            if pad > 0 {
+                flags |= wire::PADDED;
+                payload.push(pad as u8);
+            }
+            if rng.chance(4) {
+                flags |= wire::PRIORITY;
+                payload.extend_from_slice(&[0, 0, 0, 0, 16]);
+            }
+            payload.extend_from_slice(piece);
+            payload.extend(std::iter::repeat_n(0, pad));
+            frame(out, wire::HEADERS, flags, stream, &payload);
+        } else {
+            frame(out, wire::CONTINUATION, flags, stream, piece);
+        }
+    }
+}
+
+fn answer(rng: &mut Rng) -> Answer {
+    let mut encoder = loona_hpack::Encoder::new();
+    let mut out = Vec::new();
+    let mut plain = true;
+    let message = authorize_answer(rng).encode_to_vec();
+    let mut data = vec![0u8];
+    data.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    data.extend_from_slice(&message);
+    if rng.chance(2) {
+        frame(&mut out, wire::SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    }
+    let grpc_status: &[u8] = if rng.chance(6) { b"13" } else { b"0" };
+    let http_status: &[u8] = if rng.chance(10) { b"503" } else { b"200" };
+    if rng.chance(8) {
+        // Trailers-only: one block ends the stream.
+        let block = encoder.encode([(&b":status"[..], http_status), (b"grpc-status", grpc_status)]);
+        header_frames(rng, &mut out, wire::STREAM, &block, true);
+        return Answer { frames: out, plain };
+    }
+    let block = encoder.encode([
+        (&b":status"[..], http_status),
+        (b"content-type", b"application/grpc"),
+        (b"date", b"Mon, 30 Nov 2026 04:00:00 GMT"),
+    ]);
+    header_frames(rng, &mut out, wire::STREAM, &block, false);
+    let mut at = 0;
+    while at < data.len() {
+        let end = (at + 1 + rng.below(data.len())).min(data.len());
+        match rng.below(10) {
+            0 => frame(&mut out, wire::PING, 0, 0, &rng.next().to_be_bytes()),
+            1 => frame(&mut out, 0x8, 0, 0, &[0, 0, 1, 0]), // WINDOW_UPDATE
+            2 => frame(&mut out, wire::SETTINGS, wire::ACK, 0, &[]),
+            3 if rng.chance(2) => {
+                plain = false;
+                match rng.below(4) {
+                    0 => {
+                        let other = encoder.encode([(&b":status"[..], &b"200"[..]), (b"x-other", b"1")]);
+                        header_frames(rng, &mut out, 3, &other, false);
+                    }
+                    1 => frame(
+                        &mut out,
+                        wire::GOAWAY,
+                        0,
+                        0,
+                        &[0, 0, 0, rng.below(2) as u8, 0, 0, 0, 0],
+                    ),
+                    2 => frame(
+                        &mut out,
+                        wire::RST_STREAM,
+                        0,
+                        rng.below(2) as u32 * 2 + 1,
+                        &[0, 0, 0, 8],
+                    ),
+                    _ => frame(&mut out, wire::DATA, 0, 3, b"elsewhere"),
+                }
+            }
+            _ => {}
+        }
+        let mut flags = 0;
+        let mut payload = Vec::new();
+        let pad = if rng.chance(5) { rng.below(6) } else { 0 };
+        if pad > 0 {
+            flags |= wire::PADDED;
+            payload.push(pad as u8);
+        }
+        payload.extend_from_slice(&data[at..end]);
+        payload.extend(std::iter::repeat_n(0, pad));
+        frame(&mut out, wire::DATA, flags, wire::STREAM, &payload);
+        at = end;
+    }
+    let trailers = encoder.encode([(&b"grpc-status"[..], grpc_status), (b"grpc-message", b"")]);
+    header_frames(rng, &mut out, wire::STREAM, &trailers, true);
+    Answer { frames: out, plain }
+}
+
+#[test]
+fn a_whole_answer_is_read_as_a_careful_client_reads_it() {
+    let (cases, seed) = plan("answers");
+    let mut rng = Rng::new(seed);
+    let (mut read, mut allowed) = (0, 0);
+    for case in 0..cases {
+        let Answer { frames, plain } = answer(&mut rng);
+        let mutated = rng.chance(2);
+        let input = if mutated { rng.mutate(frames) } else { frames };
+        let expected = reference_call(&input);
+        match fast_call(&input) {
+            Ok(message) => {
+                read += 1;
+                assert_eq!(
+                    Some(&message),
+                    expected.as_ref(),
+                    "seed {seed} case {case}: the fast hook read a message the reference does not: {input:?}"
+                );
+                if wire_authorize(&message).is_ok_and(|(yes, _)| yes) {
+                    allowed += 1;
+                    assert_eq!(
+                        prost_authorize(&message).map(|(yes, _)| yes),
+                        Some(true),
+                        "seed {seed} case {case}"
+                    );
+                }
+            }
+            Err(Unsure) => assert!(
+                mutated || !plain || expected.is_none(),
+                "seed {seed} case {case}: unsure of an answer graspd's server sends: {input:?}"
+            ),
+        }
+    }
+    assert!(
+        read > cases / 4 && allowed > cases / 10,
+        "only {read} answers read, {allowed} allowed, of {cases}"
     );
 }
