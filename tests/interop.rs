@@ -800,3 +800,24 @@ async fn new_repositories_beyond_the_hourly_limits_are_rate_limited() {
     );
     assert!(!server.repo_path(&carol, "one").exists());
 }
+
+#[tokio::test]
+async fn a_server_at_its_repository_limit_takes_no_new_ones_and_keeps_serving_its_own() {
+    let server = Server::start_with(&["--max-repositories", "2"]);
+    let (alice, bob) = (Keys::generate(), Keys::generate());
+    let mut client = server.client().await;
+    for name in ["one", "two"] {
+        let answer = client.publish(&announcement(&alice, &server, name)).await;
+        assert_eq!(answer.message, PURGATORY_OK, "{name}");
+    }
+    let full = client.publish(&announcement(&bob, &server, "three")).await;
+    assert!(
+        !full.accepted
+            && full.message == "blocked: this server hosts 2 repositories, its limit, and takes no new ones",
+        "{full:?}"
+    );
+    assert!(!server.repo_path(&bob, "three").exists());
+    // Its own repositories still take new announcements.
+    let again = announcement_with(&alice, &server, "one", &[], Timestamp::now() + 1);
+    assert_eq!(client.publish(&again).await.message, PURGATORY_OK);
+}

@@ -145,6 +145,9 @@ pub struct AnnouncementFacts {
     /// The repository does not exist yet and creating it now would pass a limit on new
     /// repositories (why); `None` when it exists or fits.
     pub creation_refused: Option<String>,
+    /// The repository does not exist yet and the server already hosts this many, its limit
+    /// (`--max-repositories`).
+    pub server_full: Option<usize>,
 }
 
 impl AnnouncementFacts {
@@ -190,6 +193,11 @@ pub fn decide_announcement(facts: &AnnouncementFacts) -> Decision {
                 repo.npub()
             ),
         });
+    }
+    if let Some(n) = facts.server_full {
+        return Decision::blocked(format!(
+            "this server hosts {n} repositories, its limit, and takes no new ones"
+        ));
     }
     if let Some(why) = &facts.creation_refused {
         return Decision::answer(Answer::RateLimited(why.clone()));
@@ -403,6 +411,7 @@ mod tests {
             archive_only: false,
             owner_allowed: true,
             creation_refused: None,
+            server_full: None,
         }
     }
 
@@ -536,6 +545,16 @@ mod tests {
                     ..base.clone()
                 },
                 Answer::RateLimited("too many".into()),
+                vec![],
+            ),
+            (
+                "a new repository on a server at its --max-repositories: refused",
+                AnnouncementFacts {
+                    server_full: Some(3),
+                    creation_refused: Some("too many".into()),
+                    ..base.clone()
+                },
+                Answer::Blocked("this server hosts 3 repositories, its limit, and takes no new ones".into()),
                 vec![],
             ),
             (

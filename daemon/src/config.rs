@@ -390,6 +390,8 @@ pub struct AbuseLimits {
     /// limit.
     pub pr_pushes_per_hour_per_owner: usize,
     pub pr_pushes_per_hour_per_address: usize,
+    /// Owners' repositories the server hosts, at most; 0: no limit.
+    pub max_repositories: usize,
 }
 
 impl AbuseLimits {
@@ -413,6 +415,7 @@ impl Default for AbuseLimits {
             new_repos_per_hour_per_address: 50,
             pr_pushes_per_hour_per_owner: 600,
             pr_pushes_per_hour_per_address: 60,
+            max_repositories: 100_000,
         }
     }
 }

@@ -519,6 +519,11 @@ pub struct ServeArgs {
     #[arg(long, env = "GRASPD_MAX_PR_PUSHES_PER_HOUR_PER_OWNER", default_value_t = 600)]
     pub max_pr_pushes_per_hour_per_owner: usize,
 
+    /// Owners' repositories this server hosts, at most: past it, announcements of new ones are
+    /// refused. 0: no limit.
+    #[arg(long, env = "GRASPD_MAX_REPOSITORIES", default_value_t = 100_000)]
+    pub max_repositories: usize,
+
     /// Pushes of pull request refs alone from one client address within an hour. 0: no limit.
     #[arg(long, env = "GRASPD_MAX_PR_PUSHES_PER_HOUR_PER_ADDRESS", default_value_t = 60)]
     pub max_pr_pushes_per_hour_per_address: usize,
@@ -744,6 +749,7 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
             new_repos_per_hour_per_address: args.max_new_repos_per_hour_per_address,
             pr_pushes_per_hour_per_owner: args.max_pr_pushes_per_hour_per_owner,
             pr_pushes_per_hour_per_address: args.max_pr_pushes_per_hour_per_address,
+            max_repositories: args.max_repositories,
         },
         grasp06: Grasp06Settings {
             enabled: args.grasp06,

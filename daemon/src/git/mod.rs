@@ -71,7 +71,12 @@ struct Inner {
     git_program: PathBuf,
     /// Where a new repository's HEAD points until a state says otherwise.
     initial_head: RefName,
+    /// Owners' repositories on disk when last counted, and when (see [`GitRepos::count`]).
+    counted: std::sync::Mutex<Option<(std::time::Instant, usize)>>,
 }
+
+/// How long a count of the repositories on disk is taken as current.
+const COUNT_FOR: Duration = Duration::from_secs(10);
 
 impl GitRepos {
     /// `initial_head` is the unborn branch new repositories start on (`refs/heads/<name>`), as
@@ -83,8 +88,27 @@ impl GitRepos {
                 hooks,
                 git_program,
                 initial_head,
+                counted: std::sync::Mutex::new(None),
             }),
         }
+    }
+
+    /// Owners' repositories on disk: counted again when the last count is older than
+    /// [`COUNT_FOR`], and meanwhile kept current with the ones this process creates (another
+    /// node's show at the next count).
+    pub async fn count(&self) -> usize {
+        let fresh = |counted: &Option<(std::time::Instant, usize)>| {
+            counted.filter(|(at, _)| at.elapsed() < COUNT_FOR).map(|(_, n)| n)
+        };
+        if let Some(n) = fresh(&self.inner.counted.lock().unwrap_or_else(|p| p.into_inner())) {
+            return n;
+        }
+        let git = self.clone();
+        let n = blocking(move || Ok(git.list_repo_dirs().len()))
+            .await
+            .unwrap_or(0);
+        *self.inner.counted.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), n));
+        n
     }
 
     pub fn hooks(&self) -> &HookSetup {
@@ -322,7 +346,14 @@ impl GitRepos {
         let path = self.path(repo);
         let hooks = self.inner.hooks.clone();
         let head = self.inner.initial_head.clone();
-        blocking(move || provision_at(&path, &hooks, &head)).await
+        let created = blocking(move || provision_at(&path, &hooks, &head)).await?;
+        if created && repo.area == Area::Owner {
+            let mut counted = self.inner.counted.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, n)) = counted.as_mut() {
+                *n += 1;
+            }
+        }
+        Ok(created)
     }
 
     /// Creates a bare repository with GRASP's config at `path`, outside the repository tree (the

@@ -178,6 +178,7 @@ impl GraspPolicy {
             archive_only: archive.only,
             owner_allowed: self.app.config().abuse.owner_allowed(&repo.owner),
             creation_refused: None,
+            server_full: None,
         };
         if !facts.hosted_here() && !facts.archived() {
             let group = self.app.repo_group(&repo.identifier).await?;
@@ -194,6 +195,13 @@ impl GraspPolicy {
             .await?
             .is_some();
         facts.has_refs = self.app.git().has_refs(&repo).await?;
+        let max_repositories = self.app.config().abuse.max_repositories;
+        if max_repositories > 0
+            && !self.app.git().exists(&repo)
+            && self.app.git().count().await >= max_repositories
+        {
+            facts.server_full = Some(max_repositories);
+        }
         // Limits on what clients send; the event sync's announcements come from the relays
         // hosted repositories list (and an archive may mirror many repositories of one owner).
         if client.is_some() && !self.app.git().exists(&repo) {
