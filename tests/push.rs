@@ -290,6 +290,56 @@ async fn push_that_landed_while_the_daemon_was_down_is_processed_at_start() {
     assert_eq!(git(&repo, &["symbolic-ref", "HEAD"]), "refs/heads/dev");
 }
 
+/// The kill soak's fetch stopped half-way (seed 2026, round 4): the sync's objects landed, and
+/// graspd was killed before it set the refs, leaving objects and no ref (and a ref lock). At
+/// start the data on disk is processed though the repository has no ref yet.
+#[tokio::test]
+async fn objects_a_killed_fetch_left_without_refs_are_released_at_start() {
+    let mut f = announced_with_pending_state("fetched").await;
+    f.server.kill9();
+    let repo = f.server.repo_path(&f.owner, "fetched");
+    let work = f.work.path().to_string_lossy().into_owned();
+    git(&repo, &["fetch", "-q", "--no-write-fetch-head", &work, "main"]);
+    assert_eq!(git(&repo, &["for-each-ref"]), "", "objects only");
+    std::fs::create_dir_all(repo.join("refs/heads")).expect("refs dir");
+    std::fs::write(repo.join("refs/heads/main.lock"), "").expect("lock");
+    left_ago(&repo.join("refs/heads/main.lock"), Duration::from_secs(120));
+    f.server.restart();
+    eventually("the state is released", || {
+        let (server, want) = (&f.server, vec![f.state_id.clone()]);
+        async move { server.client().await.ids(json!({"kinds": [30618]})).await == want }
+    })
+    .await;
+    assert_eq!(git(&repo, &["rev-parse", "refs/heads/main"]), f.oid);
+}
+
+/// The kill soak's pull request push stopped half-way (seed 2026, round 5): git took the ref,
+/// graspd was killed before post-receive reported it. At start the ref becomes a placeholder,
+/// so it expires if its event never comes.
+#[tokio::test]
+async fn a_pull_request_ref_a_killed_push_left_unreported_becomes_a_placeholder() {
+    let mut f = announced_with_pending_state_on(
+        Server::start_with(&["--purgatory-expiry-secs", "4"]),
+        "unreported",
+    )
+    .await;
+    f.server.kill9();
+    let repo = f.server.repo_path(&f.owner, "unreported");
+    let pr_ref = format!("refs/nostr/{}", "7".repeat(64));
+    push_without_hooks(f.work.path(), &repo, &[&format!("main:{pr_ref}")]);
+    f.server.restart();
+    eventually("the ref waits as a placeholder", || {
+        let placeholders = f.server.status_json(&[])["placeholders"].clone();
+        async move { placeholders == json!(1) }
+    })
+    .await;
+    eventually("it expires, its event never having come", || {
+        let gone = git(&repo, &["for-each-ref", &pr_ref]).is_empty();
+        async move { gone }
+    })
+    .await;
+}
+
 /// Sets `path`'s modification time `ago` in the past, as if a process had left it then.
 fn left_ago(path: &std::path::Path, ago: Duration) {
     std::fs::File::options()

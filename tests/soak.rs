@@ -1,6 +1,8 @@
 //! The kill -9 soak: graspd under load (websocket publishers of issues, announcements and states;
 //! real pushes through the hooks; pull requests whose tips are pushed to `refs/nostr/<id>` before
-//! their events; a live subscriber), killed with SIGKILL at a random instant, restarted, checked.
+//! their events; a live subscriber; repositories whose git data only a second graspd holds, which
+//! the soaked one fetches), killed with SIGKILL at a random instant (mid-push, mid-release,
+//! mid-fetch, ...), restarted, checked.
 //!
 //! After every restart:
 //! * every event answered `OK true` is there, served or waiting in purgatory, and no event is
@@ -9,6 +11,8 @@
 //!   happened, or start-up reconciliation did it); `git fsck --connectivity-only` is clean and no
 //!   stale `*.lock` is left under `refs/`;
 //! * nothing waits in purgatory whose git data is on disk;
+//! * every state acknowledged while its git data was only on the other graspd is released, the
+//!   data fetched (after a restart, by start-up reconciliation and the sync);
 //! * every pull request tip git took is under its `refs/nostr/<id>`, and graspd holds exactly the
 //!   ones whose event it has not taken as placeholders; the hooks' spool is drained;
 //! * every event a live subscriber was sent is served (nothing is delivered before it is stored),
@@ -57,6 +61,8 @@ struct Ledger {
     twice: Vec<String>,
     /// Pull request tips git took into the base repository: event id, tip, round.
     tips: Vec<(String, String, usize)>,
+    /// States acknowledged while their git data was only on the peer.
+    mirrors: Vec<Pushed>,
 }
 
 /// Publishes `event` on `ws` and reads its OK, without panicking when graspd is killed.
@@ -180,6 +186,74 @@ async fn pull_requests(url: String, clone: String, owner: Keys, round: usize, le
     }
 }
 
+/// Repositories pushed to the peer only, then announced (with their state) to the soaked graspd,
+/// which must fetch their git data from the peer; until the connection dies.
+async fn mirrors(soaked: Endpoint, peer: Endpoint, owner: Keys, round: usize, ledger: Arc<Mutex<Ledger>>) {
+    let (Ok((mut ws, _)), Ok((mut peer_ws, _))) = (
+        tokio_tungstenite::connect_async(soaked.ws.as_str()).await,
+        tokio_tungstenite::connect_async(peer.ws.as_str()).await,
+    ) else {
+        return;
+    };
+    for n in 0.. {
+        let identifier = format!("m{round}-{n}");
+        let (work, oid) = work_tree_with_commit(&identifier);
+        let clone = |at: &Endpoint| format!("http://{}/{}/{identifier}.git", at.domain, npub(&owner));
+        let announcement = event(
+            &owner,
+            30617,
+            "",
+            &[
+                &["d", &identifier],
+                &["clone", &clone(&peer), &clone(&soaked)],
+                &["relays", &peer.ws, &soaked.ws],
+            ],
+        );
+        let st = state(&owner, &identifier, &[("refs/heads/main", &oid)], Some("main"));
+        for event in [&announcement, &st] {
+            publish(&mut peer_ws, event)
+                .await
+                .expect("the peer is never killed");
+        }
+        let pushed = tokio::process::Command::new("git")
+            .args(["push", "-q", &clone(&peer), "main"])
+            .current_dir(work.path())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .await
+            .expect("git");
+        assert!(pushed.status.success(), "push to the peer");
+        for event in [&announcement, &st] {
+            let Some(answer) = publish(&mut ws, event).await else {
+                return;
+            };
+            record(&ledger, round, event, &answer);
+        }
+        ledger.lock().expect("ledger").mirrors.push(Pushed {
+            round,
+            identifier,
+            oid,
+            state_id: st.id.to_hex(),
+        });
+    }
+}
+
+/// A graspd as the load sees it.
+#[derive(Clone)]
+struct Endpoint {
+    ws: String,
+    domain: String,
+}
+
+impl Endpoint {
+    fn of(server: &Server) -> Self {
+        Self {
+            ws: server.ws_url(),
+            domain: server.domain(),
+        }
+    }
+}
+
 /// New repositories, each announced with a state and pushed, until the connection dies.
 async fn pushes(
     server_url: String,
@@ -272,7 +346,9 @@ async fn graspd_killed_at_random_instants_under_load_loses_and_corrupts_nothing(
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2026);
-    let mut server = Server::start_with(&[
+    // No limits on the load; both daemons are on loopback.
+    let unlimited = [
+        "--sync-private-addresses",
         "--event-burst",
         "100000000",
         "--events-per-minute",
@@ -288,8 +364,17 @@ async fn graspd_killed_at_random_instants_under_load_loses_and_corrupts_nothing(
         "--max-placeholders-per-repo",
         "1000000",
         "--log",
-        "warn",
-    ]);
+        "info",
+    ];
+    // The peer holds git data the soaked graspd fetches; it is never killed.
+    let peer = Server::start_on("127.0.0.2", &unlimited);
+    let fast_sync = [
+        "--sync-default-delay-secs",
+        "0",
+        "--sync-immediate-delay-ms",
+        "100",
+    ];
+    let mut server = Server::start_on("127.0.0.1", &[&unlimited[..], &fast_sync[..]].concat());
     let owner = Keys::generate();
     {
         let mut client = server.client().await;
@@ -314,6 +399,13 @@ async fn graspd_killed_at_random_instants_under_load_loses_and_corrupts_nothing(
     for (round, delay) in delays(seed).take(kills).enumerate() {
         let load = [
             tokio::spawn(subscriber(server.ws_url(), round, ledger.clone())),
+            tokio::spawn(mirrors(
+                Endpoint::of(&server),
+                Endpoint::of(&peer),
+                owner.clone(),
+                round,
+                ledger.clone(),
+            )),
             tokio::spawn(issues(server.ws_url(), owner.clone(), round, ledger.clone())),
             tokio::spawn(pull_requests(
                 server.ws_url(),
@@ -353,15 +445,20 @@ async fn graspd_killed_at_random_instants_under_load_loses_and_corrupts_nothing(
         .count();
     println!(
         "soak: {kills} kills in {:.0} s (seed {seed}); {} events acknowledged ({held} held first), \
-         {} pushes started, {landed} landed, {} pull request tips pushed, {} sent live; none lost, none twice, no ref corrupted",
+         {} pushes started, {landed} landed, {} pull request tips pushed, {} repositories fetched from the peer, {} sent live; none lost, none twice, no ref corrupted",
         started.elapsed().as_secs_f64(),
         ledger.told.len(),
         ledger.pushes.len(),
         ledger.tips.len(),
+        ledger.mirrors.len(),
         ledger.live.len(),
     );
     assert!(
-        landed > 0 && held > 0 && !ledger.live.is_empty() && !ledger.tips.is_empty(),
+        landed > 0
+            && held > 0
+            && !ledger.live.is_empty()
+            && !ledger.tips.is_empty()
+            && !ledger.mirrors.is_empty(),
         "the load reached neither pushes, purgatory nor a live subscriber"
     );
 }
@@ -436,6 +533,7 @@ async fn check(server: &Server, owner: &Keys, ledger: &Mutex<Ledger>, round: usi
         );
     }
     check_pull_requests(server, owner, ledger, &unique, round, seed).await;
+    check_mirrors(server, owner, ledger, round, seed).await;
     for id in &live {
         assert!(
             unique.contains(id),
@@ -549,5 +647,44 @@ async fn check_pull_requests(
             known.len()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every state acknowledged while its git data was only on the peer is released, its data
+/// fetched: the sync goes on after a restart.
+async fn check_mirrors(server: &Server, owner: &Keys, ledger: &Mutex<Ledger>, round: usize, seed: u64) {
+    let mirrors: Vec<Pushed> = {
+        let ledger = ledger.lock().expect("ledger");
+        ledger
+            .mirrors
+            .iter()
+            .filter(|m| m.round + 1 >= round && ledger.told.contains_key(&m.state_id))
+            .cloned()
+            .collect()
+    };
+    let mut client = server.client().await;
+    for mirror in &mirrors {
+        let deadline = Instant::now() + DEADLINE;
+        while client.ids(json!({ "ids": [mirror.state_id] })).await != vec![mirror.state_id.clone()] {
+            if Instant::now() >= deadline {
+                let log = server.log();
+                let lines: Vec<&str> = log.lines().filter(|l| l.contains(&mirror.identifier)).collect();
+                panic!(
+                    "seed {seed} round {round}: the state of {} (git data on the peer) is not released; \
+                     status: {}; its log lines:\n{}",
+                    mirror.identifier,
+                    server.status_json(&["purgatory"]),
+                    lines.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let repo = server.repo_path(owner, &mirror.identifier);
+        assert_eq!(
+            git(&repo, &["rev-parse", "refs/heads/main"]),
+            mirror.oid,
+            "seed {seed} round {round}: {} fetched",
+            mirror.identifier
+        );
     }
 }

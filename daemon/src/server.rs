@@ -138,10 +138,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         tokio::spawn(expiry::run(app.clone(), signal.clone())),
         tokio::spawn(process::contributions::run(app.clone(), signal.clone())),
         tokio::spawn(maintenance::run(app.clone(), signal.clone())),
-        tokio::spawn(maintenance::clear_locks_left_by_a_crash(
-            app.clone(),
-            signal.clone(),
-        )),
+        tokio::spawn(maintenance::tidy_after_a_crash(app.clone(), signal.clone())),
         tokio::spawn(relay::forward_served(app.clone(), relay.clone(), signal.clone())),
         tokio::spawn(crate::sync::cluster::run(
             app.clone(),

@@ -58,6 +58,15 @@ pub struct RefTargets {
     pub reason: String,
 }
 
+/// See [`GitRepos::crash_leftovers`].
+#[derive(Debug, Default)]
+pub struct CrashLeftovers {
+    /// Repositories holding a ref lock.
+    pub locked: Vec<PathBuf>,
+    /// Loose `refs/nostr/<name>` refs of owners' repositories, with their tips.
+    pub pull_request_refs: Vec<(RepoId, RefName, Oid)>,
+}
+
 /// Handle to the git root. Cloning is shallow.
 #[derive(Debug, Clone)]
 pub struct GitRepos {
@@ -410,21 +419,51 @@ impl GitRepos {
         .unwrap_or(0)
     }
 
-    /// The repositories on disk that hold a ref lock now.
-    pub async fn repos_with_ref_locks(&self) -> Vec<PathBuf> {
+    /// What a crash (graspd killed with the git processes it ran) may have left, found in one walk
+    /// of every repository's `refs/` at start: the repositories holding a ref lock, and the owners'
+    /// repositories' loose pull request refs (a push that landed but was never reported).
+    pub async fn crash_leftovers(&self) -> CrashLeftovers {
         let git = self.clone();
         blocking(move || {
-            Ok(git
-                .list_all_repo_dirs()
-                .into_iter()
-                .filter(|dir| has_ref_lock(dir))
-                .collect())
+            let mut found = CrashLeftovers::default();
+            for dir in git.list_all_repo_dirs() {
+                let walk = walk_refs(&dir);
+                if walk.has_lock(&dir) {
+                    found.locked.push(dir.clone());
+                }
+                let Some(repo) = git.repo_at(&dir).filter(|repo| !repo.is_pull_request_area()) else {
+                    continue;
+                };
+                for path in walk.pull_requests {
+                    let name = path
+                        .file_name()
+                        .and_then(|name| name.to_str())
+                        .and_then(|name| RefName::parse(&format!("refs/nostr/{name}")).ok());
+                    let tip = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|text| Oid::parse(text.trim()).ok());
+                    if let (Some(name), Some(tip)) = (name, tip) {
+                        found.pull_request_refs.push((repo.clone(), name, tip));
+                    }
+                }
+            }
+            Ok(found)
         })
         .await
         .unwrap_or_default()
     }
 
     /// Whether the repository has any ref (has received git data).
+    /// Whether the repository holds any git data: a ref, or objects. A fetch stopped (graspd
+    /// killed) after its objects landed but before the refs were set leaves objects and no ref.
+    pub async fn has_data(&self, repo: &RepoId) -> Result<bool, GitError> {
+        if self.has_refs(repo).await? {
+            return Ok(true);
+        }
+        let objects = self.path(repo).join("objects");
+        blocking(move || Ok(holds_objects(&objects))).await
+    }
+
     pub async fn has_refs(&self, repo: &RepoId) -> Result<bool, GitError> {
         let path = self.path(repo);
         blocking(move || {
@@ -637,32 +676,28 @@ pub const STALE_REF_LOCK: Duration = Duration::from_secs(20);
 /// `refs/**/*.lock`) last modified more than `older_than` ago, as a killed push leaves them.
 /// Returns how many it removed.
 pub fn remove_stale_ref_locks(repo: &Path, older_than: Duration) -> usize {
-    let mut locks: Vec<PathBuf> = Vec::new();
-    let mut dirs = vec![repo.join("refs")];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            match entry.file_type() {
-                Ok(kind) if kind.is_dir() => dirs.push(path),
-                Ok(kind) if kind.is_file() && path.extension().is_some_and(|ext| ext == "lock") => {
-                    locks.push(path)
-                }
-                _ => {}
-            }
-        }
-    }
-    remove_if_stale(repo, locks, older_than)
+    remove_if_stale(repo, walk_refs(repo).locks, older_than)
 }
 
-/// Whether the bare repository at `repo` holds any ref lock (`HEAD.lock`, `packed-refs.lock`,
-/// `refs/**/*.lock`).
-fn has_ref_lock(repo: &Path) -> bool {
-    if repo.join("HEAD.lock").exists() || repo.join("packed-refs.lock").exists() {
-        return true;
+/// What one walk of a bare repository's `refs/` finds: ref lock files (`refs/**/*.lock`), and
+/// loose pull request refs (the files right under `refs/nostr/`, as a push writes them).
+#[derive(Debug, Default)]
+struct RefsWalk {
+    locks: Vec<PathBuf>,
+    pull_requests: Vec<PathBuf>,
+}
+
+impl RefsWalk {
+    /// Whether the repository at `repo` holds any ref lock: these, `HEAD.lock` or
+    /// `packed-refs.lock`.
+    fn has_lock(&self, repo: &Path) -> bool {
+        !self.locks.is_empty() || repo.join("HEAD.lock").exists() || repo.join("packed-refs.lock").exists()
     }
+}
+
+fn walk_refs(repo: &Path) -> RefsWalk {
+    let mut found = RefsWalk::default();
+    let nostr = repo.join("refs/nostr");
     let mut dirs = vec![repo.join("refs")];
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -673,13 +708,14 @@ fn has_ref_lock(repo: &Path) -> bool {
             match entry.file_type() {
                 Ok(kind) if kind.is_dir() => dirs.push(path),
                 Ok(kind) if kind.is_file() && path.extension().is_some_and(|ext| ext == "lock") => {
-                    return true;
+                    found.locks.push(path)
                 }
+                Ok(kind) if kind.is_file() && dir == nostr => found.pull_requests.push(path),
                 _ => {}
             }
         }
     }
-    false
+    found
 }
 
 /// [`remove_stale_ref_locks`] for the locks of `names` only (and `HEAD.lock`,
@@ -770,6 +806,31 @@ pub fn default_branch(git_program: &Path) -> RefName {
     RefName::branch(&name).unwrap_or_else(|| {
         tracing::warn!(init_default_branch = %name, "git's init.defaultBranch is not a valid branch name: using master");
         fallback()
+    })
+}
+
+/// Whether the object directory `objects` holds a pack or a loose object.
+fn holds_objects(objects: &Path) -> bool {
+    let non_empty = |dir: &Path, wanted: &dyn Fn(&std::ffi::OsStr) -> bool| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| wanted(&entry.file_name()))
+    };
+    let Ok(entries) = std::fs::read_dir(objects) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == "pack" {
+            non_empty(&entry.path(), &|file| file.to_string_lossy().ends_with(".pack"))
+        } else {
+            name.len() == 2
+                && name.bytes().all(|b| b.is_ascii_hexdigit())
+                && non_empty(&entry.path(), &|_| true)
+        }
     })
 }
 

@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::app::App;
+use crate::git::{Oid, RefName};
 use crate::metrics;
+use crate::nip34::RepoId;
 use crate::shutdown::Signal;
 
 /// How long after a request a repository is checked: requests arriving meanwhile coalesce.
@@ -123,13 +125,25 @@ async fn sweep(app: &App) {
     }
 }
 
-/// After a crash (graspd killed with the git processes it ran, as systemd stops a service), a
-/// push killed in the middle of its ref update leaves a ref lock that git never removes, and
-/// every later push of that ref would fail on it. At start, the repositories holding a lock are
-/// noted; once [`crate::git::STALE_REF_LOCK`] has passed, the locks still there and that old are
-/// removed (a live git's lock lasts milliseconds).
-pub async fn clear_locks_left_by_a_crash(app: App, mut shutdown: Signal) {
-    let locked = app.git().repos_with_ref_locks().await;
+/// After a crash (graspd killed with the git processes it ran, as systemd stops a service), run
+/// once at start, after the spool is drained:
+/// * a push that landed a pull request ref but was killed before its report left a ref no
+///   placeholder waits on, which nothing would ever delete: it becomes a placeholder, expiring as
+///   if pushed now ([`adopt_pull_request_refs`]);
+/// * a push killed in the middle of its ref update leaves a ref lock that git never removes, and
+///   every later push of that ref would fail on it. The repositories holding a lock are noted;
+///   once [`crate::git::STALE_REF_LOCK`] has passed, the locks still there and that old are
+///   removed (a live git's lock lasts milliseconds).
+pub async fn tidy_after_a_crash(app: App, mut shutdown: Signal) {
+    let leftovers = app.git().crash_leftovers().await;
+    let adopted = adopt_pull_request_refs(&app, leftovers.pull_request_refs).await;
+    if adopted > 0 {
+        tracing::warn!(
+            adopted,
+            "pull request refs a push landed without reporting now wait for their events"
+        );
+    }
+    let locked = leftovers.locked;
     if locked.is_empty() {
         return;
     }
@@ -141,8 +155,47 @@ pub async fn clear_locks_left_by_a_crash(app: App, mut shutdown: Signal) {
         () = tokio::time::sleep(crate::git::STALE_REF_LOCK + std::time::Duration::from_secs(1)) => {}
         _ = shutdown.wait() => return,
     }
+    let identifiers: std::collections::BTreeSet<_> = locked
+        .iter()
+        .filter_map(|dir| app.git().repo_at(dir))
+        .map(|repo| repo.identifier)
+        .collect();
     let removed = app.git().clear_stale_locks(locked).await;
     if removed > 0 {
         tracing::warn!(removed, "removed ref locks a crash left behind");
     }
+    // What waited on those refs (a release the crash stopped half-way) goes now, not at the
+    // sync's next try.
+    for identifier in identifiers {
+        if !app.purgatory().for_identifier(&identifier).is_empty() {
+            super::process_data_on_disk(&app, &identifier, "reconcile").await;
+        }
+    }
+}
+
+/// Makes a placeholder of each of `refs` whose event is neither known nor already awaited by
+/// one, deciding under the identifier's lock (a push's report releases and records under it too).
+/// Returns how many.
+pub async fn adopt_pull_request_refs(app: &App, refs: Vec<(RepoId, RefName, Oid)>) -> usize {
+    let mut adopted = 0;
+    for (repo, name, tip) in refs {
+        let Some(Ok(event_id)) = crate::authorize::pull_request_ref(&name) else {
+            continue;
+        };
+        let _serial = app.lock_identifier(&repo.identifier).await;
+        let awaited = app
+            .purgatory()
+            .placeholders_for(&event_id)
+            .iter()
+            .any(|placeholder| placeholder.repo == repo);
+        if awaited || app.purgatory().contains(&event_id) {
+            continue;
+        }
+        let before = app.purgatory().placeholder_count_in(&repo);
+        super::record_placeholders(app, &repo, &[(name, tip)]).await;
+        if app.purgatory().placeholder_count_in(&repo) > before {
+            adopted += 1;
+        }
+    }
+    adopted
 }

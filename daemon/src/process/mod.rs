@@ -464,7 +464,8 @@ pub async fn reconcile(app: &App) -> ProcessResult {
 }
 
 /// Runs the unified procedure (with the lag repair of a sync) on every repository of
-/// `identifier` that holds refs, against the data already there, and tells watchers (`source`).
+/// `identifier` that holds git data, against the data already there, and tells watchers
+/// (`source`).
 pub async fn process_data_on_disk(app: &App, identifier: &Identifier, source: &'static str) -> ProcessResult {
     let mut total = ProcessResult::default();
     let group = match app.repo_group(identifier).await {
@@ -476,7 +477,8 @@ pub async fn process_data_on_disk(app: &App, identifier: &Identifier, source: &'
     };
     for owner in group.by_owner.keys() {
         let repo = RepoId::new(*owner, identifier.clone());
-        if !app.git().has_refs(&repo).await.unwrap_or(false) {
+        // Refs, or only objects: a fetch killed before it set the refs leaves those.
+        if !app.git().has_data(&repo).await.unwrap_or(false) {
             continue;
         }
         let result = process_fetched_git_data(app, &repo, &HashSet::new()).await;
