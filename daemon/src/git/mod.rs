@@ -421,7 +421,8 @@ impl GitRepos {
 
     /// What a crash (graspd killed with the git processes it ran) may have left, found in one walk
     /// of every repository's `refs/` at start: the repositories holding a ref lock, and the owners'
-    /// repositories' loose pull request refs (a push that landed but was never reported).
+    /// repositories' pull request refs (among them any a push landed but never reported; a
+    /// housekeeping run at that moment may already have packed it, so `packed-refs` is read too).
     pub async fn crash_leftovers(&self) -> CrashLeftovers {
         let git = self.clone();
         blocking(move || {
@@ -434,6 +435,8 @@ impl GitRepos {
                 let Some(repo) = git.repo_at(&dir).filter(|repo| !repo.is_pull_request_area()) else {
                     continue;
                 };
+                // Loose refs win over packed ones of the same name, as git reads them.
+                let mut refs: std::collections::BTreeMap<RefName, Oid> = packed_pull_request_refs(&dir);
                 for path in walk.pull_requests {
                     let name = path
                         .file_name()
@@ -443,9 +446,12 @@ impl GitRepos {
                         .ok()
                         .and_then(|text| Oid::parse(text.trim()).ok());
                     if let (Some(name), Some(tip)) = (name, tip) {
-                        found.pull_request_refs.push((repo.clone(), name, tip));
+                        refs.insert(name, tip);
                     }
                 }
+                found
+                    .pull_request_refs
+                    .extend(refs.into_iter().map(|(name, tip)| (repo.clone(), name, tip)));
             }
             Ok(found)
         })
@@ -693,6 +699,16 @@ impl RefsWalk {
     fn has_lock(&self, repo: &Path) -> bool {
         !self.locks.is_empty() || repo.join("HEAD.lock").exists() || repo.join("packed-refs.lock").exists()
     }
+}
+
+/// The `refs/nostr/*` lines of the repository's `packed-refs` (none when it has no such file).
+fn packed_pull_request_refs(repo: &Path) -> std::collections::BTreeMap<RefName, Oid> {
+    let text = std::fs::read_to_string(repo.join("packed-refs")).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(_, name)| name.starts_with("refs/nostr/"))
+        .filter_map(|(oid, name)| Some((RefName::parse(name).ok()?, Oid::parse(oid).ok()?)))
+        .collect()
 }
 
 fn walk_refs(repo: &Path) -> RefsWalk {
