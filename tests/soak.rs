@@ -88,6 +88,33 @@ async fn publish(
     }
 }
 
+/// Publishes `events` in order and records each answer; `false` once graspd is gone.
+async fn publish_all(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    events: &[&Event],
+    ledger: &Mutex<Ledger>,
+    round: usize,
+) -> bool {
+    for event in events {
+        let Some(answer) = publish(ws, event).await else {
+            return false;
+        };
+        record(ledger, round, event, &answer);
+    }
+    true
+}
+
+/// `git push -q <url> <refspec>` from `dir`; whether it succeeded.
+async fn git_push(dir: &std::path::Path, url: &str, refspec: &str) -> bool {
+    tokio::process::Command::new("git")
+        .args(["push", "-q", url, refspec])
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .await
+        .is_ok_and(|output| output.status.success())
+}
+
 fn record(ledger: &Mutex<Ledger>, round: usize, event: &Event, answer: &(bool, String)) {
     let told = match answer {
         (true, message) if message.starts_with("purgatory:") => Told::Held,
@@ -169,13 +196,7 @@ async fn pull_requests(url: String, clone: String, owner: Keys, round: usize, le
             ],
         );
         let id = pr.id.to_hex();
-        let pushed = tokio::process::Command::new("git")
-            .args(["push", "-q", &clone, &format!("HEAD:refs/nostr/{id}")])
-            .current_dir(work.path())
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .await;
-        if !pushed.is_ok_and(|o| o.status.success()) {
+        if !git_push(work.path(), &clone, &format!("HEAD:refs/nostr/{id}")).await {
             return;
         }
         ledger.lock().expect("ledger").tips.push((id, tip, round));
@@ -215,19 +236,12 @@ async fn mirrors(soaked: Endpoint, peer: Endpoint, owner: Keys, round: usize, le
                 .await
                 .expect("the peer is never killed");
         }
-        let pushed = tokio::process::Command::new("git")
-            .args(["push", "-q", &clone(&peer), "main"])
-            .current_dir(work.path())
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .await
-            .expect("git");
-        assert!(pushed.status.success(), "push to the peer");
-        for event in [&announcement, &st] {
-            let Some(answer) = publish(&mut ws, event).await else {
-                return;
-            };
-            record(&ledger, round, event, &answer);
+        assert!(
+            git_push(work.path(), &clone(&peer), "main").await,
+            "push to the peer"
+        );
+        if !publish_all(&mut ws, &[&announcement, &st], &ledger, round).await {
+            return;
         }
         ledger.lock().expect("ledger").mirrors.push(Pushed {
             round,
@@ -277,11 +291,8 @@ async fn pushes(
             &[&["d", &identifier], &["clone", &clone], &["relays", &server_url]],
         );
         let st = state(&owner, &identifier, &[("refs/heads/main", &oid)], Some("main"));
-        for event in [&announcement, &st] {
-            let Some(answer) = publish(&mut ws, event).await else {
-                return;
-            };
-            record(&ledger, round, event, &answer);
+        if !publish_all(&mut ws, &[&announcement, &st], &ledger, round).await {
+            return;
         }
         ledger.lock().expect("ledger").pushes.push(Pushed {
             round,
@@ -289,13 +300,7 @@ async fn pushes(
             oid,
             state_id: st.id.to_hex(),
         });
-        let pushed = tokio::process::Command::new("git")
-            .args(["push", "-q", &clone, "main"])
-            .current_dir(work.path())
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .await;
-        if !pushed.is_ok_and(|o| o.status.success()) {
+        if !git_push(work.path(), &clone, "main").await {
             return;
         }
     }
