@@ -400,7 +400,13 @@ fn send(fd: i32, bytes: &[u8], deadline: i64) -> Result<(), Failure> {
     Ok(())
 }
 
-fn talk(fd: i32, request: &[u8], deadline: i64, buf: &mut [u8], io: &mut wire::Io) -> Result<wire::Call, Failure> {
+fn talk(
+    fd: i32,
+    request: &[u8],
+    deadline: i64,
+    buf: &mut [u8],
+    io: &mut wire::Io,
+) -> Result<wire::Call, Failure> {
     send(fd, request, deadline)?;
     let mut call = wire::Call::default();
     let (mut start, mut filled) = (0, 0);
