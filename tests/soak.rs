@@ -1,8 +1,8 @@
-//! The kill -9 soak: graspd under load (websocket publishers of issues, announcements and states;
-//! real pushes through the hooks; pull requests whose tips are pushed to `refs/nostr/<id>` before
-//! their events; a live subscriber; repositories whose git data only a second graspd holds, which
-//! the soaked one fetches), killed with SIGKILL at a random instant (mid-push, mid-release,
-//! mid-fetch, ...), restarted, checked.
+//! The kill -9 soak: graspd under load (websocket publishers of issues, comments, announcements
+//! and states; real pushes through the hooks; pull requests whose tips are pushed to
+//! `refs/nostr/<id>` before their events; a live subscriber; repositories whose git data only a
+//! second graspd holds, which the soaked one fetches), killed with SIGKILL at a random instant
+//! (mid-push, mid-release, mid-fetch, ...), restarted, checked.
 //!
 //! After every restart:
 //! * every event answered `OK true` is there, served or waiting in purgatory, and no event is
@@ -134,17 +134,34 @@ async fn issues(url: String, owner: Keys, round: usize, ledger: Arc<Mutex<Ledger
         return;
     };
     let author = Keys::generate();
+    let base = coordinate(&owner, "base");
+    let owner_hex = owner.public_key().to_hex();
     for n in 0.. {
-        let issue = event(
-            &author,
-            1621,
-            &format!("issue {n}"),
-            &[&["a", &coordinate(&owner, "base")]],
-        );
+        let issue = event(&author, 1621, &format!("issue {n}"), &[&["a", &base]]);
         let Some(answer) = publish(&mut ws, &issue).await else {
             return;
         };
         record(&ledger, round, &issue, &answer);
+        // Every other issue gets a NIP-22 comment, taken because it tags the issue.
+        if n % 2 == 1 {
+            let root = issue.id.to_hex();
+            let comment = event(
+                &author,
+                1111,
+                &format!("comment on issue {n}"),
+                &[
+                    &["E", &root],
+                    &["K", "1621"],
+                    &["e", &root],
+                    &["A", &base],
+                    &["p", &owner_hex],
+                ],
+            );
+            let Some(answer) = publish(&mut ws, &comment).await else {
+                return;
+            };
+            record(&ledger, round, &comment, &answer);
+        }
     }
 }
 
@@ -154,7 +171,7 @@ async fn subscriber(url: String, round: usize, ledger: Arc<Mutex<Ledger>>) {
     let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await else {
         return;
     };
-    let req = json!(["REQ", "live", { "kinds": [1621, 30617, 30618], "limit": 0 }]).to_string();
+    let req = json!(["REQ", "live", { "kinds": [1111, 1618, 1621, 30617, 30618], "limit": 0 }]).to_string();
     if ws.send(Message::Text(req.into())).await.is_err() {
         return;
     }
