@@ -432,6 +432,140 @@ async fn issues_comments_and_chains_on_accepted_repositories_are_accepted() {
     assert_eq!(served.len(), 4);
 }
 
+/// Reads messages until `done` says the answer is complete; returns them all.
+async fn read_until(
+    client: &mut Client,
+    mut done: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut messages = Vec::new();
+    loop {
+        let message = client.next().await;
+        let finished = done(&message);
+        messages.push(message);
+        if finished {
+            return messages;
+        }
+    }
+}
+
+fn events_of(messages: &[serde_json::Value], sub: &str) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| m[0] == "EVENT" && m[1] == sub)
+        .map(|m| m[2]["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_req_gets_stored_events_newest_first_then_each_live_event_once() {
+    let server = Server::start_with(&["--max-subscriptions", "2", "--max-filter-limit", "4"]);
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "reads"))
+            .await
+            .accepted
+    );
+    let coord = coordinate(&owner, "reads");
+    let base = Timestamp::now().as_secs() - 1000;
+    let mut issues = Vec::new();
+    for i in 0..8 {
+        let issue = event_at(
+            &owner,
+            1621,
+            &format!("issue {i}"),
+            &[&["a", &coord]],
+            Timestamp::from_secs(base + i),
+        );
+        assert!(client.publish(&issue).await.accepted);
+        issues.push(issue.id.to_hex());
+    }
+    let newest = |n: usize| issues.iter().rev().take(n).cloned().collect::<Vec<_>>();
+
+    // Two overlapping filters: each event once, newest first, each filter with its own limit,
+    // capped at --max-filter-limit (4).
+    let mut reader = server.client().await;
+    let owner_hex = owner.public_key().to_hex();
+    reader
+        .send_raw(
+            &json!(["REQ", "s",
+                {"kinds": [1621], "#a": [coord], "limit": 100},
+                {"authors": [owner_hex], "kinds": [1621], "limit": 2}])
+            .to_string(),
+        )
+        .await;
+    let answer = read_until(&mut reader, |m| m[0] == "EOSE" && m[1] == "s").await;
+    assert_eq!(events_of(&answer, "s"), newest(4), "{answer:?}");
+
+    // A live event after EOSE, once.
+    let live = event(&owner, 1621, "live", &[&["a", &coord]]);
+    assert!(client.publish(&live).await.accepted);
+    let message = reader.next().await;
+    assert_eq!(
+        (&message[0], &message[1], &message[2]["id"]),
+        (&json!("EVENT"), &json!("s"), &json!(live.id.to_hex()))
+    );
+
+    // An event published right behind a REQ on the same connection reaches that subscription
+    // once, stored or live.
+    let racing = event(&owner, 1621, "racing", &[&["a", &coord]]);
+    reader
+        .send_raw(&json!(["REQ", "t", {"kinds": [1621], "#a": [coord], "limit": 1}]).to_string())
+        .await;
+    reader
+        .send_raw(&json!(["EVENT", serde_json::to_value(&racing).expect("json")]).to_string())
+        .await;
+    // A third subscription is over --max-subscriptions: the relay's CLOSED reaches the client.
+    reader
+        .send_raw(&json!(["REQ", "third", {"kinds": [1621]}]).to_string())
+        .await;
+    let racing_id = racing.id.to_hex();
+    let (mut ok, mut eose, mut closed, mut on_s, mut on_t) = (false, false, false, false, false);
+    let messages = read_until(&mut reader, |m| {
+        let racing_on = |sub: &str| m[0] == "EVENT" && m[1] == sub && m[2]["id"] == racing_id.as_str();
+        ok |= m[0] == "OK" && m[1] == racing_id.as_str();
+        eose |= m[0] == "EOSE" && m[1] == "t";
+        closed |= m[0] == "CLOSED" && m[1] == "third";
+        on_s |= racing_on("s");
+        on_t |= racing_on("t");
+        ok && eose && closed && on_s && on_t
+    })
+    .await;
+    let closed = messages.iter().find(|m| m[0] == "CLOSED").expect("closed");
+    assert!(
+        closed[2].as_str().unwrap_or_default().contains("too many REQs"),
+        "{closed}"
+    );
+    assert!(
+        !messages.iter().any(|m| m[0] == "EOSE" && m[1] == "third"),
+        "{messages:?}"
+    );
+    let on_t = events_of(&messages, "t");
+    assert_eq!(
+        on_t.iter().filter(|id| **id == racing_id).count(),
+        1,
+        "{messages:?}"
+    );
+
+    // A REQ by ids is answered by the relay and closed once every id is found.
+    reader.send_raw(&json!(["CLOSE", "s"]).to_string()).await;
+    reader.send_raw(&json!(["CLOSE", "t"]).to_string()).await;
+    reader
+        .send_raw(&json!(["REQ", "ids", {"ids": [issues[0], issues[1]]}]).to_string())
+        .await;
+    let answer = read_until(&mut reader, |m| m[0] == "CLOSED" && m[1] == "ids").await;
+    assert_eq!(
+        events_of(&answer, "ids"),
+        vec![issues[1].clone(), issues[0].clone()],
+        "{answer:?}"
+    );
+    assert!(
+        answer.iter().any(|m| m[0] == "EOSE" && m[1] == "ids"),
+        "{answer:?}"
+    );
+}
+
 #[tokio::test]
 async fn unrelated_and_foreign_events_are_refused_with_a_reason() {
     let server = Server::start();

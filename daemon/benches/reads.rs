@@ -9,7 +9,8 @@
 //! by `#a` coordinate (+ kinds), by `#E`/`#e` root, by author + kind, by `#d`, by ids, and a
 //! `since`/`until` window, each at `limit` 10, 100 and 500. Prints p50/p99 per REQ, the ratio to
 //! the targets (`limit` 100: p50 ≤ 1 ms, p99 ≤ 5 ms), and SQLite's plan for each filter.
-//! `GRASP_READS_EVENTS` changes the count, `GRASP_READS_REQS` the REQs per line (default 200).
+//! `GRASP_READS_EVENTS` changes the count, `GRASP_READS_REQS` the REQs per line (default 200);
+//! `GRASP_READS_COMPARE=<another graspd executable>` times that build too, on the same store.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -49,7 +50,14 @@ fn main() {
         "built a store of {events} events in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    runtime.block_on(measure(&url, &probes, reqs));
+    // An A/B against another build, on the same store and in the same run.
+    let mut binaries = vec![std::path::PathBuf::from(env!("CARGO_BIN_EXE_graspd"))];
+    binaries.extend(std::env::var_os("GRASP_READS_COMPARE").map(std::path::PathBuf::from));
+    for binary in &binaries {
+        println!("\ngraspd: {}", binary.display());
+        runtime.block_on(measure(&url, &probes, reqs, binary));
+    }
+    runtime.block_on(print_plans(&url, probes.lines()));
 }
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -287,58 +295,68 @@ fn build(
 /// A REQ's filter for a given `limit`.
 type FilterAt<'a> = Box<dyn Fn(usize) -> Value + 'a>;
 
-async fn measure(url: &str, probes: &Probes, reqs: usize) {
-    let server = Server::start_with(&[
-        "--database-url",
-        url,
-        "--log",
-        "warn",
-        "--max-filter-limit",
-        "5000",
-    ]);
+impl Probes {
+    /// The REQs the bench times, by name, each a filter at a given limit.
+    fn lines(&self) -> Vec<(&'static str, FilterAt<'_>)> {
+        let window = (self.last - 30 * 24 * 3600, self.last - 29 * 24 * 3600);
+        vec![
+            (
+                "#a big repository, kinds [1621]",
+                Box::new(|n| json!({"kinds": [1621], "#a": [self.big], "limit": n})),
+            ),
+            (
+                "#a big repository, kinds [1618]",
+                Box::new(|n| json!({"kinds": [1618], "#a": [self.big], "limit": n})),
+            ),
+            (
+                "#a small repository, kinds [1621, 1618, 1111]",
+                Box::new(|n| json!({"kinds": [1621, 1618, 1111], "#a": [self.small], "limit": n})),
+            ),
+            (
+                "#E busy root, kinds [1111]",
+                Box::new(|n| json!({"kinds": [1111], "#E": [self.root], "limit": n})),
+            ),
+            (
+                "#e busy root",
+                Box::new(|n| json!({"#e": [self.root], "limit": n})),
+            ),
+            (
+                "authors [prolific], kinds [1111]",
+                Box::new(|n| json!({"authors": [self.author], "kinds": [1111], "limit": n})),
+            ),
+            (
+                "#d [identifier], kinds [30617, 30618]",
+                Box::new(|n| json!({"kinds": [30617, 30618], "#d": [self.identifier], "limit": n})),
+            ),
+            (
+                "ids (as many as the limit)",
+                Box::new(|n| json!({"ids": self.ids.iter().take(n).collect::<Vec<_>>()})),
+            ),
+            (
+                "kinds [1621], one day a month ago",
+                Box::new(move |n| json!({"kinds": [1621], "since": window.0, "until": window.1, "limit": n})),
+            ),
+        ]
+    }
+}
+
+async fn measure(url: &str, probes: &Probes, reqs: usize, binary: &std::path::Path) {
+    let server = Server::start_binary(
+        binary,
+        &[
+            "--database-url",
+            url,
+            "--log",
+            "warn",
+            "--max-filter-limit",
+            "5000",
+        ],
+    );
     // Without Nagle's algorithm, as clients that wait for answers connect.
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(server.ws_url(), None, true)
         .await
         .expect("connect");
-    let window = (probes.last - 30 * 24 * 3600, probes.last - 29 * 24 * 3600);
-    let lines: Vec<(&str, FilterAt)> = vec![
-        (
-            "#a big repository, kinds [1621]",
-            Box::new(|n| json!({"kinds": [1621], "#a": [probes.big], "limit": n})),
-        ),
-        (
-            "#a big repository, kinds [1618]",
-            Box::new(|n| json!({"kinds": [1618], "#a": [probes.big], "limit": n})),
-        ),
-        (
-            "#a small repository, kinds [1621, 1618, 1111]",
-            Box::new(|n| json!({"kinds": [1621, 1618, 1111], "#a": [probes.small], "limit": n})),
-        ),
-        (
-            "#E busy root, kinds [1111]",
-            Box::new(|n| json!({"kinds": [1111], "#E": [probes.root], "limit": n})),
-        ),
-        (
-            "#e busy root",
-            Box::new(|n| json!({"#e": [probes.root], "limit": n})),
-        ),
-        (
-            "authors [prolific], kinds [1111]",
-            Box::new(|n| json!({"authors": [probes.author], "kinds": [1111], "limit": n})),
-        ),
-        (
-            "#d [identifier], kinds [30617, 30618]",
-            Box::new(|n| json!({"kinds": [30617, 30618], "#d": [probes.identifier], "limit": n})),
-        ),
-        (
-            "ids (as many as the limit)",
-            Box::new(|n| json!({"ids": probes.ids.iter().take(n).collect::<Vec<_>>()})),
-        ),
-        (
-            "kinds [1621], one day a month ago",
-            Box::new(move |n| json!({"kinds": [1621], "since": window.0, "until": window.1, "limit": n})),
-        ),
-    ];
+    let lines = probes.lines();
     println!("REQ to EOSE over one websocket, {reqs} REQs a line (after 20 to warm up):");
     println!("| REQ | limit | events | p50 (ms) | p99 (ms) | of which the client's parsing (ms) |");
     println!("|---|---|---|---|---|---|");
@@ -384,7 +402,9 @@ async fn measure(url: &str, probes: &Probes, reqs: usize) {
         worst.1 / 5.0
     );
     drop(server);
+}
 
+async fn print_plans(url: &str, lines: Vec<(&str, FilterAt<'_>)>) {
     let store = graspd::store::Store::open(url).await.expect("open");
     println!("\nSQLite's plan for each filter (limit 100):");
     for (name, filter) in &lines {

@@ -7,6 +7,10 @@
 //!    `{"kinds":[1621],"limit":100}` and of the repository-scoped REQ clients send,
 //!    `{"kinds":[1621],"#a":[<repo>],"limit":N}` for N = 10, 100, 500 (every issue tags the repo).
 //!
+//! Ingest is also given as a share of a floor taken in the same run: the rate at which the same
+//! EVENT messages can merely be parsed and verified (id and signature) on all cores. Issue 19's
+//! targets: accepted ingest ≥ 0.5× that floor; a duplicate or refused event ≤ 25 µs of CPU.
+//!
 //! Targets (2-core machine): ≥ 10,000 events/s; REQ p50 ≤ 2 ms. Figures and ratios are printed.
 //! With `GRASP_BENCH_POSTGRES=1` (and `GRASPD_TEST_POSTGRES_URL`) the store is PostgreSQL.
 
@@ -72,22 +76,42 @@ async fn run() {
             &[&["a", &coord], &["subject", "bench"]],
         )
     });
+    let (floor, threads) = verify_floor(&issues);
+    println!(
+        "verify-only floor: {floor:.0} events/s (the same EVENT messages parsed and their ids and \
+         signatures checked, on {threads} threads, nothing else)"
+    );
     let cpu = server.cpu_seconds();
-    let (rate, accepted) = ingest(&server, issues).await;
+    let (rate, accepted) = ingest(&server, issues.clone()).await;
     println!(
         "ingest (accepted): {TOTAL} events over {CONNECTIONS} connections = {rate:.0} events/s; \
-         target >= 10000 events/s, ratio {:.2}; daemon CPU {}",
+         target >= 10000 events/s, ratio {:.2}; {:.2}x the verify-only floor (target >= 0.5); \
+         daemon CPU {}",
         rate / 10_000.0,
+        rate / floor,
         cpu_per_event(&server, cpu, rate)
     );
     assert_eq!(accepted, TOTAL, "every issue accepted");
+
+    // Duplicates: the same issues again (answered `OK true "duplicate: ..."`).
+    let cpu = server.cpu_seconds();
+    let (rate, accepted) = ingest(&server, issues).await;
+    println!(
+        "ingest (duplicates): {TOTAL} events = {rate:.0} events/s, {:.2}x the floor; daemon CPU {} \
+         (target <= 25 µs per event)",
+        rate / floor,
+        cpu_per_event(&server, cpu, rate)
+    );
+    assert_eq!(accepted, TOTAL, "duplicates are answered OK true");
 
     // Refused: notes that relate to nothing here (the same path without the write).
     let notes = signed_batches(|keys, c, i| event(keys, 1, &format!("note {c}-{i}"), &[]));
     let cpu = server.cpu_seconds();
     let (rate, accepted) = ingest(&server, notes).await;
     println!(
-        "ingest (refused by policy): {TOTAL} events = {rate:.0} events/s; daemon CPU {}",
+        "ingest (refused by policy): {TOTAL} events = {rate:.0} events/s, {:.2}x the floor; daemon \
+         CPU {} (target <= 25 µs per event)",
+        rate / floor,
         cpu_per_event(&server, cpu, rate)
     );
     assert_eq!(accepted, 0, "unrelated notes refused");
@@ -169,6 +193,29 @@ fn signed_batches(make: impl Fn(&Keys, usize, usize) -> nostr::Event) -> Vec<Vec
                 .collect()
         })
         .collect()
+}
+
+/// The rate at which `batches`' EVENT messages can merely be parsed and their ids and signatures
+/// checked, on every core: the floor ingest is measured against. Returns (events/s, threads).
+fn verify_floor(batches: &[Vec<String>]) -> (f64, usize) {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let messages: Vec<&String> = batches.iter().flatten().collect();
+    let chunk = messages.len().div_ceil(threads);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for part in messages.chunks(chunk) {
+            scope.spawn(move || {
+                for message in part {
+                    let parsed = nostr::ClientMessage::from_json(message.as_str()).expect("EVENT");
+                    let nostr::ClientMessage::Event(event) = parsed else {
+                        panic!("not an EVENT: {message}");
+                    };
+                    event.verify().expect("valid event");
+                }
+            });
+        }
+    });
+    (messages.len() as f64 / started.elapsed().as_secs_f64(), threads)
 }
 
 /// Sends every batch over its own connection, pipelined, and waits for every OK. Returns

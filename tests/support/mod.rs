@@ -32,6 +32,8 @@ pub struct Server {
     envs: Vec<(String, String)>,
     /// `--metrics-listen`, when the test reads metrics.
     pub metrics_addr: Option<SocketAddr>,
+    /// The graspd executable: this build's, or another for a benchmark's A/B.
+    binary: PathBuf,
 }
 
 impl Server {
@@ -67,7 +69,16 @@ impl Server {
         Self::start_full_metrics(ip, extra, envs, false)
     }
 
+    /// Starts another graspd executable (a benchmark's A/B against an older build).
+    pub fn start_binary(binary: &Path, extra: &[&str]) -> Self {
+        Self::start_from(binary, "127.0.0.1", extra, &[], false)
+    }
+
     fn start_full_metrics(ip: &str, extra: &[&str], envs: &[(&str, &str)], metrics: bool) -> Self {
+        Self::start_from(Path::new(env!("CARGO_BIN_EXE_graspd")), ip, extra, envs, metrics)
+    }
+
+    fn start_from(binary: &Path, ip: &str, extra: &[&str], envs: &[(&str, &str)], metrics: bool) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
         let addr = free_addr_on(ip);
         let mut server = Self {
@@ -77,6 +88,7 @@ impl Server {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             metrics_addr: metrics.then(|| free_addr_on(ip)),
+            binary: binary.to_owned(),
         };
         // The port was free when picked but is bound only later, by graspd: should another
         // process take it meanwhile, start again on another one.
@@ -110,7 +122,7 @@ impl Server {
             .append(true)
             .open(self.data.path().join("graspd.log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_graspd"))
+        let child = Command::new(&self.binary)
             .arg("serve")
             .arg("--listen")
             .arg(self.addr.to_string())

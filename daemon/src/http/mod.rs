@@ -7,6 +7,7 @@ pub mod cgi;
 pub mod health;
 pub mod negentropy;
 pub mod pages;
+pub mod stored;
 pub mod ws;
 
 use std::net::SocketAddr;

@@ -10,20 +10,25 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use nostr::ClientMessage;
+use nostr::{ClientMessage, Filter};
 use nostr_relay_builder::LocalRelay;
 use serde_json::Value;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use super::stored::{FromRelay, Requests};
 use crate::config::Limits;
 
 /// Initial read buffer of each websocket the bridge owns.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// At most this many relay messages are queued for the client before they are flushed, so a
+/// long answer does not keep the bridge from reading the client.
+const MAX_MESSAGES_PER_FLUSH: usize = 256;
 
 /// Size of the in-process pipe between the bridge and the relay.
 const PIPE_BYTES: usize = 256 * 1024;
@@ -56,6 +61,7 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
     let (mut relay_tx, mut relay_rx) = upstream.split();
     let mut bucket = TokenBucket::new(limits.event_burst, limits.events_per_minute);
     let mut negentropy = super::negentropy::Sessions::default();
+    let mut requests = Requests::default();
 
     loop {
         tokio::select! {
@@ -65,6 +71,17 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
                     Message::Text(text) => {
                         match check(text.as_str(), &limits, &mut bucket) {
                             Checked::Forward => {
+                                if relay_tx.send(Message::Text(text)).await.is_err() { break; }
+                            }
+                            Checked::Req(sub, filters) => {
+                                let sent = match requests.open(&sub, filters, text.as_str(), limits.max_filter_limit) {
+                                    Ok(forward) => relay_tx.send(Message::Text(forward.into())).await,
+                                    Err(closed) => client_tx.send(Message::Text(closed.into())).await,
+                                };
+                                if sent.is_err() { break; }
+                            }
+                            Checked::Close(sub) => {
+                                requests.close(&sub);
                                 if relay_tx.send(Message::Text(text)).await.is_err() { break; }
                             }
                             Checked::Answer(reply) => {
@@ -89,18 +106,72 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
                 }
             }
             outgoing = relay_rx.next() => {
-                let Some(Ok(message)) = outgoing else { break };
-                if let Message::Text(text) = message
-                    && client_tx.send(Message::Text(with_failure_named(text, &app))).await.is_err()
-                {
-                    break;
+                // An answer to a REQ is many messages written at once: they are queued together
+                // and flushed once, not written to the socket one by one.
+                let mut next = Some(outgoing);
+                let mut queued = 0;
+                let mut open = true;
+                while let Some(outgoing) = next.take() {
+                    let Some(Ok(message)) = outgoing else { open = false; break };
+                    let Message::Text(text) = message else { continue };
+                    let sent = match requests.from_relay(text.as_str()) {
+                        FromRelay::Forward => client_tx.feed(Message::Text(with_failure_named(text, &app))).await,
+                        FromRelay::Drop => Ok(()),
+                        FromRelay::Answer(sub, filters) => {
+                            send_stored(&mut client_tx, &mut relay_tx, &mut requests, &app, &sub, &filters).await
+                        }
+                    };
+                    if sent.is_err() {
+                        open = false;
+                        break;
+                    }
+                    queued += 1;
+                    if queued < MAX_MESSAGES_PER_FLUSH {
+                        next = relay_rx.next().now_or_never();
+                    }
                 }
+                if !open || client_tx.flush().await.is_err() { break; }
             }
         }
     }
     let _ = client_tx.close().await;
     let _ = relay_tx.close().await;
     relay_task.abort();
+}
+
+/// Queues the stored part of a REQ for the client (the caller flushes). When the store cannot be
+/// read, the client gets `CLOSED` and the relay drops the subscription too.
+async fn send_stored<C, R>(
+    client_tx: &mut C,
+    relay_tx: &mut R,
+    requests: &mut Requests,
+    app: &crate::app::App,
+    sub: &str,
+    filters: &[Filter],
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
+where
+    C: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+    R: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    match super::stored::answer(app.store(), sub, filters).await {
+        Ok(answer) => {
+            requests.answered(sub, answer.ids);
+            for message in answer.messages {
+                client_tx.feed(Message::Text(message.into())).await?;
+            }
+            Ok(())
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the stored events of a REQ");
+            let close = Value::Array(vec!["CLOSE".into(), sub.into()]).to_string();
+            relay_tx.send(Message::Text(close.into())).await?;
+            client_tx
+                .feed(Message::Text(
+                    closed(sub, "error: the relay could not read its store").into(),
+                ))
+                .await
+        }
+    }
 }
 
 /// The relay answers a failed save with `error: database error` whatever the cause; when the
@@ -127,6 +198,10 @@ pub enum Checked {
     Answer(String),
     /// A NIP-77 message, answered by the bridge itself (`http::negentropy`).
     Negentropy(Vec<Value>),
+    /// A REQ, whose stored part the bridge may answer itself (`http::stored`).
+    Req(String, Vec<Filter>),
+    /// A CLOSE, forwarded (the bridge drops what it still owed that subscription).
+    Close(String),
 }
 
 /// Checks one client text message. Pure apart from the token bucket, so it is unit-tested.
@@ -178,6 +253,13 @@ fn check_slowly(text: &str, limits: &Limits, bucket: &mut TokenBucket) -> Checke
                 ));
             }
             match ClientMessage::from_json(text) {
+                Ok(ClientMessage::Req {
+                    subscription_id,
+                    filters,
+                }) => Checked::Req(
+                    subscription_id.as_str().to_owned(),
+                    filters.into_iter().map(|filter| filter.into_owned()).collect(),
+                ),
                 Ok(_) => Checked::Forward,
                 Err(e) if verb == "REQ" => {
                     Checked::Answer(closed(&sub, &format!("invalid: bad filter: {e}")))
@@ -207,6 +289,7 @@ fn check_slowly(text: &str, limits: &Limits, bucket: &mut TokenBucket) -> Checke
                 )));
             }
             match ClientMessage::from_json(text) {
+                Ok(ClientMessage::Close(sub)) => Checked::Close(sub.as_str().to_owned()),
                 Ok(_) => Checked::Forward,
                 Err(e) => Checked::Answer(notice(&format!("invalid: bad {verb} message: {e}"))),
             }
@@ -301,7 +384,7 @@ fn notice(message: &str) -> String {
     Value::Array(vec!["NOTICE".into(), message.into()]).to_string()
 }
 
-fn closed(subscription: &str, message: &str) -> String {
+pub(super) fn closed(subscription: &str, message: &str) -> String {
     Value::Array(vec!["CLOSED".into(), subscription.into(), message.into()]).to_string()
 }
 
@@ -366,6 +449,8 @@ mod tests {
             Checked::Answer(a) => a,
             Checked::Forward => "forward".to_owned(),
             Checked::Negentropy(_) => "negentropy".to_owned(),
+            Checked::Req(sub, _) => format!("req {sub}"),
+            Checked::Close(sub) => format!("close {sub}"),
         }
     }
 
@@ -382,7 +467,7 @@ mod tests {
     fn bad_filters_close_the_subscription() {
         let reply = answer(r#"["REQ","s1",{"kinds":"x"}]"#);
         assert!(reply.starts_with(r#"["CLOSED","s1","invalid:"#), "{reply}");
-        assert_eq!(answer(r#"["REQ","s1",{"kinds":[1]}]"#), "forward");
+        assert_eq!(answer(r#"["REQ","s1",{"kinds":[1]}]"#), "req s1");
     }
 
     #[test]

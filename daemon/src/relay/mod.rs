@@ -69,7 +69,7 @@ pub fn build(app: &App) -> LocalRelay {
         })
         .max_connections(limits.max_connections)
         .max_filter_limit(limits.max_filter_limit)
-        .default_filter_limit(500)
+        .default_filter_limit(crate::http::stored::DEFAULT_LIMIT)
         .build()
 }
 

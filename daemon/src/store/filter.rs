@@ -73,6 +73,8 @@ impl<DB: Database + sqlx::database::HasStatementCache> Sql<DB> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Select {
     Json,
+    /// Id, `created_at` and JSON: events served as stored, without reading them into `Event`s.
+    Stored,
     Id,
     /// Id and `created_at`: NIP-77 items, without reading any event.
     IdTime,
@@ -84,6 +86,7 @@ impl Select {
     fn columns(self) -> &'static str {
         match self {
             Select::Json => "e.json",
+            Select::Stored => "e.id, e.created_at, e.json",
             Select::Id => "e.id",
             Select::IdTime => "e.id, e.created_at",
             Select::Count => "COUNT(*)",

@@ -234,6 +234,15 @@ pub struct PlaceholderRow {
     pub expires_at_ms: i64,
 }
 
+/// A stored event as the store holds it (see [`Store::query_stored`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Lowercase hex.
+    pub id: String,
+    pub created_at: i64,
+    pub json: String,
+}
+
 /// A purgatory row as stored.
 #[derive(Debug, Clone)]
 pub struct PurgatoryRow {
@@ -539,6 +548,26 @@ impl Store {
             };
             let rows = query.build().fetch_all(pool).await?;
             rows.iter().map(|row| parse_json_column(row, 0)).collect()
+        })
+    }
+
+    /// Like [`Store::query`], but each event as the store holds it: its id, `created_at` and
+    /// JSON, not read into an `Event` (the websocket bridge sends the JSON on as it is).
+    pub async fn query_stored(&self, filter: &Filter) -> Result<Vec<StoredEvent>, StoreError> {
+        on_pool!(&self.pool, pool => {
+            let Some(mut query) = filter::select(filter, filter::Select::Stored) else {
+                return Ok(Vec::new());
+            };
+            let rows = query.build().fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(StoredEvent {
+                        id: row.try_get(0)?,
+                        created_at: row.try_get(1)?,
+                        json: row.try_get(2)?,
+                    })
+                })
+                .collect()
         })
     }
 

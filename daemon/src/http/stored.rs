@@ -1,0 +1,406 @@
+//! The stored part of a REQ, answered by the websocket bridge.
+//!
+//! nostr-relay-builder answers a REQ by reading every stored match into an `Event`, writing it
+//! out again as JSON and sending it through the in-process pipe, where the bridge reads each frame
+//! and sends it on: per event, a parse, a serialization and two websocket framings, most of a
+//! repository-scoped REQ's time. The store already holds each event's JSON, so the bridge answers
+//! the stored part itself:
+//!
+//! * the relay gets the same REQ with `limit: 0` on every filter: it applies its own checks
+//!   (subscription id length, subscriptions per connection), registers the subscription for live
+//!   events, and answers `EOSE` (or `CLOSED`) at once, with no stored event;
+//! * when that `EOSE` comes back, the bridge reads the matches from the store as JSON and sends
+//!   them, then its own `EOSE`. Live events the relay sends after that are forwarded as before.
+//!
+//! The relay answers a connection's messages in order, so the answers are matched to the REQs
+//! first in, first out. REQs by `ids` (the relay closes those once every id is found) and NIP-50
+//! searches go to the relay unchanged.
+//!
+//! An event saved while the subscription starts can be both in the stored part and sent live by
+//! the relay right after. For [`DEDUPE_WINDOW`] after a stored part, a live event already in it
+//! is dropped, so the client gets each event once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use nostr::{Event, Filter, Timestamp};
+use serde_json::Value;
+
+use crate::store::{Store, StoreError};
+
+/// The limit a filter without one gets (the relay builder is given the same).
+pub const DEFAULT_LIMIT: usize = 500;
+
+/// REQs forwarded to the relay and not yet answered by it, per connection. Past this, a REQ gets
+/// `CLOSED` without reaching the relay.
+pub const MAX_WAITING: usize = 256;
+
+/// How long after a stored part a live event for the same subscription is checked against it.
+/// The relay sends an event saved just before the read within milliseconds.
+pub const DEDUPE_WINDOW: Duration = Duration::from_secs(5);
+
+/// What the bridge does with one REQ it forwarded, once the relay answers it.
+#[derive(Debug, Clone, PartialEq)]
+enum Waiting {
+    /// The relay answers it all (stored events, `EOSE`): forward everything.
+    Relay,
+    /// The bridge sends the stored events for these filters when the relay's `EOSE` comes.
+    Bridge(Vec<Filter>),
+    /// The client closed it before the relay answered: drop the relay's `EOSE`.
+    Closed,
+}
+
+/// What to do with a message from the relay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FromRelay {
+    Forward,
+    /// Send the stored events matching these filters under this subscription id, then `EOSE`;
+    /// the relay's own `EOSE` is not forwarded.
+    Answer(String, Vec<Filter>),
+    Drop,
+}
+
+/// One connection's REQs waiting for the relay's answer, oldest first, and the ids of the stored
+/// parts sent in the last [`DEDUPE_WINDOW`].
+#[derive(Debug, Default)]
+pub struct Requests {
+    waiting: VecDeque<(String, Waiting)>,
+    sent: HashMap<String, (Instant, HashSet<String>)>,
+}
+
+/// The start of a relay's EVENT message, enough to find its subscription and event id.
+#[derive(serde::Deserialize)]
+struct EventMessage<'a>(
+    serde::de::IgnoredAny,
+    #[serde(borrow)] std::borrow::Cow<'a, str>,
+    #[serde(borrow)] IdOnly<'a>,
+);
+
+#[derive(serde::Deserialize)]
+struct IdOnly<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+}
+
+impl Requests {
+    /// A client REQ (already checked): the text to forward to the relay, or, when too many are
+    /// waiting, the `CLOSED` to answer the client with.
+    pub fn open(
+        &mut self,
+        sub: &str,
+        mut filters: Vec<Filter>,
+        text: &str,
+        max_limit: usize,
+    ) -> Result<String, String> {
+        if self.waiting.len() >= MAX_WAITING {
+            return Err(super::ws::closed(
+                sub,
+                "rate-limited: too many REQs waiting for an answer on this connection",
+            ));
+        }
+        let bridge = filters
+            .iter()
+            .all(|filter| filter.ids.is_none() && filter.search.is_none());
+        if !bridge {
+            self.waiting.push_back((sub.to_owned(), Waiting::Relay));
+            return Ok(text.to_owned());
+        }
+        for filter in &mut filters {
+            filter.limit = Some(filter.limit.map_or(DEFAULT_LIMIT, |limit| limit.min(max_limit)));
+        }
+        let forwarded = live_only(sub, &filters);
+        self.waiting.push_back((sub.to_owned(), Waiting::Bridge(filters)));
+        Ok(forwarded)
+    }
+
+    /// A client CLOSE: its REQs still waiting get no stored events.
+    pub fn close(&mut self, sub: &str) {
+        self.sent.remove(sub);
+        for (waiting_sub, waiting) in &mut self.waiting {
+            if waiting_sub == sub && matches!(waiting, Waiting::Bridge(_)) {
+                *waiting = Waiting::Closed;
+            }
+        }
+    }
+
+    /// A message from the relay: the relay's `EOSE` or `CLOSED` answers the oldest REQ waiting
+    /// under its subscription id.
+    pub fn from_relay(&mut self, text: &str) -> FromRelay {
+        if !self.sent.is_empty() && text.starts_with("[\"EVENT\"") {
+            return self.live_event(text);
+        }
+        if self.waiting.is_empty() || !(text.starts_with("[\"EOSE\"") || text.starts_with("[\"CLOSED\"")) {
+            return FromRelay::Forward;
+        }
+        let Ok(Value::Array(items)) = serde_json::from_str::<Value>(text) else {
+            return FromRelay::Forward;
+        };
+        let (Some(verb), Some(sub)) = (
+            items.first().and_then(Value::as_str),
+            items.get(1).and_then(Value::as_str),
+        ) else {
+            return FromRelay::Forward;
+        };
+        let Some(at) = self.waiting.iter().position(|(waiting, _)| waiting == sub) else {
+            return FromRelay::Forward;
+        };
+        let Some((sub, waiting)) = self.waiting.remove(at) else {
+            return FromRelay::Forward;
+        };
+        match (verb, waiting) {
+            ("EOSE", Waiting::Bridge(filters)) => FromRelay::Answer(sub, filters),
+            ("EOSE", Waiting::Closed) => FromRelay::Drop,
+            _ => FromRelay::Forward,
+        }
+    }
+
+    /// A stored part was sent: its ids are remembered for [`DEDUPE_WINDOW`].
+    pub fn answered(&mut self, sub: &str, ids: HashSet<String>) {
+        let now = Instant::now();
+        self.sent.retain(|_, (until, _)| *until > now);
+        self.sent.insert(sub.to_owned(), (now + DEDUPE_WINDOW, ids));
+    }
+
+    /// A live event from the relay: dropped when the stored part just sent had it.
+    fn live_event(&mut self, text: &str) -> FromRelay {
+        let Ok(EventMessage(_, sub, event)) = serde_json::from_str::<EventMessage<'_>>(text) else {
+            return FromRelay::Forward;
+        };
+        let Some((until, ids)) = self.sent.get(sub.as_ref()) else {
+            return FromRelay::Forward;
+        };
+        if *until <= Instant::now() {
+            self.sent.remove(sub.as_ref());
+            return FromRelay::Forward;
+        }
+        if ids.contains(event.id.as_ref()) {
+            FromRelay::Drop
+        } else {
+            FromRelay::Forward
+        }
+    }
+
+    /// REQs the relay has not answered yet.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+}
+
+/// The REQ the relay gets for a REQ the bridge answers: the same filters with `limit: 0`.
+fn live_only(sub: &str, filters: &[Filter]) -> String {
+    let mut text = format!("[\"REQ\",{}", Value::from(sub));
+    for filter in filters {
+        let live = filter.clone().limit(0);
+        text.push(',');
+        text.push_str(&live.as_json());
+    }
+    text.push(']');
+    text
+}
+
+/// A REQ's stored part: the messages to send, and the ids of the events among them.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub messages: Vec<String>,
+    pub ids: HashSet<String>,
+}
+
+/// The answer to a REQ's stored part: the matching events, newest first, each as
+/// `["EVENT", sub, <the stored JSON>]`, then `EOSE`. Expired events (NIP-40) are left out.
+pub async fn answer(store: &Store, sub: &str, filters: &[Filter]) -> Result<Answer, StoreError> {
+    let mut found = Vec::new();
+    for filter in filters {
+        found.extend(store.query_stored(filter).await?);
+    }
+    if filters.len() > 1 {
+        // Each filter's matches are newest first; together, in the same order, each event once.
+        found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        found.dedup_by(|a, b| a.id == b.id);
+    }
+    let sub = Value::from(sub).to_string();
+    let now = Timestamp::now();
+    let mut messages = Vec::with_capacity(found.len() + 1);
+    let mut ids = HashSet::with_capacity(found.len());
+    for event in found {
+        if expired(&event.json, now) {
+            continue;
+        }
+        let mut message = String::with_capacity(event.json.len() + sub.len() + 12);
+        message.push_str("[\"EVENT\",");
+        message.push_str(&sub);
+        message.push(',');
+        message.push_str(&event.json);
+        message.push(']');
+        messages.push(message);
+        ids.insert(event.id);
+    }
+    messages.push(format!("[\"EOSE\",{sub}]"));
+    Ok(Answer { messages, ids })
+}
+
+/// Whether a stored event has expired (NIP-40). Only events that name an expiration are read.
+fn expired(json: &str, now: Timestamp) -> bool {
+    json.contains("\"expiration\"") && Event::from_json(json).is_ok_and(|event| event.is_expired_at(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nostr::event::FinalizeEvent;
+    use nostr::{Kind, SingleLetterTag};
+
+    fn repo_filter(limit: Option<usize>) -> Filter {
+        let filter = Filter::new()
+            .kind(Kind::Custom(1621))
+            .custom_tag(SingleLetterTag::lowercase(nostr::Alphabet::A), "30617:abc:repo");
+        match limit {
+            Some(limit) => filter.limit(limit),
+            None => filter,
+        }
+    }
+
+    #[test]
+    fn the_relay_gets_the_same_filters_with_limit_zero_and_the_bridge_keeps_the_clamped_limits() {
+        let mut requests = Requests::default();
+        let forwarded = requests
+            .open("s", vec![repo_filter(Some(10_000)), repo_filter(None)], "", 1000)
+            .expect("forwarded");
+        let Value::Array(items) = serde_json::from_str::<Value>(&forwarded).expect("json") else {
+            panic!("not an array: {forwarded}");
+        };
+        assert_eq!(items[0], "REQ");
+        assert_eq!(items[1], "s");
+        for filter in &items[2..] {
+            assert_eq!(filter["limit"], 0, "{forwarded}");
+            assert_eq!(filter["#a"][0], "30617:abc:repo");
+        }
+        assert_eq!(
+            requests.from_relay("[\"EOSE\",\"s\"]"),
+            FromRelay::Answer(
+                "s".into(),
+                vec![repo_filter(Some(1000)), repo_filter(Some(DEFAULT_LIMIT))]
+            )
+        );
+        assert!(requests.is_empty());
+        // Live events and later messages go to the client as they are.
+        assert_eq!(requests.from_relay("[\"EOSE\",\"s\"]"), FromRelay::Forward);
+    }
+
+    #[test]
+    fn reqs_by_ids_or_search_are_the_relays_to_answer() {
+        let mut requests = Requests::default();
+        let by_ids = Filter::new().id(nostr::EventId::all_zeros());
+        let text = "[\"REQ\",\"ids\",{\"ids\":[\"00\"]}]";
+        assert_eq!(requests.open("ids", vec![by_ids], text, 500).as_deref(), Ok(text));
+        let search = Filter::new().search("x");
+        assert_eq!(
+            requests.open("q", vec![search], "original", 500).as_deref(),
+            Ok("original")
+        );
+        assert_eq!(requests.from_relay("[\"EOSE\",\"ids\"]"), FromRelay::Forward);
+        assert_eq!(
+            requests.from_relay("[\"CLOSED\",\"ids\",\"\"]"),
+            FromRelay::Forward
+        );
+        assert_eq!(requests.len(), 1);
+    }
+
+    #[test]
+    fn answers_are_matched_to_requests_in_order_per_subscription() {
+        let mut requests = Requests::default();
+        requests
+            .open("a", vec![repo_filter(Some(1))], "", 500)
+            .expect("a");
+        requests
+            .open("b", vec![repo_filter(Some(2))], "", 500)
+            .expect("b");
+        requests
+            .open("a", vec![repo_filter(Some(3))], "", 500)
+            .expect("a again");
+        // The relay refused the first `a` (too many REQs): its CLOSED goes to the client.
+        assert_eq!(
+            requests.from_relay("[\"CLOSED\",\"a\",\"rate-limited: too many REQs\"]"),
+            FromRelay::Forward
+        );
+        assert_eq!(
+            requests.from_relay("[\"EOSE\",\"b\"]"),
+            FromRelay::Answer("b".into(), vec![repo_filter(Some(2))])
+        );
+        assert_eq!(
+            requests.from_relay("[\"EOSE\",\"a\"]"),
+            FromRelay::Answer("a".into(), vec![repo_filter(Some(3))])
+        );
+        assert!(requests.is_empty());
+    }
+
+    #[test]
+    fn a_req_closed_before_the_relay_answered_gets_no_stored_events() {
+        let mut requests = Requests::default();
+        requests
+            .open("a", vec![repo_filter(Some(1))], "", 500)
+            .expect("a");
+        requests.close("a");
+        assert_eq!(requests.from_relay("[\"EOSE\",\"a\"]"), FromRelay::Drop);
+        // An event message naming the subscription is never taken for an answer.
+        requests
+            .open("a", vec![repo_filter(Some(1))], "", 500)
+            .expect("a");
+        assert_eq!(requests.from_relay("[\"EVENT\",\"a\",{}]"), FromRelay::Forward);
+        assert_eq!(requests.len(), 1);
+    }
+
+    #[test]
+    fn too_many_waiting_reqs_are_closed_without_reaching_the_relay() {
+        let mut requests = Requests::default();
+        for i in 0..MAX_WAITING {
+            requests
+                .open(&i.to_string(), vec![repo_filter(None)], "", 500)
+                .expect("room");
+        }
+        let refused = requests.open("one more", vec![repo_filter(None)], "", 500);
+        assert!(refused.is_err_and(|closed| closed.contains("rate-limited")));
+        assert_eq!(requests.len(), MAX_WAITING);
+    }
+
+    #[test]
+    fn a_live_event_already_in_the_stored_part_just_sent_is_dropped() {
+        let mut requests = Requests::default();
+        let id = "ab".repeat(32);
+        requests.answered("s", HashSet::from([id.clone()]));
+        let live = |sub: &str, id: &str| format!("[\"EVENT\",\"{sub}\",{{\"id\":\"{id}\",\"kind\":1}}]");
+        assert_eq!(requests.from_relay(&live("s", &id)), FromRelay::Drop);
+        assert_eq!(
+            requests.from_relay(&live("s", &"cd".repeat(32))),
+            FromRelay::Forward
+        );
+        assert_eq!(requests.from_relay(&live("other", &id)), FromRelay::Forward);
+        requests.close("s");
+        assert_eq!(requests.from_relay(&live("s", &id)), FromRelay::Forward);
+        // Past the window, the ids are forgotten.
+        requests.answered("s", HashSet::from([id.clone()]));
+        requests.sent.get_mut("s").expect("sent").0 = Instant::now();
+        assert_eq!(requests.from_relay(&live("s", &id)), FromRelay::Forward);
+        assert!(requests.sent.is_empty());
+    }
+
+    #[test]
+    fn only_events_naming_an_expiration_are_read_and_past_ones_left_out() {
+        let keys = nostr::Keys::generate();
+        let now = Timestamp::now();
+        let past = nostr::EventBuilder::text_note("x")
+            .tag(nostr::Tag::expiration(Timestamp::from_secs(now.as_secs() - 10)))
+            .finalize(&keys)
+            .expect("sign");
+        let future = nostr::EventBuilder::text_note("expiration")
+            .tag(nostr::Tag::expiration(Timestamp::from_secs(now.as_secs() + 3600)))
+            .finalize(&keys)
+            .expect("sign");
+        assert!(expired(&past.as_json(), now));
+        assert!(!expired(&future.as_json(), now));
+        assert!(!expired("{\"not\":\"an event\"}", now));
+    }
+}
