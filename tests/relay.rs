@@ -548,7 +548,8 @@ async fn a_req_gets_stored_events_newest_first_then_each_live_event_once() {
         "{messages:?}"
     );
 
-    // A REQ by ids is answered by the relay and closed once every id is found.
+    // A REQ by ids is closed once every id is found, its subscription on the relay too: two
+    // more subscriptions fit under --max-subscriptions (2) afterwards.
     reader.send_raw(&json!(["CLOSE", "s"]).to_string()).await;
     reader.send_raw(&json!(["CLOSE", "t"]).to_string()).await;
     reader
@@ -564,6 +565,27 @@ async fn a_req_gets_stored_events_newest_first_then_each_live_event_once() {
         answer.iter().any(|m| m[0] == "EOSE" && m[1] == "ids"),
         "{answer:?}"
     );
+    let missing = "00".repeat(32);
+    reader
+        .send_raw(&json!(["REQ", "partly", {"ids": [issues[2], missing]}]).to_string())
+        .await;
+    let answer = read_until(&mut reader, |m| {
+        m[1] == "partly" && (m[0] == "EOSE" || m[0] == "CLOSED")
+    })
+    .await;
+    assert_eq!(
+        answer.last().map(|m| &m[0]),
+        Some(&json!("EOSE")),
+        "one id missing: stays open: {answer:?}"
+    );
+    reader
+        .send_raw(&json!(["REQ", "last", {"kinds": [1621], "limit": 1}]).to_string())
+        .await;
+    let answer = read_until(&mut reader, |m| {
+        m[1] == "last" && (m[0] == "EOSE" || m[0] == "CLOSED")
+    })
+    .await;
+    assert_eq!(answer.last().map(|m| &m[0]), Some(&json!("EOSE")), "{answer:?}");
 }
 
 #[tokio::test]

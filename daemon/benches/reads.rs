@@ -146,7 +146,7 @@ fn fill(path: &std::path::Path, host: &Host, events: usize) -> Probes {
             .expect("prepare");
         let mut insert_tag = tx
             .prepare(
-                "INSERT OR IGNORE INTO event_tags (event_id, name, value, created_at) VALUES (?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO event_tags (event_id, name, value, created_at, kind) VALUES (?, ?, ?, ?, ?)",
             )
             .expect("prepare");
         for i in 0..events {
@@ -243,7 +243,7 @@ fn fill(path: &std::path::Path, host: &Host, events: usize) -> Probes {
                     && name.len() == 1
                 {
                     insert_tag
-                        .execute(params![id, name, value, created_at as i64])
+                        .execute(params![id, name, value, created_at as i64, i64::from(kind)])
                         .expect("tag");
                 }
             }

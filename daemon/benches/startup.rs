@@ -69,7 +69,9 @@ fn fill(path: &std::path::Path, events: usize) {
             )
             .expect("prepare");
         let mut tag = tx
-            .prepare("INSERT INTO event_tags (event_id, name, value, created_at) VALUES (?, ?, ?, ?)")
+            .prepare(
+                "INSERT INTO event_tags (event_id, name, value, created_at, kind) VALUES (?, ?, ?, ?, ?)",
+            )
             .expect("prepare");
         for i in 0..events {
             let id = format!("{:064x}", (i as u128) * 0x9e37_79b9_7f4a_7c15 + 1);
@@ -86,12 +88,16 @@ fn fill(path: &std::path::Path, events: usize) {
             event
                 .execute(params![id, pubkey, created_at, kind, d_tag, "{}"])
                 .expect("event");
-            tag.execute(params![id, "a", repo, created_at]).expect("tag");
+            tag.execute(params![id, "a", repo, created_at, kind])
+                .expect("tag");
             if kind == 1111 {
                 let root = format!("{:064x}", ((i / 7) as u128) * 0x9e37_79b9_7f4a_7c15 + 1);
-                tag.execute(params![id, "E", root, created_at]).expect("tag");
-                tag.execute(params![id, "e", root, created_at]).expect("tag");
-                tag.execute(params![id, "p", pubkey, created_at]).expect("tag");
+                tag.execute(params![id, "E", root, created_at, kind])
+                    .expect("tag");
+                tag.execute(params![id, "e", root, created_at, kind])
+                    .expect("tag");
+                tag.execute(params![id, "p", pubkey, created_at, kind])
+                    .expect("tag");
             }
         }
     }

@@ -13,8 +13,9 @@
 //!   them, then its own `EOSE`. Live events the relay sends after that are forwarded as before.
 //!
 //! The relay answers a connection's messages in order, so the answers are matched to the REQs
-//! first in, first out. REQs by `ids` (the relay closes those once every id is found) and NIP-50
-//! searches go to the relay unchanged.
+//! first in, first out. As the relay does, a REQ whose filters all list `ids` is closed
+//! (`CLOSED ""`) once every id is found; the relay then drops its subscription too. NIP-50
+//! searches, and filters with an empty `ids`, go to the relay unchanged.
 //!
 //! An event saved while the subscription starts can be both in the stored part and sent live by
 //! the relay right after. For [`DEDUPE_WINDOW`] after a stored part, a live event already in it
@@ -45,18 +46,28 @@ enum Waiting {
     /// The relay answers it all (stored events, `EOSE`): forward everything.
     Relay,
     /// The bridge sends the stored events for these filters when the relay's `EOSE` comes.
-    Bridge(Vec<Filter>),
+    Bridge(Stored),
     /// The client closed it before the relay answered: drop the relay's `EOSE`.
     Closed,
+}
+
+/// A REQ whose stored part the bridge answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub sub: String,
+    /// With the relay's limits applied.
+    pub filters: Vec<Filter>,
+    /// When every filter lists ids: how many, since the subscription is closed once all are
+    /// found.
+    pub ids: Option<usize>,
 }
 
 /// What to do with a message from the relay.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FromRelay {
     Forward,
-    /// Send the stored events matching these filters under this subscription id, then `EOSE`;
-    /// the relay's own `EOSE` is not forwarded.
-    Answer(String, Vec<Filter>),
+    /// Send the stored events of this REQ, then `EOSE`; the relay's own `EOSE` is not forwarded.
+    Answer(Stored),
     Drop,
 }
 
@@ -100,16 +111,31 @@ impl Requests {
         }
         let bridge = filters
             .iter()
-            .all(|filter| filter.ids.is_none() && filter.search.is_none());
+            .all(|filter| filter.search.is_none() && filter.ids.as_ref().is_none_or(|ids| !ids.is_empty()));
         if !bridge {
             self.waiting.push_back((sub.to_owned(), Waiting::Relay));
             return Ok(text.to_owned());
         }
+        // The relay's limits: lowered to the maximum; without one, as many as the ids listed,
+        // else the default.
         for filter in &mut filters {
-            filter.limit = Some(filter.limit.map_or(DEFAULT_LIMIT, |limit| limit.min(max_limit)));
+            filter.limit = Some(match (filter.limit, &filter.ids) {
+                (Some(limit), _) => limit.min(max_limit),
+                (None, Some(ids)) => ids.len(),
+                (None, None) => DEFAULT_LIMIT,
+            });
         }
+        let ids = filters
+            .iter()
+            .map(|filter| filter.ids.as_ref().map(|ids| ids.len()))
+            .sum();
         let forwarded = live_only(sub, &filters);
-        self.waiting.push_back((sub.to_owned(), Waiting::Bridge(filters)));
+        let stored = Stored {
+            sub: sub.to_owned(),
+            filters,
+            ids,
+        };
+        self.waiting.push_back((sub.to_owned(), Waiting::Bridge(stored)));
         Ok(forwarded)
     }
 
@@ -144,11 +170,11 @@ impl Requests {
         let Some(at) = self.waiting.iter().position(|(waiting, _)| waiting == sub) else {
             return FromRelay::Forward;
         };
-        let Some((sub, waiting)) = self.waiting.remove(at) else {
+        let Some((_, waiting)) = self.waiting.remove(at) else {
             return FromRelay::Forward;
         };
         match (verb, waiting) {
-            ("EOSE", Waiting::Bridge(filters)) => FromRelay::Answer(sub, filters),
+            ("EOSE", Waiting::Bridge(stored)) => FromRelay::Answer(stored),
             ("EOSE", Waiting::Closed) => FromRelay::Drop,
             _ => FromRelay::Forward,
         }
@@ -207,11 +233,20 @@ fn live_only(sub: &str, filters: &[Filter]) -> String {
 pub struct Answer {
     pub messages: Vec<String>,
     pub ids: HashSet<String>,
+    /// Every id the REQ listed was found: it ends with `CLOSED`, and the relay's subscription is
+    /// to be closed too.
+    pub complete: bool,
 }
 
 /// The answer to a REQ's stored part: the matching events, newest first, each as
-/// `["EVENT", sub, <the stored JSON>]`, then `EOSE`. Expired events (NIP-40) are left out.
-pub async fn answer(store: &Store, sub: &str, filters: &[Filter]) -> Result<Answer, StoreError> {
+/// `["EVENT", sub, <the stored JSON>]`, then `EOSE` (and `CLOSED` when every id listed was
+/// found). Expired events (NIP-40) are left out.
+pub async fn answer(store: &Store, stored: &Stored) -> Result<Answer, StoreError> {
+    let Stored {
+        sub,
+        filters,
+        ids: listed,
+    } = stored;
     let mut found = Vec::new();
     for filter in filters {
         found.extend(store.query_stored(filter).await?);
@@ -221,7 +256,8 @@ pub async fn answer(store: &Store, sub: &str, filters: &[Filter]) -> Result<Answ
         found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
         found.dedup_by(|a, b| a.id == b.id);
     }
-    let sub = Value::from(sub).to_string();
+    let found_count = found.len();
+    let sub = Value::from(sub.as_str()).to_string();
     let now = Timestamp::now();
     let mut messages = Vec::with_capacity(found.len() + 1);
     let mut ids = HashSet::with_capacity(found.len());
@@ -239,7 +275,15 @@ pub async fn answer(store: &Store, sub: &str, filters: &[Filter]) -> Result<Answ
         ids.insert(event.id);
     }
     messages.push(format!("[\"EOSE\",{sub}]"));
-    Ok(Answer { messages, ids })
+    let complete = listed.is_some_and(|listed| listed == found_count);
+    if complete {
+        messages.push(format!("[\"CLOSED\",{sub},\"\"]"));
+    }
+    Ok(Answer {
+        messages,
+        ids,
+        complete,
+    })
 }
 
 /// Whether a stored event has expired (NIP-40). Only events that name an expiration are read.
@@ -280,10 +324,11 @@ mod tests {
         }
         assert_eq!(
             requests.from_relay("[\"EOSE\",\"s\"]"),
-            FromRelay::Answer(
-                "s".into(),
-                vec![repo_filter(Some(1000)), repo_filter(Some(DEFAULT_LIMIT))]
-            )
+            FromRelay::Answer(stored(
+                "s",
+                vec![repo_filter(Some(1000)), repo_filter(Some(DEFAULT_LIMIT))],
+                None
+            ))
         );
         assert!(requests.is_empty());
         // Live events and later messages go to the client as they are.
@@ -291,22 +336,56 @@ mod tests {
     }
 
     #[test]
-    fn reqs_by_ids_or_search_are_the_relays_to_answer() {
+    fn reqs_by_ids_are_limited_to_their_count_and_close_once_all_are_found() {
         let mut requests = Requests::default();
-        let by_ids = Filter::new().id(nostr::EventId::all_zeros());
-        let text = "[\"REQ\",\"ids\",{\"ids\":[\"00\"]}]";
-        assert_eq!(requests.open("ids", vec![by_ids], text, 500).as_deref(), Ok(text));
+        let two = Filter::new().ids([
+            nostr::EventId::all_zeros(),
+            nostr::EventId::from_byte_array([1; 32]),
+        ]);
+        let one = Filter::new().id(nostr::EventId::from_byte_array([2; 32]));
+        requests
+            .open("ids", vec![two.clone(), one.clone()], "", 500)
+            .expect("ids");
+        assert_eq!(
+            requests.from_relay("[\"EOSE\",\"ids\"]"),
+            FromRelay::Answer(stored("ids", vec![two.limit(2), one.limit(1)], Some(3)))
+        );
+        // With a filter without ids, the REQ stays open, as the relay keeps it.
+        let mixed = vec![Filter::new().id(nostr::EventId::all_zeros()), repo_filter(None)];
+        requests.open("mixed", mixed, "", 500).expect("mixed");
+        let FromRelay::Answer(mixed) = requests.from_relay("[\"EOSE\",\"mixed\"]") else {
+            panic!("not answered by the bridge");
+        };
+        assert_eq!(mixed.ids, None);
+    }
+
+    #[test]
+    fn searches_and_empty_id_lists_are_the_relays_to_answer() {
+        let mut requests = Requests::default();
         let search = Filter::new().search("x");
         assert_eq!(
             requests.open("q", vec![search], "original", 500).as_deref(),
             Ok("original")
         );
-        assert_eq!(requests.from_relay("[\"EOSE\",\"ids\"]"), FromRelay::Forward);
+        let none = Filter::new().ids(Vec::<nostr::EventId>::new());
         assert_eq!(
-            requests.from_relay("[\"CLOSED\",\"ids\",\"\"]"),
+            requests.open("none", vec![none], "empty", 500).as_deref(),
+            Ok("empty")
+        );
+        assert_eq!(requests.from_relay("[\"EOSE\",\"none\"]"), FromRelay::Forward);
+        assert_eq!(
+            requests.from_relay("[\"CLOSED\",\"none\",\"\"]"),
             FromRelay::Forward
         );
         assert_eq!(requests.len(), 1);
+    }
+
+    fn stored(sub: &str, filters: Vec<Filter>, ids: Option<usize>) -> Stored {
+        Stored {
+            sub: sub.to_owned(),
+            filters,
+            ids,
+        }
     }
 
     #[test]
@@ -328,11 +407,11 @@ mod tests {
         );
         assert_eq!(
             requests.from_relay("[\"EOSE\",\"b\"]"),
-            FromRelay::Answer("b".into(), vec![repo_filter(Some(2))])
+            FromRelay::Answer(stored("b", vec![repo_filter(Some(2))], None))
         );
         assert_eq!(
             requests.from_relay("[\"EOSE\",\"a\"]"),
-            FromRelay::Answer("a".into(), vec![repo_filter(Some(3))])
+            FromRelay::Answer(stored("a", vec![repo_filter(Some(3))], None))
         );
         assert!(requests.is_empty());
     }

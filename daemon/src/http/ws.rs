@@ -20,7 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::stored::{FromRelay, Requests};
+use super::stored::{FromRelay, Requests, Stored};
 use crate::config::Limits;
 
 /// Initial read buffer of each websocket the bridge owns.
@@ -117,8 +117,8 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
                     let sent = match requests.from_relay(text.as_str()) {
                         FromRelay::Forward => client_tx.feed(Message::Text(with_failure_named(text, &app))).await,
                         FromRelay::Drop => Ok(()),
-                        FromRelay::Answer(sub, filters) => {
-                            send_stored(&mut client_tx, &mut relay_tx, &mut requests, &app, &sub, &filters).await
+                        FromRelay::Answer(stored) => {
+                            send_stored(&mut client_tx, &mut relay_tx, &mut requests, &app, &stored).await
                         }
                     };
                     if sent.is_err() {
@@ -146,15 +146,19 @@ async fn send_stored<C, R>(
     relay_tx: &mut R,
     requests: &mut Requests,
     app: &crate::app::App,
-    sub: &str,
-    filters: &[Filter],
+    stored: &Stored,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error>
 where
     C: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
     R: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
-    match super::stored::answer(app.store(), sub, filters).await {
+    let sub = stored.sub.as_str();
+    let close = || Message::Text(Value::Array(vec!["CLOSE".into(), sub.into()]).to_string().into());
+    match super::stored::answer(app.store(), stored).await {
         Ok(answer) => {
+            if answer.complete {
+                relay_tx.send(close()).await?;
+            }
             requests.answered(sub, answer.ids);
             for message in answer.messages {
                 client_tx.feed(Message::Text(message.into())).await?;
@@ -163,8 +167,7 @@ where
         }
         Err(error) => {
             tracing::warn!(%error, "cannot read the stored events of a REQ");
-            let close = Value::Array(vec!["CLOSE".into(), sub.into()]).to_string();
-            relay_tx.send(Message::Text(close.into())).await?;
+            relay_tx.send(close()).await?;
             client_tx
                 .feed(Message::Text(
                     closed(sub, "error: the relay could not read its store").into(),

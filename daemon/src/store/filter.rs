@@ -2,9 +2,10 @@
 //!
 //! A filter with a tag condition (`#a` by repository coordinate, `#e`/`#E` by root event, `#d`:
 //! what NIP-34 clients send most) is driven by the tag index: `event_tags` is ordered by
-//! `(name, value, created_at DESC, event_id)`, which is the order results are served in, so the
-//! scan of one tag value walks the newest matches first and stops at `limit`, joining each to its
-//! event for the other conditions. Several values are one such scan each, merged. Other
+//! `(name, value, created_at DESC, event_id, kind)`, which is the order results are served in, so
+//! the scan of one tag value walks the newest matches first and stops at `limit`; kinds are
+//! checked on the index entry, and each remaining match is joined to its event for the other
+//! conditions. Several values are one such scan each, merged. Other
 //! filters, and counts, are driven by the events table's indexes, which end in the same order.
 //!
 //! The same SQL serves SQLite and PostgreSQL ([`Dialect`] holds the two differences: SQLite's
@@ -228,6 +229,15 @@ fn push_tag_scan<DB: FilterDatabase>(
         .push(" AND t.value = ")
         .push_bind(value.to_owned());
     push_window(q, filter, "t.created_at");
+    // The tag rows carry their event's kind, in the index: other kinds are skipped there.
+    if let Some(kinds) = &filter.kinds {
+        q.push(" AND t.kind IN (");
+        let mut list = q.separated(", ");
+        for kind in kinds {
+            list.push_bind(i64::from(kind.as_u16()));
+        }
+        q.push(")");
+    }
     push_event_conditions(q, filter);
     for (other, values) in filter.generic_tags.iter().filter(|(other, _)| **other != tag) {
         // The tag rows carry their event's time, so this is one index lookup per value.

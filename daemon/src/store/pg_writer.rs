@@ -263,16 +263,18 @@ async fn save_plain(
         return Ok(statuses);
     }
     let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut tags = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut tags = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for request in &fresh {
         let event = &request.event;
         let id = event.id.to_hex();
         let created_at = timestamp_i64(event.created_at);
+        let kind = i64::from(event.kind.as_u16());
         for (name, value) in indexed_tags(event) {
             tags.0.push(id.clone());
             tags.1.push(name);
             tags.2.push(value);
             tags.3.push(created_at);
+            tags.4.push(kind);
         }
         columns.0.push(id);
         columns.1.push(event.pubkey.to_hex());
@@ -293,14 +295,15 @@ async fn save_plain(
     .await?;
     if !tags.0.is_empty() {
         sqlx::query(
-            "INSERT INTO event_tags (event_id, name, value, created_at)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+            "INSERT INTO event_tags (event_id, name, value, created_at, kind)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
              ON CONFLICT DO NOTHING",
         )
         .bind(&tags.0)
         .bind(&tags.1)
         .bind(&tags.2)
         .bind(&tags.3)
+        .bind(&tags.4)
         .execute(&mut *conn)
         .await?;
     }
@@ -392,14 +395,15 @@ async fn save_in(
     if !names.is_empty() {
         // One round trip for every tag row.
         sqlx::query(
-            "INSERT INTO event_tags (event_id, name, value, created_at)
-             SELECT $1, name, value, $2 FROM UNNEST($3::text[], $4::text[]) AS t (name, value)
+            "INSERT INTO event_tags (event_id, name, value, created_at, kind)
+             SELECT $1, name, value, $2, $5 FROM UNNEST($3::text[], $4::text[]) AS t (name, value)
              ON CONFLICT DO NOTHING",
         )
         .bind(&id)
         .bind(created_at)
         .bind(&names)
         .bind(&values)
+        .bind(kind)
         .execute(&mut *conn)
         .await?;
     }

@@ -114,7 +114,39 @@ mod sqlite {
         assert!(matches!(result, Err(crate::store::StoreError::UnsupportedUrl(_))));
     }
 
-    /// The repository-scoped REQ walks the tag index in serving order: no temporary sort, no list of
+    /// Migration 0004 gives the tag rows of a store written before it their event's kind.
+    #[test]
+    fn tag_rows_written_before_the_kind_column_get_their_events_kind() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = rusqlite::Connection::open(dir.path().join("old.db")).expect("open");
+        conn.execute_batch(include_str!("../../migrations/sqlite/0001_events.sql"))
+            .expect("0001");
+        conn.execute_batch(
+            "INSERT INTO events (id, pubkey, created_at, kind, json) VALUES ('e1', 'p', 1, 1621, '{}'), ('e2', 'p', 2, 1618, '{}');
+             INSERT INTO event_tags (event_id, name, value, created_at) VALUES ('e1', 'a', 'repo', 1), ('e2', 'a', 'repo', 2), ('e2', 'p', 'x', 2);",
+        )
+        .expect("old rows");
+        conn.execute_batch(include_str!("../../migrations/sqlite/0004_tag_kind.sql"))
+            .expect("0004");
+        let mut rows = conn
+            .prepare("SELECT event_id, name, kind FROM event_tags ORDER BY event_id, name")
+            .expect("prepare");
+        let rows: Vec<(String, String, i64)> = rows
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            rows,
+            vec![
+                ("e1".into(), "a".into(), 1621),
+                ("e2".into(), "a".into(), 1618),
+                ("e2".into(), "p".into(), 1618)
+            ]
+        );
+    }
+
+    /// The repository-scoped REQ walks the tag index in serving order    /// The repository-scoped REQ walks the tag index in serving order: no temporary sort, no list of
     /// every match built first (what made it slow with many matches).
     #[tokio::test]
     async fn a_coordinate_filter_is_served_in_index_order() {

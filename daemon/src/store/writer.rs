@@ -438,10 +438,10 @@ fn save_in(
     .execute(params![id, pubkey, created_at, kind, d_tag, json])?;
     shared.memo.note_stored(event);
     let mut insert_tag = tx.prepare_cached(
-        "INSERT INTO event_tags (event_id, name, value, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        "INSERT INTO event_tags (event_id, name, value, created_at, kind) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
     )?;
     for (name, value) in indexed_tags(event) {
-        insert_tag.execute(params![id, name, value, created_at])?;
+        insert_tag.execute(params![id, name, value, created_at, kind])?;
     }
 
     if event.kind == Kind::EventDeletion {

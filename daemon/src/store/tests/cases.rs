@@ -197,6 +197,39 @@ async fn tag_filter_with_authors_kinds_window_and_a_second_tag() {
 
 
 #[tokio::test]
+async fn tag_and_kinds_filters_skip_other_kinds_and_stored_reads_agree_with_events() {
+    let Some((_db, store)) = temp_store(BACKEND).await else {
+        return;
+    };
+    let keys = Keys::generate();
+    // Many newer events of another kind tagging the same repository, then the ones asked for.
+    let mut wanted = Vec::new();
+    for i in 0..5u64 {
+        let pr = event(&keys, 1618, 100 + i, "pr", &[&["a", "repo"]]);
+        save(&store, &pr).await;
+        wanted.push(pr);
+    }
+    for i in 0..40u64 {
+        save(&store, &event(&keys, 1621, 200 + i, "issue", &[&["a", "repo"]])).await;
+    }
+    let filter = Filter::new()
+        .kinds([Kind::from(1618u16), Kind::from(1617u16)])
+        .custom_tag(tag(Alphabet::A), "repo")
+        .limit(3);
+    let newest: Vec<EventId> = wanted.iter().rev().take(3).map(|e| e.id).collect();
+    assert_eq!(ids_of(&store, filter.clone()).await, newest);
+    // The same events, as stored: id, time and JSON.
+    let stored = store.query_stored(&filter).await.expect("stored");
+    let events = store.query(&filter).await.expect("query");
+    assert_eq!(stored.len(), events.len());
+    for (stored, event) in stored.iter().zip(&events) {
+        assert_eq!(stored.id, event.id.to_hex());
+        assert_eq!(stored.created_at, event.created_at.as_secs() as i64);
+        assert_eq!(&Event::from_json(&stored.json).expect("stored JSON"), event);
+    }
+}
+
+#[tokio::test]
 async fn tag_filter_matches_the_first_value_of_a_tag_only() {
     let Some((_db, store)) = temp_store(BACKEND).await else {
         return;
