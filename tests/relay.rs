@@ -589,6 +589,45 @@ async fn a_req_gets_stored_events_newest_first_then_each_live_event_once() {
 }
 
 #[tokio::test]
+async fn a_stored_event_sent_again_is_a_duplicate_and_a_forged_copy_is_invalid() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "again"))
+            .await
+            .accepted
+    );
+    let issue = event(&owner, 1621, "twice", &[&["a", &coordinate(&owner, "again")]]);
+    let first = client.publish(&issue).await;
+    assert!(first.accepted && first.message.is_empty(), "{first:?}");
+    let again = client.publish(&issue).await;
+    assert!(
+        again.accepted && again.message.starts_with("duplicate:"),
+        "{again:?}"
+    );
+
+    // The same id with other content: not a duplicate, the id does not match.
+    let mut forged = serde_json::to_value(&issue).expect("json");
+    forged["content"] = json!("changed");
+    client.send_raw(&json!(["EVENT", forged]).to_string()).await;
+    let reply = client.next().await;
+    assert_eq!(
+        (&reply[0], &reply[1], &reply[2]),
+        (&json!("OK"), &json!(issue.id.to_hex()), &json!(false)),
+        "{reply}"
+    );
+    assert!(
+        reply[3].as_str().unwrap_or_default().starts_with("invalid:"),
+        "{reply}"
+    );
+    let served = client.query(json!({"ids": [issue.id.to_hex()]})).await;
+    assert_eq!(served.len(), 1);
+    assert_eq!(served[0]["content"], "twice");
+}
+
+#[tokio::test]
 async fn unrelated_and_foreign_events_are_refused_with_a_reason() {
     let server = Server::start();
     let user = Keys::generate();

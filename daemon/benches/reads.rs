@@ -10,7 +10,8 @@
 //! `since`/`until` window, each at `limit` 10, 100 and 500. Prints p50/p99 per REQ, the ratio to
 //! the targets (`limit` 100: p50 ≤ 1 ms, p99 ≤ 5 ms), and SQLite's plan for each filter.
 //! `GRASP_READS_EVENTS` changes the count, `GRASP_READS_REQS` the REQs per line (default 200);
-//! `GRASP_READS_COMPARE=<another graspd executable>` times that build too, on the same store.
+//! `GRASP_READS_COMPARE=<another graspd executable>` times that build too, on a copy of the same
+//! store (`GRASP_READS_COMPARE_MIGRATIONS=<n>`: that build knows only the first n migrations).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -50,14 +51,40 @@ fn main() {
         "built a store of {events} events in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    // An A/B against another build, on the same store and in the same run.
-    let mut binaries = vec![std::path::PathBuf::from(env!("CARGO_BIN_EXE_graspd"))];
-    binaries.extend(std::env::var_os("GRASP_READS_COMPARE").map(std::path::PathBuf::from));
-    for binary in &binaries {
-        println!("\ngraspd: {}", binary.display());
-        runtime.block_on(measure(&url, &probes, reqs, binary));
+    println!("\ngraspd: {}", env!("CARGO_BIN_EXE_graspd"));
+    runtime.block_on(measure(
+        &url,
+        &probes,
+        reqs,
+        std::path::Path::new(env!("CARGO_BIN_EXE_graspd")),
+    ));
+    // An A/B against another build, in the same run, on a copy of the same store.
+    if let Some(other) = std::env::var_os("GRASP_READS_COMPARE") {
+        let copy = dir.path().join("compare.db");
+        let known = std::env::var("GRASP_READS_COMPARE_MIGRATIONS").ok();
+        older_copy(&path, &copy, known.as_deref());
+        let other = std::path::PathBuf::from(other);
+        println!("\ngraspd: {}", other.display());
+        let url = format!("sqlite://{}", copy.display());
+        runtime.block_on(measure(&url, &probes, reqs, &other));
     }
     runtime.block_on(print_plans(&url, probes.lines()));
+}
+
+/// A copy of the store for an older build: sqlx refuses a database that records migrations it
+/// does not know, so the rows of those past `known` (the number of migrations that build has)
+/// are removed from the copy's `_sqlx_migrations`. What they added stays, unused by that build.
+fn older_copy(store: &std::path::Path, copy: &std::path::Path, known: Option<&str>) {
+    let conn = rusqlite::Connection::open(store).expect("open the store");
+    conn.execute("VACUUM INTO ?", [copy.display().to_string()])
+        .expect("copy the store");
+    if let Some(known) = known {
+        let known: i64 = known.parse().expect("GRASP_READS_COMPARE_MIGRATIONS: a number");
+        rusqlite::Connection::open(copy)
+            .expect("open the copy")
+            .execute("DELETE FROM _sqlx_migrations WHERE version > ?", [known])
+            .expect("forget newer migrations");
+    }
 }
 
 fn env_or(name: &str, default: usize) -> usize {

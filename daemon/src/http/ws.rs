@@ -13,7 +13,7 @@ use std::time::Instant;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use nostr::{ClientMessage, Filter};
+use nostr::{ClientMessage, Event, Filter};
 use nostr_relay_builder::LocalRelay;
 use serde_json::Value;
 use tokio_tungstenite::WebSocketStream;
@@ -72,6 +72,13 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
                         match check(text.as_str(), &limits, &mut bucket) {
                             Checked::Forward => {
                                 if relay_tx.send(Message::Text(text)).await.is_err() { break; }
+                            }
+                            Checked::Event(event) => {
+                                let sent = match duplicate(&event, app.store()).await {
+                                    Some(reply) => client_tx.send(Message::Text(reply.into())).await,
+                                    None => relay_tx.send(Message::Text(text)).await,
+                                };
+                                if sent.is_err() { break; }
                             }
                             Checked::Req(sub, filters) => {
                                 let sent = match requests.open(&sub, filters, text.as_str(), limits.max_filter_limit) {
@@ -139,6 +146,26 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
     relay_task.abort();
 }
 
+/// The answer to an event this relay already stores, given here as the relay would give it
+/// (`OK true "duplicate: ..."`) but without checking its signature again: the stored event with
+/// this id was checked when it arrived, and nothing changes. `None`: the relay decides (an id
+/// that does not match the event is the relay's to refuse).
+async fn duplicate(event: &Event, store: &crate::store::Store) -> Option<String> {
+    // The store's in-memory filter answers "not stored" for new events before any read.
+    if !store.contains(&event.id).await.unwrap_or(false) || !event.verify_id() {
+        return None;
+    }
+    Some(
+        Value::Array(vec![
+            "OK".into(),
+            event.id.to_hex().into(),
+            true.into(),
+            "duplicate: already have this event".into(),
+        ])
+        .to_string(),
+    )
+}
+
 /// Queues the stored part of a REQ for the client (the caller flushes). When the store cannot be
 /// read, the client gets `CLOSED` and the relay drops the subscription too.
 async fn send_stored<C, R>(
@@ -198,6 +225,8 @@ fn with_failure_named(text: Utf8Bytes, app: &crate::app::App) -> Utf8Bytes {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Checked {
     Forward,
+    /// A well-formed EVENT within the rate: forwarded unless it is a duplicate.
+    Event(Box<Event>),
     Answer(String),
     /// A NIP-77 message, answered by the bridge itself (`http::negentropy`).
     Negentropy(Vec<Value>),
@@ -214,13 +243,10 @@ pub fn check(text: &str, limits: &Limits, bucket: &mut TokenBucket) -> Checked {
     if starts_as_event(text)
         && text.len() <= limits.max_event_bytes
         && strict_event(text).is_ok()
-        && ClientMessage::from_json(text).is_ok()
+        && let Ok(ClientMessage::Event(event)) = ClientMessage::from_json(text)
+        && bucket.take()
     {
-        return if bucket.take() {
-            Checked::Forward
-        } else {
-            check_slowly(text, limits, bucket)
-        };
+        return Checked::Event(Box::new(event.into_owned()));
     }
     check_slowly(text, limits, bucket)
 }
@@ -323,13 +349,15 @@ fn check_event(text: &str, items: &[Value], limits: &Limits, bucket: &mut TokenB
     if let Err(why) = strict_event(text) {
         return answer(format!("invalid: {why}"));
     }
-    if let Err(e) = ClientMessage::from_json(text) {
-        return answer(format!("invalid: {e}"));
-    }
+    let event = match ClientMessage::from_json(text) {
+        Ok(ClientMessage::Event(event)) => event.into_owned(),
+        Ok(_) => return answer("invalid: not an EVENT message".to_owned()),
+        Err(e) => return answer(format!("invalid: {e}")),
+    };
     if !bucket.take() {
         return answer("rate-limited: slow down; too many events on this connection".to_owned());
     }
-    Checked::Forward
+    Checked::Event(Box::new(event))
 }
 
 /// An `["EVENT", {...}]` message read strictly, before the Nostr library reads it (leniently: it
@@ -451,6 +479,7 @@ mod tests {
         match check(text, &limits(), &mut TokenBucket::new(5, 60)) {
             Checked::Answer(a) => a,
             Checked::Forward => "forward".to_owned(),
+            Checked::Event(_) => "event".to_owned(),
             Checked::Negentropy(_) => "negentropy".to_owned(),
             Checked::Req(sub, _) => format!("req {sub}"),
             Checked::Close(sub) => format!("close {sub}"),
@@ -597,7 +626,7 @@ mod tests {
                 continue;
             };
             let mut bucket = TokenBucket::new(10, 60);
-            if check(&text, &limits, &mut bucket) == Checked::Forward && starts_as_event(&text) {
+            if matches!(check(&text, &limits, &mut bucket), Checked::Event(_)) {
                 forwarded_events += 1;
                 assert!(strict_event(&text).is_ok(), "seed {seed} case {case}: {text}");
                 assert!(
@@ -619,7 +648,10 @@ mod tests {
         let mut limits = limits();
         limits.max_event_bytes = 10_000;
         let mut bucket = TokenBucket::new(1, 1);
-        assert_eq!(check(&text, &limits, &mut bucket), Checked::Forward);
+        assert_eq!(
+            check(&text, &limits, &mut bucket),
+            Checked::Event(Box::new(event.clone()))
+        );
         let Checked::Answer(reply) = check(&text, &limits, &mut bucket) else {
             panic!("second event forwarded past an empty bucket");
         };
