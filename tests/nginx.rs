@@ -153,6 +153,64 @@ async fn doctor_reports_a_stopped_daemon_with_a_fix_and_exits_1() {
     );
 }
 
+/// Running `git http-backend` processes serving `root` (their `GIT_PROJECT_ROOT`), from `/proc`.
+fn git_backends_serving(root: &std::path::Path) -> Vec<u32> {
+    let wanted = format!("GIT_PROJECT_ROOT={}", root.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let running = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            running
+                && String::from_utf8_lossy(&cmdline).contains("http-backend")
+                && environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes())
+        })
+        .collect()
+}
+
+/// A client gone in the middle of a push's body leaves no git process behind nginx either (git
+/// http-backend, given CONTENT_LENGTH, spins forever when its input ends before that length).
+#[tokio::test]
+async fn a_push_whose_client_vanishes_mid_body_leaves_no_git_process_running() {
+    use std::io::Write;
+    let Some((server, front)) =
+        behind_nginx("a_push_whose_client_vanishes_mid_body_leaves_no_git_process_running")
+    else {
+        return;
+    };
+    let owner = Keys::generate();
+    let (_work, oid) = work_tree_with_commit("cut");
+    announce(&front, &owner, "cut", &oid).await;
+    let mut stream = std::net::TcpStream::connect(front.addr).expect("connect");
+    write!(
+        stream,
+        "POST /{}/cut.git/git-receive-pack HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/x-git-receive-pack-request\r\nContent-Length: 1000\r\n\r\n00a4",
+        npub(&owner)
+    )
+    .expect("write");
+    let root = server.git_root();
+    eventually("git http-backend runs for the request", || {
+        let found = !git_backends_serving(&root).is_empty();
+        async move { found }
+    })
+    .await;
+    drop(stream);
+    eventually("git's input ends and it exits", || {
+        let left = git_backends_serving(&root);
+        async move { left.is_empty() }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn git_paths_carry_cors_headers_and_answer_options_with_204() {
     let Some((server, front)) = behind_nginx("git_paths_carry_cors_headers_and_answer_options_with_204")

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -384,6 +385,50 @@ async fn a_release_that_failed_on_data_already_here_is_retried() {
 
 /// A push killed while it held a ref lock leaves the lock behind, and git never removes it: every
 /// later push of that ref would fail. An allowed push clears its refs' stale locks first.
+/// Whether process `pid` is running (not gone, not a zombie waiting to be reaped).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// git http-backend, given CONTENT_LENGTH, spins forever at 100% CPU when its input ends before
+/// that length. A push cut short by graspd's death must end git instead.
+#[tokio::test]
+async fn a_push_cut_short_by_a_killed_daemon_leaves_no_git_process_running() {
+    let mut fixture = announced_with_pending_state("cut").await;
+    let path = format!("/{}/cut.git/git-receive-pack", npub(&fixture.owner));
+    let mut stream = std::net::TcpStream::connect(fixture.server.addr).expect("connect");
+    // A receive-pack request whose body stops inside its first pkt-line; the connection stays.
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-git-receive-pack-request\r\n\
+         Content-Length: 1000\r\n\r\n00a4"
+    )
+    .expect("write");
+    let mut git = Vec::new();
+    eventually("git http-backend runs for the request", || {
+        let server_pid = fixture.server.descendants().first().copied();
+        git = fixture
+            .server
+            .descendants()
+            .into_iter()
+            .filter(|pid| Some(*pid) != server_pid)
+            .collect();
+        let found = !git.is_empty();
+        async move { found }
+    })
+    .await;
+    fixture.server.kill9();
+    eventually("git's input ends and it exits", || {
+        let left = git.iter().any(|pid| running(*pid));
+        async move { !left }
+    })
+    .await;
+    drop(stream);
+}
+
 #[tokio::test]
 async fn a_stale_ref_lock_left_by_a_killed_push_does_not_block_the_next_push() {
     let f = announced_with_pending_state("locked").await;

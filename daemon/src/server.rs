@@ -42,6 +42,7 @@ async fn bind_tcp(addr: std::net::SocketAddr, socket: &std::path::Path) -> Resul
 
 /// Runs the server until `stop` resolves.
 pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+    let started = std::time::Instant::now();
     let app = App::open(config.clone()).await?;
     for change in app.git().prepare_hooks_dir(false).await? {
         tracing::info!("hooks: {change}");
@@ -114,6 +115,10 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
     if queued > 0 {
         tracing::info!(queued, "sync queue rebuilt from purgatory");
     }
+    tracing::info!(
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "start-up catch-up done; serving"
+    );
     // The per-domain throttles belong to the sync loop (the event sync's connections count
     // against them too); status shows them.
     let throttle = crate::sync::throttle_for(&config.sync);

@@ -241,6 +241,24 @@ impl Server {
         self.git_root().join(npub(keys)).join(format!("{identifier}.git"))
     }
 
+    /// graspd's process id and those of every process it started, still running (Linux `/proc`).
+    pub fn descendants(&self) -> Vec<u32> {
+        let Some(child) = self.child.as_ref() else {
+            return Vec::new();
+        };
+        let mut pids = vec![child.id()];
+        let mut at = 0;
+        while at < pids.len() {
+            let tasks = std::fs::read_dir(format!("/proc/{}/task", pids[at]));
+            for task in tasks.into_iter().flatten().filter_map(Result::ok) {
+                let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+            at += 1;
+        }
+        pids
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -253,19 +271,10 @@ impl Server {
     /// receive-packs and hooks), as systemd's default `KillMode=control-group` stops a service:
     /// nothing of the old daemon outlives it.
     pub fn kill9_with_children(&mut self) {
+        let pids = self.descendants();
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let mut pids = vec![child.id()];
-        let mut at = 0;
-        while at < pids.len() {
-            let tasks = std::fs::read_dir(format!("/proc/{}/task", pids[at]));
-            for task in tasks.into_iter().flatten().filter_map(Result::ok) {
-                let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-                pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-            }
-            at += 1;
-        }
         let _ = Command::new("kill")
             .arg("-9")
             .args(pids.iter().map(u32::to_string))

@@ -59,7 +59,7 @@ impl std::fmt::Display for Finding {
 
 /// Runs every check against the git root and hook setup of `git`. `install_hooks` is the command
 /// line that repairs hooks and repository config, quoted in fixes.
-pub async fn run(git: &GitRepos, install_hooks: &str) -> Vec<Finding> {
+pub async fn run(git: &GitRepos, install_hooks: &str, progress: &mut super::Progress) -> Vec<Finding> {
     let (mut findings, repos) = {
         let git = git.clone();
         let install_hooks = install_hooks.to_owned();
@@ -79,12 +79,16 @@ pub async fn run(git: &GitRepos, install_hooks: &str) -> Vec<Finding> {
             )
         })
     };
-    for repo in &repos {
+    // One line for every repository whose config is right, one each for the others.
+    let mut configured = 0;
+    progress.start(repos.len());
+    for (done, repo) in repos.iter().enumerate() {
+        progress.at(done);
         findings.push(match git.install_hooks_at(repo.clone(), true).await {
-            Ok(missing) if missing.is_empty() => Finding::ok(format!(
-                "{}: git config has GRASP-01 [56] keys, core.hooksPath, graspd.socket, graspd.spool",
-                repo.display()
-            )),
+            Ok(missing) if missing.is_empty() => {
+                configured += 1;
+                continue;
+            }
             Ok(missing) => Finding::fail(
                 format!("{}: git config differs: {}", repo.display(), missing.join("; ")),
                 install_hooks.to_owned(),
@@ -94,6 +98,14 @@ pub async fn run(git: &GitRepos, install_hooks: &str) -> Vec<Finding> {
                 "check the repository's ownership and permissions (see the git root checks)",
             ),
         });
+    }
+    progress.done(repos.len());
+    if configured > 0 {
+        findings.push(Finding::ok(format!(
+            "{configured} repositor{}: git config has GRASP-01 [56] keys, core.hooksPath, graspd.socket, \
+             graspd.spool",
+            if configured == 1 { "y" } else { "ies" }
+        )));
     }
     let git = git.clone();
     let hook_checks = tokio::task::spawn_blocking(move || {

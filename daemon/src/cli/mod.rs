@@ -121,7 +121,7 @@ async fn doctor(args: DoctorArgs) -> bool {
         "git".into(),
         graspd::git::default_branch("git".as_ref()),
     );
-    let findings = doctor::run(&git, &install_hooks).await;
+    let findings = doctor::run(&git, &install_hooks, &mut Progress::new("doctor: checked")).await;
     for finding in &findings {
         println!("{finding}");
     }
@@ -148,9 +148,13 @@ async fn install_hooks(args: InstallHooksArgs) -> anyhow::Result<()> {
     let verb = if args.dry_run { "would" } else { "did" };
     let mut changes = git.prepare_hooks_dir(args.dry_run).await?;
     let repos = git.list_all_repo_dirs();
-    for repo in &repos {
+    let mut progress = Progress::new("install-hooks: configured");
+    progress.start(repos.len());
+    for (done, repo) in repos.iter().enumerate() {
+        progress.at(done);
         changes.extend(git.install_hooks_at(repo.clone(), args.dry_run).await?);
     }
+    progress.done(repos.len());
     for change in &changes {
         println!("{verb}: {change}");
     }
@@ -168,6 +172,59 @@ async fn install_hooks(args: InstallHooksArgs) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// Progress of a walk over every repository, on stderr: a line a second, and only once the walk
+/// has taken a second, so a small git root prints nothing extra.
+pub struct Progress {
+    what: &'static str,
+    total: usize,
+    started: std::time::Instant,
+    printed: Option<std::time::Instant>,
+}
+
+impl Progress {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            total: 0,
+            started: std::time::Instant::now(),
+            printed: None,
+        }
+    }
+
+    fn start(&mut self, total: usize) {
+        self.total = total;
+        self.started = std::time::Instant::now();
+    }
+
+    /// `done` repositories so far.
+    fn at(&mut self, done: usize) {
+        let last = self.printed.unwrap_or(self.started);
+        if last.elapsed() >= Self::EVERY {
+            self.print(done);
+        }
+    }
+
+    /// The last line, when any was printed.
+    fn done(&mut self, done: usize) {
+        if self.printed.is_some() {
+            self.print(done);
+        }
+    }
+
+    fn print(&mut self, done: usize) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        eprintln!(
+            "{} {done} of {} repositories ({:.0} a second)",
+            self.what,
+            self.total,
+            done as f64 / seconds.max(1e-3)
+        );
+        self.printed = Some(std::time::Instant::now());
+    }
 }
 
 fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {

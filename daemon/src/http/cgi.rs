@@ -88,11 +88,13 @@ impl GitBackend {
             .env("REMOTE_ADDR", peer.ip().to_string())
             .env("REMOTE_PORT", peer.port().to_string())
             .env_remove("REMOTE_USER");
-        // Without CONTENT_LENGTH (a chunked request) http-backend reads its input to EOF. With
-        // HTTP_CONTENT_ENCODING=gzip it inflates the body itself.
+        // No CONTENT_LENGTH, ever: http-backend then reads its input to EOF, which the bridge
+        // gives it when the body ends (hyper holds the body to its Content-Length). With
+        // CONTENT_LENGTH, git (2.47) loops forever, a core at 100%, when its input ends before
+        // that length: a client gone mid-push, or graspd killed, leaves such a process behind.
+        // With HTTP_CONTENT_ENCODING=gzip it inflates the body itself.
         let from_headers = [
             ("CONTENT_TYPE", header::CONTENT_TYPE),
-            ("CONTENT_LENGTH", header::CONTENT_LENGTH),
             ("HTTP_CONTENT_ENCODING", header::CONTENT_ENCODING),
             ("GIT_PROTOCOL", GIT_PROTOCOL),
         ];
@@ -228,8 +230,9 @@ fn failure(path: &str, peer: SocketAddr, error: CgiError) -> Response<Body> {
 
 /// Copies the request body into git's stdin frame by frame, then closes it: end of input.
 ///
-/// If the client fails mid-body, stdin is closed early. That is safe: git notices a truncated
-/// request itself (pkt-lines must end with a flush, a pack with its checksum) and refuses it.
+/// If the client fails mid-body, stdin is closed early. That is safe: git reads to EOF (it is
+/// given no CONTENT_LENGTH), notices a truncated request itself (pkt-lines must end with a
+/// flush, a pack with its checksum) and refuses it.
 async fn feed_stdin<B>(mut body: B, mut stdin: ChildStdin, path: String)
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
@@ -798,7 +801,6 @@ esac
             ("REMOTE_ADDR", "127.0.0.1"),
             ("REMOTE_PORT", "4242"),
             ("CONTENT_TYPE", "application/x-git-upload-pack-request"),
-            ("CONTENT_LENGTH", "4"),
             ("HTTP_CONTENT_ENCODING", "gzip"),
             ("GIT_PROTOCOL", "version=2"),
             ("GRASPD_SOCKET", "/run/graspd.sock"),
@@ -808,6 +810,10 @@ esac
         }
         assert!(env.contains_key("PATH"));
         assert!(!env.contains_key("REMOTE_USER"), "REMOTE_USER is never set");
+        assert!(
+            !env.contains_key("CONTENT_LENGTH"),
+            "git reads to EOF (it spins when its input ends before CONTENT_LENGTH)"
+        );
         assert!(
             !env.contains_key("HOME"),
             "the daemon's environment is not inherited"
