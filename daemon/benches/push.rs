@@ -119,11 +119,11 @@ impl Bench {
     /// Part 1a: a one-file commit.
     async fn push_time_small(&mut self) {
         let (work, oid) = work_tree_with_commit("small");
-        let before = hook_seconds(&self.server);
+        let before = self.server.hook_seconds();
         let (graspd, plain) = self
             .compare(work.path(), &oid, "small", SMALL_RUNS, None, &[])
             .await;
-        let after = hook_seconds(&self.server);
+        let after = self.server.hook_seconds();
         print_comparison("small", SMALL_RUNS, &graspd, &plain);
         // Where the difference goes, from the daemon's own histograms (warm-up push included).
         let pushes = after.count - before.count;
@@ -345,29 +345,6 @@ impl Bench {
             p50 / 20.0,
             after_start[LIVE_RUNS / 2]
         );
-    }
-}
-
-/// Sums of the daemon's hook handling histograms, from `/metrics`.
-struct HookSeconds {
-    authorize: f64,
-    report: f64,
-    count: f64,
-}
-
-fn hook_seconds(server: &Server) -> HookSeconds {
-    let body = server.metrics().body;
-    let value = |name: &str| {
-        body.lines()
-            .find(|line| line.split_whitespace().next() == Some(name))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    HookSeconds {
-        authorize: value("graspd_hook_authorize_seconds_sum"),
-        report: value("graspd_hook_report_seconds_sum"),
-        count: value("graspd_hook_report_seconds_count"),
     }
 }
 

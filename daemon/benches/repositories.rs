@@ -10,7 +10,7 @@
 //!    until its start-up catch-up (reconciling the 10,000 identifiers in purgatory) is logged;
 //! 4. `graspd install-hooks` and `graspd doctor` over every repository, with their progress lines;
 //! 5. push: a one-file commit pushed into a fresh repository, alternately on "many" and on "few"
-//!    (median of 21 each): nothing on the push path should grow with the number of repositories.
+//!    (median of 41 each): nothing on the push path should grow with the number of repositories.
 //!
 //! Targets (issue 19): start-up ≤ 5 s; push ratio many/few ≤ 1.02. `GRASP_REPOSITORIES` changes
 //! the count.
@@ -29,7 +29,7 @@ use support::{Server, announcement, state, work_tree_with_commit};
 use tokio_tungstenite::tungstenite::Message;
 
 const OWNERS: usize = 100;
-const PUSHES: usize = 21;
+const PUSHES: usize = 41;
 
 fn main() {
     let repositories: usize = std::env::var("GRASP_REPOSITORIES")
@@ -59,8 +59,8 @@ fn flags() -> Vec<&'static str> {
 }
 
 async fn run(repositories: usize) {
-    let mut many = Server::start_with(&flags());
-    let few = Server::start_with(&flags());
+    let mut many = Server::start_with_metrics(&flags());
+    let few = Server::start_with_metrics(&flags());
 
     // 1. Provisioning.
     let started = Instant::now();
@@ -83,6 +83,27 @@ async fn run(repositories: usize) {
         repositories as f64 / provisioned.as_secs_f64()
     );
     announce_all(&few, 10).await;
+    // Background work while nothing happens: none should grow with the repositories.
+    let idle = Duration::from_secs(
+        std::env::var("GRASP_REPOSITORIES_IDLE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5),
+    );
+    let before = [many.cpu_seconds(), few.cpu_seconds()];
+    println!(
+        "idle for {} s (pids: many {:?}, few {:?})",
+        idle.as_secs(),
+        many.descendants().first(),
+        few.descendants().first()
+    );
+    tokio::time::sleep(idle).await;
+    let after = [many.cpu_seconds(), few.cpu_seconds()];
+    let idle_cores = |i: usize| match (before[i], after[i]) {
+        (Some(b), Some(a)) => format!("{:.3} cores", (a - b) / idle.as_secs_f64()),
+        _ => "n/a".to_owned(),
+    };
+    println!("idle CPU: many {}, few {}", idle_cores(0), idle_cores(1));
 
     // 2. Status.
     let (status, took) = timed(|| many.status_json(&[]));
@@ -92,7 +113,7 @@ async fn run(repositories: usize) {
         status["repositories"]
     );
     let (repos, took) = timed(|| many.status_json(&["repos"]));
-    let listed = repos.as_array().map_or(0, Vec::len);
+    let listed = repos["repositories"].as_array().map_or(0, Vec::len);
     println!(
         "graspd status repos --json: {listed} repositories in {:.0} ms ({} pages of ListRepositories)",
         took.as_secs_f64() * 1e3,
@@ -148,8 +169,19 @@ async fn run(repositories: usize) {
     let (work, oid) = work_tree_with_commit("push");
     let mut times = [Vec::new(), Vec::new()];
     let mut clients = [many.client().await, few.client().await];
+    println!(
+        "pushing (pids: many {:?}, few {:?})",
+        many.descendants().first(),
+        few.descendants().first()
+    );
+    let cpu = [many.cpu_seconds(), few.cpu_seconds()];
+    let hooks = [many.hook_seconds(), few.hook_seconds()];
+    let started = Instant::now();
     for i in 0..PUSHES {
-        for (at, server) in [&many, &few].into_iter().enumerate() {
+        // Each goes first every other time: neither pays for going first.
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for at in order {
+            let server = [&many, &few][at];
             let identifier = format!("push-{i}");
             let ok = clients[at]
                 .publish(&announcement(&owner, server, &identifier))
@@ -166,6 +198,25 @@ async fn run(repositories: usize) {
             assert!(ok.accepted, "{}", ok.message);
             times[at].push(push(work.path(), &server.clone_url(&owner, &identifier)).await);
         }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let busy = |server: &Server, before: Option<f64>| match (before, server.cpu_seconds()) {
+        (Some(before), Some(after)) => format!("{:.2} cores", (after - before) / elapsed),
+        _ => "n/a".to_owned(),
+    };
+    println!(
+        "daemon CPU while pushing (both servers share the machine): many {}, few {}",
+        busy(&many, cpu[0]),
+        busy(&few, cpu[1])
+    );
+    for ((name, server), before) in [("many", &many), ("few", &few)].into_iter().zip(hooks) {
+        let after = server.hook_seconds();
+        let pushes = (after.count - before.count).max(1.0);
+        println!(
+            "{name}, daemon side: AuthorizePush {:.2} ms, ReportPush {:.2} ms (means over {pushes} pushes)",
+            (after.authorize - before.authorize) * 1e3 / pushes,
+            (after.report - before.report) * 1e3 / pushes
+        );
     }
     let [many_p50, few_p50] = times.map(|mut t| {
         t.sort();

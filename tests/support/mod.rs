@@ -22,6 +22,14 @@ use tokio_tungstenite::tungstenite::Message;
 /// queue's first backoff (20 s), so one failed fetch retried is still waited for.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Sums of the daemon's hook handling histograms (seconds) and the number of pushes reported.
+#[derive(Debug, Clone, Copy)]
+pub struct HookSeconds {
+    pub authorize: f64,
+    pub report: f64,
+    pub count: f64,
+}
+
 /// A running graspd process.
 pub struct Server {
     child: Option<Child>,
@@ -75,7 +83,10 @@ impl Server {
     }
 
     fn start_full_metrics(ip: &str, extra: &[&str], envs: &[(&str, &str)], metrics: bool) -> Self {
-        Self::start_from(Path::new(env!("CARGO_BIN_EXE_graspd")), ip, extra, envs, metrics)
+        // A benchmark's A/B: GRASPD_BENCH_BINARY names another build to run instead.
+        let binary = std::env::var_os("GRASPD_BENCH_BINARY")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_graspd")), PathBuf::from);
+        Self::start_from(&binary, ip, extra, envs, metrics)
     }
 
     fn start_from(binary: &Path, ip: &str, extra: &[&str], envs: &[(&str, &str)], metrics: bool) -> Self {
@@ -312,6 +323,24 @@ impl Server {
     pub fn metrics(&self) -> HttpResponse {
         let addr = self.metrics_addr.expect("started with a metrics listener");
         http(addr, "GET", "/metrics", &[])
+    }
+
+    /// Sums of the daemon's hook handling histograms, from `/metrics` (started with a metrics
+    /// listener).
+    pub fn hook_seconds(&self) -> HookSeconds {
+        let body = self.metrics().body;
+        let value = |name: &str| {
+            body.lines()
+                .find(|line| line.split_whitespace().next() == Some(name))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        HookSeconds {
+            authorize: value("graspd_hook_authorize_seconds_sum"),
+            report: value("graspd_hook_report_seconds_sum"),
+            count: value("graspd_hook_report_seconds_count"),
+        }
     }
 
     pub async fn client(&self) -> Client {

@@ -691,7 +691,7 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
         grpc_token: read_token(args)?,
         grpc_tcp_hooks: args.grpc_tcp_hooks,
         metrics_listen: args.metrics_listen,
-        git_program: args.git_program.clone(),
+        git_program: graspd::config::resolve_program(&args.git_program),
         git_http: args.git_http.into(),
         initial_head,
         domain,
