@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use nostr::Keys;
 use support::nginx::{self, Front};
-use support::{Client, Server, announcement, git, npub, state, work_tree_with_commit, work_tree_with_noise};
+use support::{
+    Client, Server, announcement, git, npub, state, timed_push, work_tree_with_commit, work_tree_with_noise,
+};
 
 const SMALL_RUNS: usize = 20;
 const LARGE_MIB: u64 = 100;
@@ -199,7 +201,7 @@ impl Bench {
             let mut measured = [Duration::ZERO; 4];
             for turn in 0..urls.len() {
                 let target = (run + turn) % urls.len();
-                measured[target] = push(work, &urls[target]).await;
+                measured[target] = timed_push(work, &urls[target]).await;
             }
             if run > 0 {
                 times.hooks.push(measured[0]);
@@ -272,33 +274,6 @@ impl Bench {
 async fn publish(client: &mut Client, event: &nostr::Event) {
     let ok = client.publish(event).await;
     assert!(ok.accepted, "event accepted: {}", ok.message);
-}
-
-/// `git push <url> main:refs/heads/main` from `work`, timed from spawn to exit, on the blocking
-/// pool; asserts it succeeded.
-async fn push(work: &Path, url: &str) -> Duration {
-    let work = work.to_owned();
-    let url = url.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let start = Instant::now();
-        let output = Command::new("git")
-            .current_dir(&work)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", &work)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .args(["push", "-q", &url, "main:refs/heads/main"])
-            .output()
-            .expect("run git push");
-        let elapsed = start.elapsed();
-        assert!(
-            output.status.success(),
-            "git push to {url} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        elapsed
-    })
-    .await
-    .expect("push task")
 }
 
 fn nginx_version(nginx: &Path) -> String {

@@ -10,8 +10,9 @@
 //! `since`/`until` window, each at `limit` 10, 100 and 500. Prints p50/p99 per REQ, the ratio to
 //! the targets (`limit` 100: p50 ≤ 1 ms, p99 ≤ 5 ms), and SQLite's plan for each filter.
 //! `GRASP_READS_EVENTS` changes the count, `GRASP_READS_REQS` the REQs per line (default 200);
-//! `GRASP_READS_COMPARE=<another graspd executable>` times that build too, on a copy of the same
-//! store (`GRASP_READS_COMPARE_MIGRATIONS=<n>`: that build knows only the first n migrations).
+//! `GRASP_READS_COMPARE=<another graspd executable>` times that build too, each build on its own
+//! compacted copy of the store (`GRASP_READS_COMPARE_MIGRATIONS=<n>`: that build knows only the
+//! first n migrations).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -51,30 +52,34 @@ fn main() {
         "built a store of {events} events in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    println!("\ngraspd: {}", env!("CARGO_BIN_EXE_graspd"));
-    runtime.block_on(measure(
-        &url,
-        &probes,
-        reqs,
-        std::path::Path::new(env!("CARGO_BIN_EXE_graspd")),
-    ));
-    // An A/B against another build, in the same run, on a copy of the same store.
+    // An A/B against another build, in the same run: each on its own compacted copy of the
+    // store, so neither gets a better laid-out file.
+    let mut runs = vec![(
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_graspd")),
+        url.clone(),
+    )];
     if let Some(other) = std::env::var_os("GRASP_READS_COMPARE") {
-        let copy = dir.path().join("compare.db");
         let known = std::env::var("GRASP_READS_COMPARE_MIGRATIONS").ok();
-        older_copy(&path, &copy, known.as_deref());
-        let other = std::path::PathBuf::from(other);
-        println!("\ngraspd: {}", other.display());
-        let url = format!("sqlite://{}", copy.display());
-        runtime.block_on(measure(&url, &probes, reqs, &other));
+        let (this, that) = (dir.path().join("this.db"), dir.path().join("that.db"));
+        compacted_copy(&path, &this, None);
+        compacted_copy(&path, &that, known.as_deref());
+        runs = vec![
+            (runs[0].0.clone(), format!("sqlite://{}", this.display())),
+            (other.into(), format!("sqlite://{}", that.display())),
+        ];
+    }
+    for (binary, url) in &runs {
+        println!("\ngraspd: {}", binary.display());
+        runtime.block_on(measure(url, &probes, reqs, binary));
     }
     runtime.block_on(print_plans(&url, probes.lines()));
 }
 
-/// A copy of the store for an older build: sqlx refuses a database that records migrations it
-/// does not know, so the rows of those past `known` (the number of migrations that build has)
-/// are removed from the copy's `_sqlx_migrations`. What they added stays, unused by that build.
-fn older_copy(store: &std::path::Path, copy: &std::path::Path, known: Option<&str>) {
+/// A compacted copy of the store (`VACUUM INTO`). For an older build, sqlx refuses a database
+/// that records migrations it does not know, so the rows of those past `known` (the number of
+/// migrations that build has) are removed from the copy's `_sqlx_migrations`; what they added
+/// stays, unused by that build.
+fn compacted_copy(store: &std::path::Path, copy: &std::path::Path, known: Option<&str>) {
     let conn = rusqlite::Connection::open(store).expect("open the store");
     conn.execute("VACUUM INTO ?", [copy.display().to_string()])
         .expect("copy the store");

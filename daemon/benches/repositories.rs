@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use nostr::Keys;
 use serde_json::json;
-use support::{Server, announcement, state, work_tree_with_commit};
+use support::{Server, announcement, state, timed_push, work_tree_with_commit};
 use tokio_tungstenite::tungstenite::Message;
 
 const OWNERS: usize = 100;
@@ -196,7 +196,7 @@ async fn run(repositories: usize) {
                 ))
                 .await;
             assert!(ok.accepted, "{}", ok.message);
-            times[at].push(push(work.path(), &server.clone_url(&owner, &identifier)).await);
+            times[at].push(timed_push(work.path(), &server.clone_url(&owner, &identifier)).await);
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -292,30 +292,4 @@ async fn announce_all(server: &Server, count: usize) {
     for task in tasks {
         task.await.expect("announcing task");
     }
-}
-
-/// `git push <url> main:refs/heads/main` from `work`, timed; asserts it succeeded.
-async fn push(work: &Path, url: &str) -> Duration {
-    let work = work.to_owned();
-    let url = url.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let output = Command::new("git")
-            .current_dir(&work)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", &work)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .args(["push", &url, "main:refs/heads/main"])
-            .output()
-            .expect("run git push");
-        let took = started.elapsed();
-        assert!(
-            output.status.success(),
-            "git push to {url} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        took
-    })
-    .await
-    .expect("push task")
 }

@@ -725,6 +725,33 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// `git push -q <url> main:refs/heads/main` from `work`, timed from spawn to exit, on the
+/// blocking pool; asserts it succeeded (the benches' push).
+pub async fn timed_push(work: &Path, url: &str) -> Duration {
+    let work = work.to_owned();
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let output = Command::new("git")
+            .current_dir(&work)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", &work)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .args(["push", "-q", &url, "main:refs/heads/main"])
+            .output()
+            .expect("run git push");
+        let elapsed = start.elapsed();
+        assert!(
+            output.status.success(),
+            "git push to {url} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        elapsed
+    })
+    .await
+    .expect("push task")
+}
+
 /// nginx + fcgiwrap in front of graspd (tests/nginx.rs, benches/nginx.rs).
 pub mod nginx;
 /// A fresh PostgreSQL database per test (the file the daemon's unit tests use too).

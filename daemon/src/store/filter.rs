@@ -231,12 +231,7 @@ fn push_tag_scan<DB: FilterDatabase>(
     push_window(q, filter, "t.created_at");
     // The tag rows carry their event's kind, in the index: other kinds are skipped there.
     if let Some(kinds) = &filter.kinds {
-        q.push(" AND t.kind IN (");
-        let mut list = q.separated(", ");
-        for kind in kinds {
-            list.push_bind(i64::from(kind.as_u16()));
-        }
-        q.push(")");
+        push_kinds(q, "t.kind", kinds);
     }
     push_event_conditions(q, filter);
     for (other, values) in filter.generic_tags.iter().filter(|(other, _)| **other != tag) {
@@ -264,13 +259,22 @@ where
         push_in(q, "e.pubkey", authors.iter().map(|pk| pk.to_hex()));
     }
     if let Some(kinds) = &filter.kinds {
-        q.push(" AND e.kind IN (");
-        let mut list = q.separated(", ");
-        for kind in kinds {
-            list.push_bind(i64::from(kind.as_u16()));
-        }
-        q.push(")");
+        push_kinds(q, "e.kind", kinds);
     }
+}
+
+/// ` AND <column> IN (...)` with the kinds bound.
+fn push_kinds<DB: FilterDatabase>(q: &mut QueryBuilder<DB>, column: &str, kinds: &BTreeSet<nostr::Kind>)
+where
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    q.push(format!(" AND {column} IN ("));
+    let mut list = q.separated(", ");
+    for kind in kinds {
+        list.push_bind(i64::from(kind.as_u16()));
+    }
+    q.push(")");
 }
 
 /// `since` and `until` on `column` (both inclusive).

@@ -141,8 +141,9 @@ pub(super) fn spawn(
     // The pool's settings (see `Store::open`; WAL mode is a property of the file, set there),
     // except `synchronous`: NORMAL, because the writer syncs the WAL itself (module docs).
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 268435456; \
-         PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}; PRAGMA foreign_keys = ON;"
+        "PRAGMA synchronous = NORMAL; PRAGMA mmap_size = {}; \
+         PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}; PRAGMA foreign_keys = ON;",
+        super::MMAP_BYTES
     ))?;
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
