@@ -18,8 +18,8 @@
 //! searches, and filters with an empty `ids`, go to the relay unchanged.
 //!
 //! An event saved while the subscription starts can be both in the stored part and sent live by
-//! the relay right after. For [`DEDUPE_WINDOW`] after a stored part, a live event already in it
-//! is dropped, so the client gets each event once.
+//! the relay right after. For [`DEDUPE_WINDOW`] after a stored part, a live event among its
+//! [`DEDUPE_IDS`] newest is dropped, so the client gets each event once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -39,6 +39,11 @@ pub const MAX_WAITING: usize = 256;
 /// How long after a stored part a live event for the same subscription is checked against it.
 /// The relay sends an event saved just before the read within milliseconds.
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Ids of a stored part remembered for that check: its newest, where an event saved while the
+/// subscription starts almost always is. Bounds the memory a connection's REQs can pin (at most
+/// this many ids for each open subscription).
+pub const DEDUPE_IDS: usize = 100;
 
 /// What the bridge does with one REQ it forwarded, once the relay answers it.
 #[derive(Debug, Clone, PartialEq)]
@@ -260,7 +265,7 @@ pub async fn answer(store: &Store, stored: &Stored) -> Result<Answer, StoreError
     let sub = Value::from(sub.as_str()).to_string();
     let now = Timestamp::now();
     let mut messages = Vec::with_capacity(found.len() + 1);
-    let mut ids = HashSet::with_capacity(found.len());
+    let mut ids = HashSet::with_capacity(found.len().min(DEDUPE_IDS));
     for event in found {
         if expired(&event.json, now) {
             continue;
@@ -272,7 +277,9 @@ pub async fn answer(store: &Store, stored: &Stored) -> Result<Answer, StoreError
         message.push_str(&event.json);
         message.push(']');
         messages.push(message);
-        ids.insert(event.id);
+        if ids.len() < DEDUPE_IDS {
+            ids.insert(event.id);
+        }
     }
     messages.push(format!("[\"EOSE\",{sub}]"));
     let complete = listed.is_some_and(|listed| listed == found_count);
