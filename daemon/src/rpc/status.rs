@@ -227,17 +227,18 @@ impl StatusService for StatusApi {
             0 => DEFAULT_PAGE,
             n => usize::try_from(n).unwrap_or(MAX_PAGE).min(MAX_PAGE),
         };
-        let git = self.app.git().clone();
-        let dirs = tokio::task::spawn_blocking(move || git.list_repo_dirs())
+        // The walk and the path checks run off the runtime's workers (10,000 repositories are
+        // 10,000 directory reads and path resolutions).
+        let mut repos: Vec<RepoId> = self
+            .app
+            .git()
+            .repos_on_disk()
             .await
-            .map_err(internal)?;
-        let mut repos: Vec<RepoId> = dirs
-            .iter()
-            .filter_map(|dir| self.app.git().repo_at(dir))
+            .into_iter()
             .filter(|r| request.owner_npub.is_empty() || r.npub() == request.owner_npub)
             .filter(|r| r.identifier.as_str().starts_with(&request.identifier_prefix))
             .collect();
-        repos.sort_by_key(|r| r.to_string());
+        repos.sort_by_cached_key(|r| r.to_string());
         let start = if request.page_token.is_empty() {
             0
         } else {
