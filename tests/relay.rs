@@ -1081,3 +1081,92 @@ async fn a_reader_that_never_reads_does_not_grow_the_server() {
     drop(stream);
     drop(sink);
 }
+
+/// A client may send events without waiting for each `OK`: the bridge decides several of a
+/// connection at once. The `OK`s come back in the order sent; a comment sent right behind its
+/// issue, the same issue sent twice, and a deletion sent right behind what it deletes are decided
+/// after what they build on; and a REQ sent behind them all sees what they stored.
+#[tokio::test]
+async fn events_sent_without_waiting_are_answered_in_order_and_see_the_ones_before() {
+    let server = Server::start_with(&["--event-burst", "1000", "--events-per-minute", "100000"]);
+    let owner = Keys::generate();
+    let author = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&announcement(&owner, &server, "web"))
+            .await
+            .accepted
+    );
+    let coord = coordinate(&owner, "web");
+
+    let mut burst = Vec::new();
+    let mut issues = Vec::new();
+    for i in 0..20 {
+        let issue = event(
+            &author,
+            1621,
+            &format!("issue {i}"),
+            &[&["a", &coord], &["subject", "s"]],
+        );
+        let comment = event(
+            &author,
+            1111,
+            "me too",
+            &[&["E", &issue.id.to_hex()], &["K", "1621"]],
+        );
+        burst.push(issue.clone());
+        burst.push(comment);
+        issues.push(issue);
+    }
+    burst.push(issues[0].clone());
+    burst.push(event(
+        &author,
+        5,
+        "",
+        &[&["e", &issues[1].id.to_hex()], &["k", "1621"]],
+    ));
+    for event in &burst {
+        client
+            .send_raw(&json!(["EVENT", serde_json::to_value(event).expect("json")]).to_string())
+            .await;
+    }
+    client
+        .send_raw(
+            &json!(["REQ", "after", {"kinds": [1111, 1621], "authors": [author.public_key().to_hex()]}])
+                .to_string(),
+        )
+        .await;
+
+    let again = burst.len() - 2;
+    for (i, sent) in burst.iter().enumerate() {
+        let reply = client.next().await;
+        assert_eq!(reply[0], "OK", "message {i}: {reply}");
+        assert_eq!(reply[1], sent.id.to_hex(), "OK {i} answers event {i}");
+        assert_eq!(reply[2], true, "event {i} (kind {}) accepted: {reply}", sent.kind);
+        let message = reply[3].as_str().unwrap_or_default();
+        assert_eq!(
+            message.starts_with("duplicate:"),
+            i == again,
+            "event {i}: {reply}"
+        );
+    }
+    let mut stored = Vec::new();
+    loop {
+        let reply = client.next().await;
+        match reply[0].as_str() {
+            Some("EVENT") => stored.push(reply[2]["id"].as_str().unwrap_or_default().to_owned()),
+            Some("EOSE") => break,
+            _ => panic!("unexpected message {reply}"),
+        }
+    }
+    assert_eq!(
+        stored.len(),
+        39,
+        "20 comments and 19 issues (one deleted): {stored:?}"
+    );
+    assert!(
+        !stored.contains(&issues[1].id.to_hex()),
+        "the deleted issue is not served"
+    );
+}

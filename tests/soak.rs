@@ -370,24 +370,20 @@ async fn graspd_killed_at_random_instants_under_load_loses_and_corrupts_nothing(
         .unwrap_or(2026);
     // No limits on the load; both daemons are on loopback.
     let unlimited = [
-        "--sync-private-addresses",
-        "--event-burst",
-        "100000000",
-        "--events-per-minute",
-        "100000000",
-        "--max-new-repos-per-hour-per-owner",
-        "0",
-        "--max-new-repos-per-hour-per-address",
-        "0",
-        "--max-pr-pushes-per-hour-per-owner",
-        "0",
-        "--max-pr-pushes-per-hour-per-address",
-        "0",
-        "--max-placeholders-per-repo",
-        "1000000",
-        "--log",
-        "info",
-    ];
+        &support::UNLIMITED[..],
+        &[
+            "--sync-private-addresses",
+            "--max-pr-pushes-per-hour-per-owner",
+            "0",
+            "--max-pr-pushes-per-hour-per-address",
+            "0",
+            "--max-placeholders-per-repo",
+            "1000000",
+            "--log",
+            "info",
+        ],
+    ]
+    .concat();
     // The peer holds git data the soaked graspd fetches; it is never killed.
     let peer = Server::start_on("127.0.0.2", &unlimited);
     let fast_sync = [

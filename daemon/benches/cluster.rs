@@ -40,14 +40,7 @@ async fn run() {
     };
     let git_root = tempfile::tempdir().expect("tempdir");
     let root = git_root.path().to_str().expect("utf-8").to_owned();
-    let quiet = [
-        "--log",
-        "warn",
-        "--event-burst",
-        "100000000",
-        "--events-per-minute",
-        "100000000",
-    ];
+    let quiet = support::bench_flags("warn");
     let mut a_args = vec!["--database-url", database.as_str(), "--git-root", root.as_str()];
     a_args.extend(quiet);
     let a = Server::start_with(&a_args);

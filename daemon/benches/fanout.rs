@@ -32,14 +32,7 @@ fn main() {
 }
 
 async fn run() {
-    let server = Server::start_with(&[
-        "--event-burst",
-        "100000000",
-        "--events-per-minute",
-        "100000000",
-        "--log",
-        "warn",
-    ]);
+    let server = Server::start_with(&support::bench_flags("warn"));
     let owner = Keys::generate();
     let mut publisher = server.client().await;
     assert!(

@@ -40,20 +40,6 @@ const LARGE_MIB: u64 = 100;
 const LARGE_RUNS: usize = 5;
 const TARGET_RATIO: f64 = 1.05;
 
-/// Rate limits out of the way and quiet logs, as a production server would run.
-const SERVE_FLAGS: [&str; 10] = [
-    "--max-new-repos-per-hour-per-owner",
-    "0",
-    "--max-new-repos-per-hour-per-address",
-    "0",
-    "--event-burst",
-    "100000000",
-    "--events-per-minute",
-    "100000000",
-    "--log",
-    "warn",
-];
-
 fn main() {
     let Some(binaries) = nginx::binaries("the nginx benchmark") else {
         return;
@@ -145,9 +131,9 @@ impl Times {
 impl Bench {
     async fn start(binaries: &nginx::Binaries) -> Self {
         let addr = nginx::nginx_addr();
-        let server = nginx::start_graspd(addr, &SERVE_FLAGS);
+        let server = nginx::start_graspd(addr, &support::bench_flags("warn"));
         let front = Front::start(binaries, &server, addr);
-        let embedded = Server::start_with(&SERVE_FLAGS);
+        let embedded = Server::start_with(&support::bench_flags("warn"));
         let behind_nginx = Client::connect(&front.ws_url()).await;
         let direct = embedded.client().await;
         Self {

@@ -84,18 +84,7 @@ struct Bench {
 
 /// graspd with rate limits out of the way and quiet logs, as a production server would run.
 fn start_graspd() -> Server {
-    Server::start_with_metrics(&[
-        "--max-new-repos-per-hour-per-owner",
-        "0",
-        "--max-new-repos-per-hour-per-address",
-        "0",
-        "--event-burst",
-        "100000000",
-        "--events-per-minute",
-        "100000000",
-        "--log",
-        "warn",
-    ])
+    Server::start_with_metrics(&support::bench_flags("warn"))
 }
 
 impl Bench {

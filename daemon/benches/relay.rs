@@ -39,14 +39,10 @@ fn main() {
 }
 
 async fn run() {
-    let mut args = vec![
-        "--event-burst".to_owned(),
-        "100000000".to_owned(),
-        "--events-per-minute".to_owned(),
-        "100000000".to_owned(),
-        "--log".to_owned(),
-        "warn".to_owned(),
-    ];
+    let mut args: Vec<String> = support::bench_flags("warn")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     // GRASP_BENCH_POSTGRES=1: the same on a fresh PostgreSQL database (GRASPD_TEST_POSTGRES_URL).
     if std::env::var("GRASP_BENCH_POSTGRES").is_ok_and(|v| v == "1") {
         let Some(database) = support::postgres::postgres_database().await else {

@@ -44,18 +44,7 @@ fn main() {
 }
 
 fn flags() -> Vec<&'static str> {
-    vec![
-        "--max-new-repos-per-hour-per-owner",
-        "0",
-        "--max-new-repos-per-hour-per-address",
-        "0",
-        "--event-burst",
-        "100000000",
-        "--events-per-minute",
-        "100000000",
-        "--log",
-        "info",
-    ]
+    support::bench_flags("info")
 }
 
 async fn run(repositories: usize) {

@@ -1,11 +1,15 @@
 //! NIP-01 rules more than one part of the daemon needs: which of two events at one address is
-//! the newer, and how an address (`<kind>:<pubkey-hex>:<d>`, the value of `a` tags) reads.
+//! the newer, how an address (`<kind>:<pubkey-hex>:<d>`, the value of `a` tags) reads, and the
+//! limit a filter without one gets.
 //!
 //! Why not nostr's `Coordinate` for addresses: it splits on every `:`, so a `d` tag that contains
 //! one (a repository identifier may) would be cut short; here the `d` part is everything after
 //! the second `:`.
 
 use nostr::{Event, Kind, PublicKey};
+
+/// The limit a REQ filter without one gets (the bridge's stored parts and the relay builder).
+pub const DEFAULT_FILTER_LIMIT: usize = 500;
 
 /// NIP-01 order for events at one address: the later `created_at` wins; on a tie, the lower id.
 /// Takes `(created_at, id)` pairs in any representation whose order is the rule's (an `EventId`,

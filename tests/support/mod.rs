@@ -22,6 +22,26 @@ use tokio_tungstenite::tungstenite::Message;
 /// queue's first backoff (20 s), so one failed fetch retried is still waited for.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Flags that take graspd's rate limits out of a benchmark's (or a soak's) way: events per
+/// connection, and new repositories per owner and per address.
+pub const UNLIMITED: [&str; 8] = [
+    "--event-burst",
+    "100000000",
+    "--events-per-minute",
+    "100000000",
+    "--max-new-repos-per-hour-per-owner",
+    "0",
+    "--max-new-repos-per-hour-per-address",
+    "0",
+];
+
+/// [`UNLIMITED`] and `--log <level>`: what a benchmark starts graspd with.
+pub fn bench_flags(log: &'static str) -> Vec<&'static str> {
+    let mut flags = UNLIMITED.to_vec();
+    flags.extend(["--log", log]);
+    flags
+}
+
 /// Sums of the daemon's hook handling histograms (seconds) and the number of pushes reported.
 #[derive(Debug, Clone, Copy)]
 pub struct HookSeconds {

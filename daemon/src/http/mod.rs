@@ -48,6 +48,8 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 pub struct Front {
     app: App,
     relay: LocalRelay,
+    /// Clients' events, taken by the websocket bridge (`relay::intake`).
+    intake: crate::relay::Intake,
     git: std::sync::Arc<cgi::GitBackend>,
     /// The same for `/prs/` repositories (GRASP-06), with their own push limit.
     prs_git: std::sync::Arc<cgi::GitBackend>,
@@ -107,6 +109,7 @@ impl Front {
         let prs_git = with_limit(limits.max_pr_push_bytes);
         let git = with_limit(limits.max_push_bytes);
         Self {
+            intake: crate::relay::Intake::new(&app, relay.clone()),
             app,
             relay,
             git,
@@ -313,9 +316,10 @@ fn upgrade(front: Front, req: axum::extract::Request, peer: SocketAddr) -> Respo
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let app = front.app.clone();
     let relay = front.relay.clone();
+    let intake = front.intake.clone();
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => ws::bridge(relay, upgraded, peer, app).await,
+            Ok(upgraded) => ws::bridge(relay, intake, upgraded, peer, app).await,
             Err(error) => tracing::debug!(%peer, %error, "websocket upgrade failed"),
         }
     });

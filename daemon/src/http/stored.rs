@@ -30,7 +30,7 @@ use serde_json::Value;
 use crate::store::{Store, StoreError};
 
 /// The limit a filter without one gets (the relay builder is given the same).
-pub const DEFAULT_LIMIT: usize = 500;
+pub const DEFAULT_LIMIT: usize = crate::nip01::DEFAULT_FILTER_LIMIT;
 
 /// REQs forwarded to the relay and not yet answered by it, per connection. Past this, a REQ gets
 /// `CLOSED` without reaching the relay.

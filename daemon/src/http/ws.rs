@@ -5,11 +5,19 @@
 //! an in-process pipe, and every client message is checked here first: size, JSON shape, known
 //! message type, a parseable event or filter, and a per-connection token bucket. Bad input gets
 //! the NIP-01 answer (`OK false "invalid: ..."`, `CLOSED`, or `NOTICE`) and the connection stays
-//! up; good input is forwarded unchanged.
+//! up.
+//!
+//! Good input is mostly answered here too: events by `relay::intake` (several of a connection in
+//! flight at once, see [`Events`]), the stored part of REQs by `http::stored`, NIP-77 by
+//! `http::negentropy`. The relay keeps live subscriptions, protected and ephemeral events, and
+//! what else a client may send.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Instant;
 
+use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -22,6 +30,8 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::stored::{FromRelay, Requests, Stored};
 use crate::config::Limits;
+use crate::relay::Intake;
+use crate::relay::intake::{InFlight, MAX_IN_FLIGHT, must_follow, taken_by_bridge};
 
 /// Initial read buffer of each websocket the bridge owns.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
@@ -33,8 +43,18 @@ const MAX_MESSAGES_PER_FLUSH: usize = 256;
 /// Size of the in-process pipe between the bridge and the relay.
 const PIPE_BYTES: usize = 256 * 1024;
 
+type WsError = tokio_tungstenite::tungstenite::Error;
+type ClientTx = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
+type RelayTx = SplitSink<WebSocketStream<tokio::io::DuplexStream>, Message>;
+
 /// Serves one upgraded connection until either side closes.
-pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app: crate::app::App) {
+pub async fn bridge(
+    relay: LocalRelay,
+    intake: Intake,
+    upgraded: Upgraded,
+    peer: SocketAddr,
+    app: crate::app::App,
+) {
     let _connected = crate::metrics::GaugeGuard::new(&app.metrics().websocket_connections);
     let limits = app.config().limits.clone();
     // Frames beyond 4x the message limit are dropped by the websocket layer itself (closing the
@@ -57,60 +77,48 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
     let upstream_config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
     let upstream = WebSocketStream::from_raw_socket(our_end, Role::Client, Some(upstream_config)).await;
 
-    let (mut client_tx, mut client_rx) = client.split();
-    let (mut relay_tx, mut relay_rx) = upstream.split();
+    let (client_tx, mut client_rx) = client.split();
+    let (relay_tx, mut relay_rx) = upstream.split();
     let mut bucket = TokenBucket::new(limits.event_burst, limits.events_per_minute);
-    let mut negentropy = super::negentropy::Sessions::default();
-    let mut requests = Requests::default();
+    let mut connection = Connection {
+        client_tx,
+        relay_tx,
+        requests: Requests::default(),
+        negentropy: super::negentropy::Sessions::default(),
+        events: Events::default(),
+        intake,
+        peer,
+        app: app.clone(),
+        max_filter_limit: limits.max_filter_limit,
+    };
 
     loop {
         tokio::select! {
-            incoming = client_rx.next() => {
+            // While a message waits for the events before it, or enough events are in flight,
+            // the client is not read (TCP pushes back).
+            incoming = client_rx.next(), if connection.events.reading() => {
                 let Some(Ok(message)) = incoming else { break };
-                match message {
+                let sent = match message {
                     Message::Text(text) => {
-                        match check(text.as_str(), &limits, &mut bucket) {
-                            Checked::Forward => {
-                                if relay_tx.send(Message::Text(text)).await.is_err() { break; }
-                            }
-                            Checked::Event(event) => {
-                                let sent = match duplicate(&event, app.store()).await {
-                                    Some(reply) => client_tx.send(Message::Text(reply.into())).await,
-                                    None => relay_tx.send(Message::Text(text)).await,
-                                };
-                                if sent.is_err() { break; }
-                            }
-                            Checked::Req(sub, filters) => {
-                                let sent = match requests.open(&sub, filters, text.as_str(), limits.max_filter_limit) {
-                                    Ok(forward) => relay_tx.send(Message::Text(forward.into())).await,
-                                    Err(closed) => client_tx.send(Message::Text(closed.into())).await,
-                                };
-                                if sent.is_err() { break; }
-                            }
-                            Checked::Close(sub) => {
-                                requests.close(&sub);
-                                if relay_tx.send(Message::Text(text)).await.is_err() { break; }
-                            }
-                            Checked::Answer(reply) => {
-                                if client_tx.send(Message::Text(reply.into())).await.is_err() { break; }
-                            }
-                            Checked::Negentropy(items) => {
-                                if let Some(reply) = negentropy.answer(&items, app.store()).await
-                                    && client_tx.send(Message::Text(reply.into())).await.is_err()
-                                {
-                                    break;
-                                }
-                            }
+                        let checked = check(text.as_str(), &limits, &mut bucket);
+                        if connection.events.must_wait(&checked) {
+                            connection.events.held = Some((checked, text));
+                            continue;
                         }
+                        connection.handle(checked, text).await
                     }
                     Message::Binary(_) => {
                         let reply = notice("invalid: binary messages are not supported; send JSON text");
-                        if client_tx.send(Message::Text(reply.into())).await.is_err() { break; }
+                        connection.client_tx.send(Message::Text(reply.into())).await
                     }
                     Message::Close(_) => break,
                     // tungstenite answers pings itself.
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                }
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+                };
+                if sent.is_err() { break; }
+            }
+            Some(reply) = connection.events.pending.next() => {
+                if connection.answered(reply).await.is_err() { break; }
             }
             outgoing = relay_rx.next() => {
                 // An answer to a REQ is many messages written at once: they are queued together
@@ -121,14 +129,7 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
                 while let Some(outgoing) = next.take() {
                     let Some(Ok(message)) = outgoing else { open = false; break };
                     let Message::Text(text) = message else { continue };
-                    let sent = match requests.from_relay(text.as_str()) {
-                        FromRelay::Forward => client_tx.feed(Message::Text(with_failure_named(text, &app))).await,
-                        FromRelay::Drop => Ok(()),
-                        FromRelay::Answer(stored) => {
-                            send_stored(&mut client_tx, &mut relay_tx, &mut requests, &app, &stored).await
-                        }
-                    };
-                    if sent.is_err() {
+                    if connection.relayed(text).await.is_err() {
                         open = false;
                         break;
                     }
@@ -137,69 +138,162 @@ pub async fn bridge(relay: LocalRelay, upgraded: Upgraded, peer: SocketAddr, app
                         next = relay_rx.next().now_or_never();
                     }
                 }
-                if !open || client_tx.flush().await.is_err() { break; }
+                if !open || connection.client_tx.flush().await.is_err() { break; }
             }
         }
     }
-    let _ = client_tx.close().await;
-    let _ = relay_tx.close().await;
+    // Events a client sent before it left are still decided and saved to the end (a decision
+    // applies its effects in steps, and is never cut midway).
+    while connection.events.pending.next().await.is_some() {}
+    let _ = connection.client_tx.close().await;
+    let _ = connection.relay_tx.close().await;
     relay_task.abort();
 }
 
-/// The answer to an event this relay already stores, given here as the relay would give it
-/// (`OK true "duplicate: ..."`) but without checking its signature again: the stored event with
-/// this id was checked when it arrived, and nothing changes. `None`: the relay decides (an id
-/// that does not match the event is the relay's to refuse).
-async fn duplicate(event: &Event, store: &crate::store::Store) -> Option<String> {
-    // The store's in-memory filter answers "not stored" for new events before any read.
-    if !store.contains(&event.id).await.unwrap_or(false) || !event.verify_id() {
-        return None;
-    }
-    Some(
-        Value::Array(vec![
-            "OK".into(),
-            event.id.to_hex().into(),
-            true.into(),
-            "duplicate: already have this event".into(),
-        ])
-        .to_string(),
-    )
+type Answering = Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// A connection's events in flight, in arrival order, and the one message that waits for them.
+///
+/// Events the bridge takes are decided and saved several at once, so one connection's events
+/// share the store's commits; their `OK`s go out in arrival order. An event that must follow the
+/// ones before it (`relay::intake::must_follow`), and every other kind of message, waits until
+/// the events before it are answered: the client sees the same order as from a relay that handles
+/// one message at a time.
+#[derive(Default)]
+pub struct Events {
+    pending: FuturesOrdered<Answering>,
+    in_flight: Vec<InFlight>,
+    held: Option<(Checked, Utf8Bytes)>,
 }
 
-/// Queues the stored part of a REQ for the client (the caller flushes). When the store cannot be
-/// read, the client gets `CLOSED` and the relay drops the subscription too.
-async fn send_stored<C, R>(
-    client_tx: &mut C,
-    relay_tx: &mut R,
-    requests: &mut Requests,
-    app: &crate::app::App,
-    stored: &Stored,
-) -> Result<(), tokio_tungstenite::tungstenite::Error>
-where
-    C: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
-    R: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
-{
-    let sub = stored.sub.as_str();
-    let close = || Message::Text(Value::Array(vec!["CLOSE".into(), sub.into()]).to_string().into());
-    match super::stored::answer(app.store(), stored).await {
-        Ok(answer) => {
-            if answer.complete {
-                relay_tx.send(close()).await?;
-            }
-            requests.answered(sub, answer.ids);
-            for message in answer.messages {
-                client_tx.feed(Message::Text(message.into())).await?;
-            }
-            Ok(())
+impl Events {
+    /// Whether the next client message may be read now.
+    fn reading(&self) -> bool {
+        self.held.is_none() && self.in_flight.len() < MAX_IN_FLIGHT
+    }
+
+    /// Whether `checked` waits for the events in flight.
+    fn must_wait(&self, checked: &Checked) -> bool {
+        match checked {
+            _ if self.in_flight.is_empty() => false,
+            Checked::Event(event) if taken_by_bridge(event) => must_follow(event, &self.in_flight),
+            _ => true,
         }
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the stored events of a REQ");
-            relay_tx.send(close()).await?;
-            client_tx
-                .feed(Message::Text(
-                    closed(sub, "error: the relay could not read its store").into(),
-                ))
-                .await
+    }
+
+    fn start(&mut self, in_flight: InFlight, answer: Answering) {
+        self.in_flight.push(in_flight);
+        self.pending.push_back(answer);
+    }
+}
+
+/// The bridge's half of one connection: where messages go, and what it remembers between them.
+struct Connection {
+    client_tx: ClientTx,
+    relay_tx: RelayTx,
+    requests: Requests,
+    negentropy: super::negentropy::Sessions,
+    events: Events,
+    intake: Intake,
+    peer: SocketAddr,
+    app: crate::app::App,
+    max_filter_limit: usize,
+}
+
+impl Connection {
+    /// Acts on one checked client message.
+    async fn handle(&mut self, checked: Checked, text: Utf8Bytes) -> Result<(), WsError> {
+        match checked {
+            Checked::Forward => self.relay_tx.send(Message::Text(text)).await,
+            Checked::Event(event) if taken_by_bridge(&event) => {
+                let intake = self.intake.clone();
+                let peer = self.peer;
+                let in_flight = InFlight::of(&event);
+                let answer = async move { intake.client_event(*event, peer).await };
+                self.events.start(in_flight, Box::pin(answer));
+                Ok(())
+            }
+            Checked::Event(_) => self.relay_tx.send(Message::Text(text)).await,
+            Checked::Req(sub, filters) => {
+                match self
+                    .requests
+                    .open(&sub, filters, text.as_str(), self.max_filter_limit)
+                {
+                    Ok(forward) => self.relay_tx.send(Message::Text(forward.into())).await,
+                    Err(closed) => self.client_tx.send(Message::Text(closed.into())).await,
+                }
+            }
+            Checked::Close(sub) => {
+                self.requests.close(&sub);
+                self.relay_tx.send(Message::Text(text)).await
+            }
+            Checked::Answer(reply) => self.client_tx.send(Message::Text(reply.into())).await,
+            Checked::Negentropy(items) => match self.negentropy.answer(&items, self.app.store()).await {
+                Some(reply) => self.client_tx.send(Message::Text(reply.into())).await,
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Sends the `OK` of the oldest event in flight, and of the ones after it that are answered
+    /// too; then, once none is in flight, acts on the message that waited.
+    async fn answered(&mut self, reply: String) -> Result<(), WsError> {
+        let mut reply = Some(reply);
+        while let Some(ok) = reply.take() {
+            if !self.events.in_flight.is_empty() {
+                self.events.in_flight.remove(0);
+            }
+            self.client_tx.feed(Message::Text(ok.into())).await?;
+            if let Some(Some(next)) = self.events.pending.next().now_or_never() {
+                reply = Some(next);
+            }
+        }
+        self.client_tx.flush().await?;
+        if self.events.in_flight.is_empty()
+            && let Some((checked, text)) = self.events.held.take()
+        {
+            self.handle(checked, text).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues one relay message for the client (the caller flushes).
+    async fn relayed(&mut self, text: Utf8Bytes) -> Result<(), WsError> {
+        match self.requests.from_relay(text.as_str()) {
+            FromRelay::Forward => {
+                let text = with_failure_named(text, &self.app);
+                self.client_tx.feed(Message::Text(text)).await
+            }
+            FromRelay::Drop => Ok(()),
+            FromRelay::Answer(stored) => self.send_stored(&stored).await,
+        }
+    }
+
+    /// Queues the stored part of a REQ for the client (the caller flushes). When the store cannot
+    /// be read, the client gets `CLOSED` and the relay drops the subscription too.
+    async fn send_stored(&mut self, stored: &Stored) -> Result<(), WsError> {
+        let sub = stored.sub.as_str();
+        let close = || Message::Text(Value::Array(vec!["CLOSE".into(), sub.into()]).to_string().into());
+        match super::stored::answer(self.app.store(), stored).await {
+            Ok(answer) => {
+                if answer.complete {
+                    self.relay_tx.send(close()).await?;
+                }
+                self.requests.answered(sub, answer.ids);
+                for message in answer.messages {
+                    self.client_tx.feed(Message::Text(message.into())).await?;
+                }
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the stored events of a REQ");
+                self.relay_tx.send(close()).await?;
+                self.client_tx
+                    .feed(Message::Text(
+                        closed(sub, "error: the relay could not read its store").into(),
+                    ))
+                    .await
+            }
         }
     }
 }
@@ -225,7 +319,8 @@ fn with_failure_named(text: Utf8Bytes, app: &crate::app::App) -> Utf8Bytes {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Checked {
     Forward,
-    /// A well-formed EVENT within the rate: forwarded unless it is a duplicate.
+    /// A well-formed EVENT within the rate: taken by `relay::intake`, or forwarded when the relay
+    /// builder handles its kind.
     Event(Box<Event>),
     Answer(String),
     /// A NIP-77 message, answered by the bridge itself (`http::negentropy`).

@@ -1,6 +1,7 @@
 //! The Nostr relay at `/`: nostr-relay-builder's `LocalRelay` over our SQL store, with the GRASP
 //! write policy, and the forwarding of released events to live subscribers.
 
+pub mod intake;
 pub mod policy;
 
 use nostr_relay_builder::LocalRelay;
@@ -10,6 +11,7 @@ use crate::app::App;
 use crate::shutdown::Signal;
 use crate::store::SqlDatabase;
 
+pub use intake::Intake;
 pub use policy::{GraspPolicy, PURGATORY_MESSAGE};
 
 use nostr::Event;
@@ -69,7 +71,7 @@ pub fn build(app: &App) -> LocalRelay {
         })
         .max_connections(limits.max_connections)
         .max_filter_limit(limits.max_filter_limit)
-        .default_filter_limit(crate::http::stored::DEFAULT_LIMIT)
+        .default_filter_limit(crate::nip01::DEFAULT_FILTER_LIMIT)
         .build()
 }
 

@@ -3,9 +3,10 @@
 //! `process::effects` carry the decision out, under the lock of the identifier the event
 //! concerns so that the facts still hold when the effects happen.
 //!
-//! The relay builder has already checked the id, signature and rate limit when `admit_event`
-//! runs. Returning `Accept` lets the relay store and broadcast the event; everything else answers
-//! the client without storing (`purgatory: ...` is `OK true`, not stored, not served).
+//! `relay::intake` (or, for protected and ephemeral events, the relay builder) has already checked
+//! the id, signature and rate limit when `admit_event` runs. Returning `Accept` lets the caller
+//! store and broadcast the event; everything else answers the client without storing
+//! (`purgatory: ...` is `OK true`, not stored, not served).
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};

@@ -1,0 +1,232 @@
+//! Events from clients, taken by the websocket bridge itself instead of the relay builder.
+//!
+//! The relay builder handles one message of a connection at a time: an event's `OK` waits for its
+//! commit before the next event of that connection is even read, so a connection has one event in
+//! flight and a commit batches at most one event per connection. The bridge instead keeps several
+//! events of a connection in flight ([`MAX_IN_FLIGHT`]), in order, and asks [`must_follow`] which
+//! of them have to wait for the ones before (the same order a client would see from the relay
+//! builder: an event that builds on an earlier one of the same connection is decided after it is
+//! stored). [`Intake::client_event`] runs the relay builder's checks in its order, the GRASP
+//! write policy and the save, and words the answer as the relay builder does.
+//!
+//! Protected (NIP-70) and ephemeral events still go to the relay builder, which owns NIP-42
+//! authentication and broadcasting without a save.
+
+use std::net::SocketAddr;
+
+use nostr::message::{MachineReadablePrefix, RelayMessage};
+use nostr::{Event, EventId, Kind};
+use nostr_database::{RejectedReason, SaveEventStatus};
+use nostr_relay_builder::LocalRelay;
+use nostr_relay_builder::builder::{WritePolicy, WritePolicyResult};
+
+use super::GraspPolicy;
+use crate::app::App;
+
+/// At most this many events of one connection are decided and saved at once. More do not make a
+/// commit cheaper per event once the writer's batches are this size across a few connections, and
+/// each one holds its event in memory until its `OK` is sent.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// An event of a connection whose `OK` is not sent yet, as [`must_follow`] needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    pub id: EventId,
+    /// An event that others must not overtake and that must not overtake others.
+    pub barrier: bool,
+}
+
+impl InFlight {
+    pub fn of(event: &Event) -> Self {
+        Self {
+            id: event.id,
+            barrier: is_barrier(event.kind),
+        }
+    }
+}
+
+/// Whether the bridge takes this event itself ([`Intake::client_event`]) rather than the relay
+/// builder.
+pub fn taken_by_bridge(event: &Event) -> bool {
+    !event.kind.is_ephemeral() && !event.is_protected()
+}
+
+/// Events whose decision changes what other events are decided against: deletions, and every
+/// replaceable or addressable kind (announcements, states, GRASP lists, relay lists).
+fn is_barrier(kind: Kind) -> bool {
+    kind == Kind::EventDeletion || !kind.is_regular()
+}
+
+/// Whether `event` must wait until every event in `in_flight` (earlier events of the same
+/// connection) is answered before it is decided: when either side is a barrier, when it is one of
+/// them again, or when one of its tags names one of them (a comment on an issue sent just before
+/// it, a pull request update of a pull request).
+pub fn must_follow(event: &Event, in_flight: &[InFlight]) -> bool {
+    if in_flight.is_empty() {
+        return false;
+    }
+    if is_barrier(event.kind)
+        || in_flight
+            .iter()
+            .any(|earlier| earlier.barrier || earlier.id == event.id)
+    {
+        return true;
+    }
+    event.tags.iter().any(|tag| {
+        tag.as_slice()
+            .get(1)
+            .filter(|value| value.len() == 64)
+            .and_then(|value| EventId::from_hex(value).ok())
+            .is_some_and(|named| in_flight.iter().any(|earlier| earlier.id == named))
+    })
+}
+
+/// The write path for clients' events: the relay builder's checks, the write policy, the store,
+/// and live subscribers (through the relay).
+#[derive(Debug, Clone)]
+pub struct Intake {
+    app: App,
+    policy: GraspPolicy,
+    relay: LocalRelay,
+}
+
+impl Intake {
+    pub fn new(app: &App, relay: LocalRelay) -> Self {
+        Self {
+            app: app.clone(),
+            policy: GraspPolicy::new(app.clone()),
+            relay,
+        }
+    }
+
+    /// Takes one client's event and returns the relay's answer, an `OK` message. The checks run
+    /// in the relay builder's order, except that an event already stored is answered before its
+    /// signature is checked again (it was checked when it arrived, and nothing changes).
+    pub async fn client_event(&self, event: Event, peer: SocketAddr) -> String {
+        let id = event.id;
+        let (status, message) = self.take(event, peer).await;
+        RelayMessage::ok(id, status, message).as_json()
+    }
+
+    async fn take(&self, event: Event, peer: SocketAddr) -> (bool, String) {
+        let refuse = |prefix: MachineReadablePrefix, why: &str| (false, format!("{prefix}: {why}"));
+        if !event.verify_id() {
+            return refuse(MachineReadablePrefix::Invalid, "invalid event ID");
+        }
+        match self.app.store().contains(&event.id).await {
+            Ok(true) => {
+                return (
+                    true,
+                    format!("{}: already have this event", MachineReadablePrefix::Duplicate),
+                );
+            }
+            Ok(false) => {}
+            Err(error) => return self.failed(&event, &error),
+        }
+        if event.is_expired() {
+            return refuse(MachineReadablePrefix::Blocked, "event is expired");
+        }
+        if !event.verify_signature() {
+            return refuse(MachineReadablePrefix::Invalid, "invalid event signature");
+        }
+        if let WritePolicyResult::Reject {
+            prefix,
+            message,
+            status,
+        } = self.policy.admit_event(&event, &peer).await
+        {
+            return (status, format!("{prefix}: {message}"));
+        }
+        match self.app.store().save_event(&event).await {
+            Ok(saved) if saved.is_success() => {
+                self.relay.notify_event(event);
+                (true, String::new())
+            }
+            Ok(SaveEventStatus::Rejected(RejectedReason::Duplicate)) => (
+                true,
+                format!("{}: already have this event", MachineReadablePrefix::Duplicate),
+            ),
+            Ok(SaveEventStatus::Rejected(RejectedReason::Deleted)) => {
+                refuse(MachineReadablePrefix::Blocked, "this event is deleted")
+            }
+            Ok(SaveEventStatus::Rejected(RejectedReason::Replaced)) => refuse(
+                MachineReadablePrefix::Blocked,
+                "a newer event with this address is stored",
+            ),
+            Ok(_) => refuse(MachineReadablePrefix::Error, "the store did not take this event"),
+            Err(error) => self.failed(&event, &error),
+        }
+    }
+
+    fn failed(&self, event: &Event, error: &crate::store::StoreError) -> (bool, String) {
+        tracing::error!(event_id = %event.id, %error, "cannot store event");
+        let reason = crate::types::client_reason(error).unwrap_or("database error");
+        (false, format!("{}: {reason}", MachineReadablePrefix::Error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nostr::event::FinalizeEvent;
+    use nostr::{EventBuilder, Keys, Tag};
+
+    fn signed(kind: u16, tags: &[&[&str]]) -> Event {
+        EventBuilder::new(Kind::from(kind), "x")
+            .tags(
+                tags.iter()
+                    .map(|tag| Tag::parse(tag.iter().copied()).expect("tag")),
+            )
+            .finalize(&Keys::generate())
+            .expect("sign")
+    }
+
+    #[test]
+    fn nothing_in_flight_means_no_wait() {
+        assert!(!must_follow(&signed(30617, &[&["d", "web"]]), &[]));
+        assert!(!must_follow(&signed(1621, &[]), &[]));
+    }
+
+    #[test]
+    fn unrelated_regular_events_overtake_nothing_but_do_not_wait() {
+        let earlier = [InFlight::of(&signed(1621, &[])), InFlight::of(&signed(1, &[]))];
+        assert!(!must_follow(&signed(1621, &[&["a", "30617:abc:web"]]), &earlier));
+        assert!(!must_follow(&signed(1111, &[&["e", &"0".repeat(64)]]), &earlier));
+    }
+
+    #[test]
+    fn an_event_naming_an_earlier_one_waits_for_it() {
+        let issue = signed(1621, &[]);
+        let earlier = [InFlight::of(&signed(1, &[])), InFlight::of(&issue)];
+        let comment = signed(1111, &[&["E", &issue.id.to_hex()], &["K", "1621"]]);
+        assert!(must_follow(&comment, &earlier));
+        let reaction = signed(7, &[&["e", &issue.id.to_hex(), "", "root"]]);
+        assert!(must_follow(&reaction, &earlier));
+    }
+
+    #[test]
+    fn the_same_event_again_waits_for_the_first() {
+        let issue = signed(1621, &[]);
+        assert!(must_follow(&issue, &[InFlight::of(&issue)]));
+    }
+
+    #[test]
+    fn deletions_and_addressable_events_are_barriers_both_ways() {
+        let regular = [InFlight::of(&signed(1621, &[]))];
+        for kind in [5u16, 30617, 30618, 10317, 10002, 0] {
+            let barrier = signed(kind, &[&["d", "web"]]);
+            assert!(must_follow(&barrier, &regular), "kind {kind} waits");
+            assert!(
+                must_follow(&signed(1621, &[]), &[InFlight::of(&barrier)]),
+                "nothing overtakes kind {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn protected_and_ephemeral_events_stay_with_the_relay_builder() {
+        assert!(taken_by_bridge(&signed(1621, &[])));
+        assert!(!taken_by_bridge(&signed(20001, &[])));
+        assert!(!taken_by_bridge(&signed(1621, &[&["-"]])));
+    }
+}
