@@ -27,17 +27,11 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::convert::Infallible;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use graspd::http::cgi::{self, GitBackend};
-use hyper::Request;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use nostr::Keys;
 use serde_json::json;
 use support::{
@@ -77,7 +71,7 @@ async fn run() {
 /// Both servers, the repository owner and a connection to publish announcements and states on.
 struct Bench {
     server: Server,
-    plain: PlainServer,
+    plain: support::plain::PlainServer,
     owner: Keys,
     publisher: Client,
 }
@@ -93,7 +87,7 @@ impl Bench {
         let publisher = server.client().await;
         Self {
             server,
-            plain: PlainServer::start().await,
+            plain: support::plain::PlainServer::start().await,
             owner: Keys::generate(),
             publisher,
         }
@@ -506,59 +500,6 @@ fn client_git(dir: &Path) -> Command {
 /// The baseline: stock `git http-backend` behind a minimal HTTP/1.1 server, through the same CGI
 /// bridge graspd uses, on bare repositories without hooks. What graspd adds on top (routing,
 /// repository lookup, both hooks and the daemon's work) is the difference.
-struct PlainServer {
-    root: tempfile::TempDir,
-    addr: SocketAddr,
-}
-
-impl PlainServer {
-    async fn start() -> Self {
-        let root = tempfile::tempdir().expect("tempdir");
-        let backend = GitBackend::new(root.path());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            while let Ok((stream, peer)) = listener.accept().await {
-                // As graspd's front does.
-                let _ = stream.set_nodelay(true);
-                let backend = backend.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let backend = backend.clone();
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            Ok::<_, Infallible>(cgi::serve(&backend, req, peer, &path).await)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { root, addr }
-    }
-
-    fn repo_path(&self, name: &str) -> std::path::PathBuf {
-        self.root.path().join(format!("{name}.git"))
-    }
-
-    /// Creates an empty bare repository that accepts anonymous pushes, with `config` set;
-    /// returns its URL.
-    fn fresh_repo(&self, name: &str, config: &[(&str, &str)]) -> String {
-        let path = self.repo_path(name);
-        std::fs::create_dir_all(&path).expect("mkdir");
-        git(&path, &["init", "-q", "--bare", "-b", "main"]);
-        git(&path, &["config", "http.receivepack", "true"]);
-        // Like graspd's repositories: keep received packs as sent (a fair transfer comparison).
-        git(&path, &["config", "transfer.unpackLimit", "1"]);
-        for (key, value) in config {
-            git(&path, &["config", key, value]);
-        }
-        format!("http://{}/{name}.git", self.addr)
-    }
-}
-
 fn median(times: &[Duration]) -> Duration {
     percentile(times, 50)
 }

@@ -774,6 +774,9 @@ pub async fn timed_push(work: &Path, url: &str) -> Duration {
 
 /// nginx + fcgiwrap in front of graspd (tests/nginx.rs, benches/nginx.rs).
 pub mod nginx;
+/// Stock `git http-backend` behind graspd's CGI bridge, in the bench's process (benches/push.rs,
+/// benches/clone.rs).
+pub mod plain;
 /// A fresh PostgreSQL database per test (the file the daemon's unit tests use too).
 #[path = "../../daemon/src/testing/postgres.rs"]
 pub mod postgres;

@@ -36,6 +36,9 @@ use crate::relay::intake::{InFlight, MAX_IN_FLIGHT, must_follow, taken_by_bridge
 /// Initial read buffer of each websocket the bridge owns.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 
+/// Read buffer of the relay's side of the pipe.
+const RELAY_READ_BUFFER_BYTES: usize = 1024;
+
 /// At most this many relay messages are queued for the client before they are flushed, so a
 /// long answer does not keep the bridge from reading the client.
 const MAX_MESSAGES_PER_FLUSH: usize = 256;
@@ -74,7 +77,10 @@ pub async fn bridge(
             tracing::debug!(%peer, %error, "relay connection ended");
         }
     });
-    let upstream_config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+    // Smaller still from the relay: the bridge polls this side at every wake-up (each event in
+    // flight wakes it a few times), and what the relay sends now is mostly short (live events,
+    // EOSE, CLOSED).
+    let upstream_config = WebSocketConfig::default().read_buffer_size(RELAY_READ_BUFFER_BYTES);
     let upstream = WebSocketStream::from_raw_socket(our_end, Role::Client, Some(upstream_config)).await;
 
     let (client_tx, mut client_rx) = client.split();
