@@ -898,6 +898,48 @@ async fn bad_signature_bad_id_and_oversized_events_are_invalid() {
     }
     assert!(client.query(json!({"ids": [issue.id.to_hex()]})).await.is_empty());
 
+    // The signature is checked once the policy would take the event: a forged issue on a hosted
+    // repository is invalid and not stored; a forged note that would be refused anyway is
+    // refused for what it is, without the signature check.
+    let host = Keys::generate();
+    assert!(
+        client
+            .publish(&announcement(&host, &server, "hosted"))
+            .await
+            .accepted
+    );
+    let taken = event(
+        &other,
+        1621,
+        "forged issue",
+        &[&["a", &coordinate(&host, "hosted")]],
+    );
+    let unrelated = event(&other, 1, "forged note", &[]);
+    for (original, answer) in [
+        (&taken, "invalid: invalid event signature"),
+        (&unrelated, "blocked:"),
+    ] {
+        let mut forged = serde_json::to_value(original).expect("json");
+        forged["sig"] = serde_json::to_value(event(&owner, 1, "y", &[])).expect("json")["sig"].clone();
+        client.send_raw(&json!(["EVENT", forged]).to_string()).await;
+        let reply = client.next().await;
+        assert_eq!(reply[2], false, "{reply}");
+        assert!(
+            reply[3].as_str().is_some_and(|m| m.starts_with(answer)),
+            "{reply}"
+        );
+        assert!(
+            client
+                .query(json!({"ids": [original.id.to_hex()]}))
+                .await
+                .is_empty()
+        );
+    }
+    assert!(
+        client.publish(&taken).await.accepted,
+        "the genuine issue is taken"
+    );
+
     let big = event(
         &owner,
         1621,

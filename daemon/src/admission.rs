@@ -91,6 +91,13 @@ impl Decision {
     fn with(answer: Answer, effects: Vec<Effect>) -> Self {
         Self { answer, effects }
     }
+
+    /// Whether carrying the decision out changes anything: the event is accepted or held, or
+    /// there is an effect. A refusal, or a duplicate answered `OK`, changes nothing, so it needs
+    /// no proof that the event is genuine (its signature).
+    pub fn changes_anything(&self) -> bool {
+        matches!(self.answer, Answer::Accept | Answer::Purgatory) || !self.effects.is_empty()
+    }
 }
 
 /// What is known of any event before its kind is looked at.
@@ -377,6 +384,22 @@ mod tests {
     use nostr::{Keys, PublicKey, Timestamp};
 
     use super::*;
+
+    #[test]
+    fn only_decisions_that_take_hold_or_act_change_anything() {
+        assert!(Decision::answer(Answer::Accept).changes_anything());
+        assert!(Decision::answer(Answer::Purgatory).changes_anything());
+        for quiet in [
+            Answer::Blocked("no".into()),
+            Answer::Invalid("no".into()),
+            Answer::RateLimited("no".into()),
+            Answer::Duplicate("have it".into()),
+        ] {
+            assert!(!Decision::answer(quiet.clone()).changes_anything(), "{quiet:?}");
+            let acting = Decision::with(quiet.clone(), vec![Effect::DropPending(EventId::all_zeros())]);
+            assert!(acting.changes_anything(), "{quiet:?} with an effect");
+        }
+    }
     use crate::types::RefName;
 
     fn key() -> PublicKey {

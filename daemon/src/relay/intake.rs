@@ -6,8 +6,9 @@
 //! events of a connection in flight ([`MAX_IN_FLIGHT`]), in order, and asks [`must_follow`] which
 //! of them have to wait for the ones before (the same order a client would see from the relay
 //! builder: an event that builds on an earlier one of the same connection is decided after it is
-//! stored). [`Intake::client_event`] runs the relay builder's checks in its order, the GRASP
-//! write policy and the save, and words the answer as the relay builder does.
+//! stored). [`Intake::client_event`] runs the relay builder's checks, the GRASP write policy and
+//! the save, and words the answer as the relay builder does; the signature is checked only for
+//! an event the policy would take or hold (a refusal changes nothing and proves nothing).
 //!
 //! Protected (NIP-70) and ephemeral events still go to the relay builder, which owns NIP-42
 //! authentication and broadcasting without a save.
@@ -18,9 +19,10 @@ use nostr::message::{MachineReadablePrefix, RelayMessage};
 use nostr::{Event, EventId, Kind};
 use nostr_database::{RejectedReason, SaveEventStatus};
 use nostr_relay_builder::LocalRelay;
-use nostr_relay_builder::builder::{WritePolicy, WritePolicyResult};
+use nostr_relay_builder::builder::WritePolicyResult;
 
 use super::GraspPolicy;
+use super::policy::Signature;
 use crate::app::App;
 
 /// At most this many events of one connection are decided and saved at once. More do not make a
@@ -100,8 +102,9 @@ impl Intake {
     }
 
     /// Takes one client's event and returns the relay's answer, an `OK` message. The checks run
-    /// in the relay builder's order, except that an event already stored is answered before its
-    /// signature is checked again (it was checked when it arrived, and nothing changes).
+    /// in the relay builder's order, except for the signature: an event already stored is
+    /// answered without checking it again (it was checked when it arrived, and nothing changes),
+    /// and the policy checks it only when the event would change anything.
     pub async fn client_event(&self, event: Event, peer: SocketAddr) -> String {
         let id = event.id;
         let (status, message) = self.take(event, peer).await;
@@ -126,14 +129,16 @@ impl Intake {
         if event.is_expired() {
             return refuse(MachineReadablePrefix::Blocked, "event is expired");
         }
-        if !event.verify_signature() {
-            return refuse(MachineReadablePrefix::Invalid, "invalid event signature");
-        }
+        // The policy checks the signature once it knows the event would change anything: a
+        // refused event costs no signature check.
         if let WritePolicyResult::Reject {
             prefix,
             message,
             status,
-        } = self.policy.admit_event(&event, &peer).await
+        } = self
+            .policy
+            .admit_client_event(&event, &peer, Signature::Unchecked)
+            .await
         {
             return (status, format!("{prefix}: {message}"));
         }

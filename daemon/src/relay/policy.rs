@@ -53,6 +53,19 @@ fn into_result(answer: Answer) -> WritePolicyResult {
     }
 }
 
+/// Whether the caller checked the event's signature before asking the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signature {
+    Checked,
+    /// Checked by the policy, only if the event would change anything.
+    Unchecked,
+}
+
+/// The answer to an event whose signature does not verify (the relay builder's wording).
+fn bad_signature() -> Answer {
+    Answer::Invalid("invalid event signature".to_owned())
+}
+
 /// Internal failures; the client sees `error: ...` and nothing changes.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -76,20 +89,32 @@ impl GraspPolicy {
     }
 
     /// Decides on `event` and carries the decision out; `origin` is who brought it, `client` the
-    /// address of the client that sent it (none for the sync).
+    /// address of the client that sent it (none for the sync). Unless `signature` says the
+    /// caller checked it, the event's signature is checked here once the decision is known, and
+    /// only when the decision changes something: a refused event costs no signature check.
     async fn decide_and_apply(
         &self,
         event: &Event,
         origin: Source,
         client: Option<IpAddr>,
+        signature: Signature,
     ) -> Result<Answer, PolicyError> {
+        let forged = |decision: &admission::Decision| {
+            signature == Signature::Unchecked && decision.changes_anything() && !event.verify_signature()
+        };
         let common = self.common_facts(event).await?;
         if let Some(decision) = admission::decide_common(&common) {
+            if forged(&decision) {
+                return Ok(bad_signature());
+            }
             return Ok(decision.answer);
         }
         let nip34 = Nip34Kind::of(event.kind);
         let Some(kind) = nip34 else {
             let decision = admission::decide_related(&self.related_facts(event).await?);
+            if forged(&decision) {
+                return Ok(bad_signature());
+            }
             if decision.effects.is_empty() {
                 // Most events: nothing to carry out.
                 return Ok(decision.answer);
@@ -113,20 +138,18 @@ impl GraspPolicy {
             .app
             .lock_identifier(&parsed.identifier(contribution.as_ref(), &targets))
             .await;
+        let mut creates = None;
         let decision = match parsed {
             Parsed::Announcement(announcement) => {
                 let repo = announcement.repo.clone();
                 let facts = self.announcement_facts(event, announcement, client).await?;
                 let decision = admission::decide_announcement(&facts);
-                let creates = !self.app.git().exists(&repo)
-                    && decision
-                        .effects
-                        .iter()
-                        .any(|effect| matches!(effect, admission::Effect::Provision(_)));
-                if creates {
-                    self.app
-                        .creations()
-                        .record(&repo.owner, client, std::time::Instant::now());
+                let provisions = decision
+                    .effects
+                    .iter()
+                    .any(|effect| matches!(effect, admission::Effect::Provision(_)));
+                if provisions && !self.app.git().exists(&repo) {
+                    creates = Some(repo);
                 }
                 decision
             }
@@ -135,6 +158,16 @@ impl GraspPolicy {
                 &self.pull_request_facts(pr, kind, targets, contribution).await?,
             ),
         };
+        if forged(&decision) {
+            return Ok(bad_signature());
+        }
+        // Counted only for a genuine announcement: a forged one must not use up its owner's
+        // allowance of new repositories.
+        if let Some(repo) = creates {
+            self.app
+                .creations()
+                .record(&repo.owner, client, std::time::Instant::now());
+        }
         Ok(process::effects::apply(&self.app, event, origin, decision).await?)
     }
 
@@ -443,18 +476,21 @@ impl Parsed {
 impl GraspPolicy {
     /// The policy's answer to `event`, brought by `origin`, with its effects carried out and
     /// counted in the metrics.
+    /// The event's signature has been checked by the caller.
     pub async fn admit(&self, event: &Event, origin: Source) -> Result<Answer, PolicyError> {
-        self.admit_from(event, origin, None).await
+        self.admit_from(event, origin, None, Signature::Checked).await
     }
 
-    /// [`Self::admit`] for an event a client at `client` sent.
+    /// [`Self::admit`] for an event a client at `client` sent, its signature checked by the
+    /// caller or (`Signature::Unchecked`) here, when the decision would change anything.
     pub async fn admit_from(
         &self,
         event: &Event,
         origin: Source,
         client: Option<IpAddr>,
+        signature: Signature,
     ) -> Result<Answer, PolicyError> {
-        let answer = self.decide_and_apply(event, origin, client).await?;
+        let answer = self.decide_and_apply(event, origin, client, signature).await?;
         let metrics = self.app.metrics();
         match &answer {
             Answer::Accept => crate::metrics::inc(&metrics.events_accepted),
@@ -468,23 +504,35 @@ impl GraspPolicy {
     }
 }
 
+impl GraspPolicy {
+    /// The answer to a client's event, worded for the client; effects are carried out.
+    pub async fn admit_client_event(
+        &self,
+        event: &Event,
+        addr: &SocketAddr,
+        signature: Signature,
+    ) -> WritePolicyResult {
+        match self
+            .admit_from(event, Source::User, Some(addr.ip()), signature)
+            .await
+        {
+            Ok(answer) => into_result(answer),
+            Err(error) => {
+                tracing::error!(event_id = %event.id, %error, "cannot decide on event");
+                let reason = crate::types::client_reason(&error).unwrap_or("internal error; try again later");
+                WritePolicyResult::reject(MachineReadablePrefix::Error, reason)
+            }
+        }
+    }
+}
+
 impl WritePolicy for GraspPolicy {
     fn admit_event<'a>(
         &'a self,
         event: &'a Event,
         addr: &'a SocketAddr,
     ) -> BoxedFuture<'a, WritePolicyResult> {
-        Box::pin(async move {
-            match self.admit_from(event, Source::User, Some(addr.ip())).await {
-                Ok(answer) => into_result(answer),
-                Err(error) => {
-                    tracing::error!(event_id = %event.id, %error, "cannot decide on event");
-                    let reason =
-                        crate::types::client_reason(&error).unwrap_or("internal error; try again later");
-                    WritePolicyResult::reject(MachineReadablePrefix::Error, reason)
-                }
-            }
-        })
+        Box::pin(self.admit_client_event(event, addr, Signature::Checked))
     }
 }
 
