@@ -2,7 +2,8 @@
 //!
 //! nostr-relay-builder ends a connection silently when a message does not parse, and its rate
 //! limiter refills only in whole seconds. So each client websocket is bridged to the relay through
-//! an in-process pipe, and every client message is checked here first: size, JSON shape, known
+//! an in-process pipe (opened when the client first needs the relay, see [`Connection`]), and
+//! every client message is checked here first: size, JSON shape, known
 //! message type, a parseable event or filter, and a per-connection token bucket. Bad input gets
 //! the NIP-01 answer (`OK false "invalid: ..."`, `CLOSED`, or `NOTICE`) and the connection stays
 //! up.
@@ -34,7 +35,7 @@ use crate::relay::Intake;
 use crate::relay::intake::{InFlight, MAX_IN_FLIGHT, must_follow, taken_by_bridge};
 
 /// Initial read buffer of each websocket the bridge owns.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
+const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// Read buffer of the relay's side of the pipe.
 const RELAY_READ_BUFFER_BYTES: usize = 1024;
@@ -49,6 +50,7 @@ const PIPE_BYTES: usize = 256 * 1024;
 type WsError = tokio_tungstenite::tungstenite::Error;
 type ClientTx = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
 type RelayTx = SplitSink<WebSocketStream<tokio::io::DuplexStream>, Message>;
+type RelayRx = futures_util::stream::SplitStream<WebSocketStream<tokio::io::DuplexStream>>;
 
 /// Serves one upgraded connection until either side closes.
 pub async fn bridge(
@@ -71,24 +73,12 @@ pub async fn bridge(
         .max_frame_size(Some(hard_cap));
     let client = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
 
-    let (relay_end, our_end) = tokio::io::duplex(PIPE_BYTES);
-    let relay_task = tokio::spawn(async move {
-        if let Err(error) = relay.take_connection(relay_end, peer).await {
-            tracing::debug!(%peer, %error, "relay connection ended");
-        }
-    });
-    // Smaller still from the relay: the bridge polls this side at every wake-up (each event in
-    // flight wakes it a few times), and what the relay sends now is mostly short (live events,
-    // EOSE, CLOSED).
-    let upstream_config = WebSocketConfig::default().read_buffer_size(RELAY_READ_BUFFER_BYTES);
-    let upstream = WebSocketStream::from_raw_socket(our_end, Role::Client, Some(upstream_config)).await;
-
     let (client_tx, mut client_rx) = client.split();
-    let (relay_tx, mut relay_rx) = upstream.split();
     let mut bucket = TokenBucket::new(limits.event_burst, limits.events_per_minute);
     let mut connection = Connection {
         client_tx,
-        relay_tx,
+        relay,
+        upstream: None,
         requests: Requests::default(),
         negentropy: super::negentropy::Sessions::default(),
         events: Events::default(),
@@ -126,7 +116,7 @@ pub async fn bridge(
             Some(reply) = connection.events.pending.next() => {
                 if connection.answered(reply).await.is_err() { break; }
             }
-            outgoing = relay_rx.next() => {
+            outgoing = from_relay(&mut connection.upstream) => {
                 // An answer to a REQ is many messages written at once: they are queued together
                 // and flushed once, not written to the socket one by one.
                 let mut next = Some(outgoing);
@@ -141,7 +131,7 @@ pub async fn bridge(
                     }
                     queued += 1;
                     if queued < MAX_MESSAGES_PER_FLUSH {
-                        next = relay_rx.next().now_or_never();
+                        next = connection.upstream.as_mut().and_then(|up| up.rx.next().now_or_never());
                     }
                 }
                 if !open || connection.client_tx.flush().await.is_err() { break; }
@@ -152,8 +142,46 @@ pub async fn bridge(
     // applies its effects in steps, and is never cut midway).
     while connection.events.pending.next().await.is_some() {}
     let _ = connection.client_tx.close().await;
-    let _ = connection.relay_tx.close().await;
-    relay_task.abort();
+    if let Some(mut upstream) = connection.upstream.take() {
+        let _ = upstream.tx.close().await;
+        upstream.task.abort();
+    }
+}
+
+/// The relay's connection for one client, opened when the client first needs it.
+struct Upstream {
+    tx: RelayTx,
+    rx: RelayRx,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Connects to the relay through an in-process pipe.
+    async fn open(relay: &LocalRelay, peer: SocketAddr) -> Self {
+        let (relay_end, our_end) = tokio::io::duplex(PIPE_BYTES);
+        let relay = relay.clone();
+        let task = tokio::spawn(async move {
+            if let Err(error) = relay.take_connection(relay_end, peer).await {
+                tracing::debug!(%peer, %error, "relay connection ended");
+            }
+        });
+        // Smaller still from the relay: the bridge polls this side at every wake-up (each event
+        // in flight wakes it a few times), and what the relay sends now is mostly short (live
+        // events, EOSE, CLOSED).
+        let config = WebSocketConfig::default().read_buffer_size(RELAY_READ_BUFFER_BYTES);
+        let (tx, rx) = WebSocketStream::from_raw_socket(our_end, Role::Client, Some(config))
+            .await
+            .split();
+        Self { tx, rx, task }
+    }
+}
+
+/// The relay's next message, or never while the client has no relay connection.
+async fn from_relay(upstream: &mut Option<Upstream>) -> Option<Result<Message, WsError>> {
+    match upstream {
+        Some(upstream) => upstream.rx.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 type Answering = Pin<Box<dyn Future<Output = String> + Send>>;
@@ -194,9 +222,15 @@ impl Events {
 }
 
 /// The bridge's half of one connection: where messages go, and what it remembers between them.
+///
+/// The relay builder's connection is opened only when the client first sends something the
+/// relay handles (a REQ, a protected or ephemeral event, ...): the builder wakes every one of its
+/// connections for each new event, and its websocket zero-fills a 128 KiB read buffer at each
+/// wake-up, so a connection that only publishes events stays off it.
 struct Connection {
     client_tx: ClientTx,
-    relay_tx: RelayTx,
+    relay: LocalRelay,
+    upstream: Option<Upstream>,
     requests: Requests,
     negentropy: super::negentropy::Sessions,
     events: Events,
@@ -210,7 +244,7 @@ impl Connection {
     /// Acts on one checked client message.
     async fn handle(&mut self, checked: Checked, text: Utf8Bytes) -> Result<(), WsError> {
         match checked {
-            Checked::Forward => self.relay_tx.send(Message::Text(text)).await,
+            Checked::Forward => self.send_to_relay(Message::Text(text)).await,
             Checked::Event(event) if taken_by_bridge(&event) => {
                 let intake = self.intake.clone();
                 let peer = self.peer;
@@ -219,19 +253,23 @@ impl Connection {
                 self.events.start(in_flight, Box::pin(answer));
                 Ok(())
             }
-            Checked::Event(_) => self.relay_tx.send(Message::Text(text)).await,
+            Checked::Event(_) => self.send_to_relay(Message::Text(text)).await,
             Checked::Req(sub, filters) => {
                 match self
                     .requests
                     .open(&sub, filters, text.as_str(), self.max_filter_limit)
                 {
-                    Ok(forward) => self.relay_tx.send(Message::Text(forward.into())).await,
+                    Ok(forward) => self.send_to_relay(Message::Text(forward.into())).await,
                     Err(closed) => self.client_tx.send(Message::Text(closed.into())).await,
                 }
             }
             Checked::Close(sub) => {
                 self.requests.close(&sub);
-                self.relay_tx.send(Message::Text(text)).await
+                // Without a relay connection the relay holds no subscription to close.
+                match self.upstream.as_mut() {
+                    Some(upstream) => upstream.tx.send(Message::Text(text)).await,
+                    None => Ok(()),
+                }
             }
             Checked::Answer(reply) => self.client_tx.send(Message::Text(reply.into())).await,
             Checked::Negentropy(items) => match self.negentropy.answer(&items, self.app.store()).await {
@@ -239,6 +277,15 @@ impl Connection {
                 None => Ok(()),
             },
         }
+    }
+
+    /// Sends a message to the relay, connecting first if the client has no relay connection.
+    async fn send_to_relay(&mut self, message: Message) -> Result<(), WsError> {
+        let upstream = match &mut self.upstream {
+            Some(upstream) => upstream,
+            empty => empty.insert(Upstream::open(&self.relay, self.peer).await),
+        };
+        upstream.tx.send(message).await
     }
 
     /// Sends the `OK` of the oldest event in flight, and of the ones after it that are answered
@@ -283,7 +330,7 @@ impl Connection {
         match super::stored::answer(self.app.store(), stored).await {
             Ok(answer) => {
                 if answer.complete {
-                    self.relay_tx.send(close()).await?;
+                    self.send_to_relay(close()).await?;
                 }
                 self.requests.answered(sub, answer.ids);
                 for message in answer.messages {
@@ -293,7 +340,7 @@ impl Connection {
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot read the stored events of a REQ");
-                self.relay_tx.send(close()).await?;
+                self.send_to_relay(close()).await?;
                 self.client_tx
                     .feed(Message::Text(
                         closed(sub, "error: the relay could not read its store").into(),
