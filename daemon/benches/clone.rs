@@ -30,21 +30,14 @@ const BIG_MIB_DEFAULT: u64 = 100;
 const REFS: usize = 10_000;
 const TARGET_RATIO: f64 = 1.05;
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
-}
-
 /// The same repository on both servers.
 struct Pair {
     graspd: String,
     plain: String,
 }
 
-async fn run() {
+#[tokio::main]
+async fn main() {
     let big_mib = std::env::var(BIG_MIB_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
