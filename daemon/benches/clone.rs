@@ -1,18 +1,23 @@
 //! Clone and fetch benchmark (not a test): `cargo bench -p graspd --bench clone`.
 //!
 //! A regression guard for what graspd serves most: `git clone` and `git fetch` over HTTP from
-//! graspd's embedded git front, against a plain smart-HTTP server holding the same repositories
-//! (stock `git http-backend` behind the same CGI bridge in the bench's process, no daemon, no
-//! router: `tests/support/plain.rs`). Both sides got their repositories by a real `git push`
-//! (graspd's after an announcement and a matching state). Measured, the two sides taking turns:
+//! graspd's embedded git front, against
+//! * a plain smart-HTTP server holding the same repositories (stock `git http-backend` behind the
+//!   same CGI bridge in the bench's process, no daemon, no router: `tests/support/plain.rs`);
+//! * where nginx and fcgiwrap are installed, a graspd behind nginx + fcgiwrap + git http-backend
+//!   with the configuration `graspd nginx-config` prints (a clone there never reaches graspd).
+//!
+//! Every side got its repositories by a real `git push` (graspd's after an announcement and a
+//! matching state). Measured, the sides taking turns (a different one first each run):
 //! 1. a repository of one ~100 MiB commit of incompressible data (`GRASPD_BENCH_CLONE_MB`):
 //!    one clone at a time (median of 3), and 8 clones at once (wall time, median of 2);
 //! 2. a small repository (one commit), 50 clones at once (wall time, median of 3);
 //! 3. a repository with 10,000 branches: a clone (median of 5) and a fetch that finds nothing
 //!    new (median of 10: the ref advertisement of 10,000 refs and the negotiation);
 //!
-//! and graspd's peak RSS. Clones are `--bare` (no checkout) into a temp dir. Target: graspd within
-//! 1.05 of plain on each line. Figures and ratios are printed; only correctness is asserted.
+//! and graspd's peak RSS. Clones are `--bare` (no checkout) into a temp dir. Target: graspd
+//! within 1.05 of each other side on each line. Figures and ratios are printed; only correctness
+//! is asserted.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -22,6 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nostr::Keys;
+use support::nginx::{self, Front};
 use support::plain::PlainServer;
 use support::{Client, Server, announcement, git, state, work_tree_with_commit, work_tree_with_noise};
 
@@ -30,10 +36,17 @@ const BIG_MIB_DEFAULT: u64 = 100;
 const REFS: usize = 10_000;
 const TARGET_RATIO: f64 = 1.05;
 
-/// The same repository on both servers.
-struct Pair {
-    graspd: String,
-    plain: String,
+/// Where the bench clones from, in this order: graspd's embedded front, the plain server, and
+/// (where nginx and fcgiwrap are installed) a graspd behind nginx + fcgiwrap + git http-backend,
+/// whose clones never reach the daemon.
+const SIDES: [&str; 3] = ["graspd", "plain", "nginx"];
+
+struct Targets {
+    server: Server,
+    publisher: Client,
+    plain: PlainServer,
+    nginx: Option<(Server, Front, Client)>,
+    owner: Keys,
 }
 
 #[tokio::main]
@@ -46,32 +59,33 @@ async fn main() {
     let mut flags = support::bench_flags("warn");
     flags.extend(["--max-event-bytes", "4000000", "--max-message-bytes", "4000000"]);
     let server = Server::start_with(&flags);
-    let plain = PlainServer::start().await;
-    let owner = Keys::generate();
-    let mut publisher = server.client().await;
+    let publisher = server.client().await;
+    let nginx = match nginx::binaries("the nginx line of the clone benchmark") {
+        Some(binaries) => {
+            let addr = nginx::nginx_addr();
+            let behind = nginx::start_graspd(addr, &flags);
+            let front = Front::start(&binaries, &behind, addr);
+            let client = Client::connect(&front.ws_url()).await;
+            Some((behind, front, client))
+        }
+        None => None,
+    };
+    let mut targets = Targets {
+        server,
+        publisher,
+        plain: PlainServer::start().await,
+        nginx,
+        owner: Keys::generate(),
+    };
 
     let (big_tree, big_oid) = work_tree_with_noise(big_mib, 7, &[]);
-    let big = publish(
-        &server,
-        &plain,
-        &mut publisher,
-        &owner,
-        "big",
-        big_tree.path(),
-        &[("refs/heads/main", &big_oid)],
-    )
-    .await;
+    let big = targets
+        .publish("big", big_tree.path(), &[("refs/heads/main", &big_oid)])
+        .await;
     let (small_tree, small_oid) = work_tree_with_commit("small");
-    let small = publish(
-        &server,
-        &plain,
-        &mut publisher,
-        &owner,
-        "small",
-        small_tree.path(),
-        &[("refs/heads/main", &small_oid)],
-    )
-    .await;
+    let small = targets
+        .publish("small", small_tree.path(), &[("refs/heads/main", &small_oid)])
+        .await;
     let (refs_tree, refs_oid) = work_tree_with_commit("refs");
     let names: Vec<String> = (0..REFS).map(|i| format!("refs/heads/b{i:05}")).collect();
     let branches = names
@@ -84,101 +98,102 @@ async fn main() {
         .map(|name| (name.as_str(), refs_oid.as_str()))
         .collect();
     refs.push(("refs/heads/main", &refs_oid));
-    let many_refs = publish(
-        &server,
-        &plain,
-        &mut publisher,
-        &owner,
-        "refs",
-        refs_tree.path(),
-        &refs,
-    )
-    .await;
+    let many_refs = targets.publish("refs", refs_tree.path(), &refs).await;
 
-    println!("clone and fetch over HTTP: graspd's embedded front against plain git http-backend");
-    let line = |label: &str, graspd: Duration, plain: Duration| {
-        let ratio = graspd.as_secs_f64() / plain.as_secs_f64().max(1e-9);
-        println!(
-            "{label:<44} graspd {:>8.1} ms, plain {:>8.1} ms, ratio {ratio:.3} (target <= {TARGET_RATIO})",
-            ms(graspd),
-            ms(plain)
-        );
+    println!(
+        "clone and fetch over HTTP: graspd's embedded front against plain git http-backend{}",
+        if targets.nginx.is_some() {
+            " and nginx + fcgiwrap + git http-backend"
+        } else {
+            ""
+        }
+    );
+    let line = |label: &str, times: &[Duration]| {
+        let graspd = times[0].as_secs_f64();
+        let mut text = format!("{label:<44} graspd {:>8.1} ms", ms(times[0]));
+        for (side, time) in SIDES.iter().zip(times).skip(1) {
+            let ratio = graspd / time.as_secs_f64().max(1e-9);
+            text.push_str(&format!(
+                ", {side} {:>8.1} ms (ratio {ratio:.3})",
+                time.as_secs_f64() * 1e3
+            ));
+        }
+        println!("{text}; target ratio <= {TARGET_RATIO}");
     };
-    let (g, p) = turns(3, || clones(&big, 1, false)).await;
-    line(&format!("clone {big_mib} MiB, one at a time (median)"), g, p);
-    let (g, p) = turns(2, || clones(&big, 8, false)).await;
-    line(&format!("clone {big_mib} MiB, 8 at once (wall)"), g, p);
-    let (g, p) = turns(3, || clones(&small, 50, false)).await;
-    line("clone one commit, 50 at once (wall)", g, p);
-    let (g, p) = turns(5, || clones(&many_refs, 1, false)).await;
-    line(&format!("clone {REFS} refs (median)"), g, p);
-    let (g, p) = turns(10, || clones(&many_refs, 1, true)).await;
-    line(&format!("fetch, nothing new, {REFS} refs (median)"), g, p);
-    if let Some(rss) = server.peak_rss_mib() {
+    line(
+        &format!("clone {big_mib} MiB, one at a time (median)"),
+        &turns(3, &big, 1, false).await,
+    );
+    line(
+        &format!("clone {big_mib} MiB, 8 at once (wall)"),
+        &turns(2, &big, 8, false).await,
+    );
+    line(
+        "clone one commit, 50 at once (wall)",
+        &turns(3, &small, 50, false).await,
+    );
+    line(
+        &format!("clone {REFS} refs (median)"),
+        &turns(5, &many_refs, 1, false).await,
+    );
+    line(
+        &format!("fetch, nothing new, {REFS} refs (median)"),
+        &turns(10, &many_refs, 1, true).await,
+    );
+    if let Some(rss) = targets.server.peak_rss_mib() {
         println!("graspd peak RSS: {rss:.1} MiB");
     }
 }
 
-/// Publishes an announcement and a state naming `refs`, then pushes every branch of `work` to
-/// graspd and to the plain server.
-async fn publish(
-    server: &Server,
-    plain: &PlainServer,
-    publisher: &mut Client,
-    owner: &Keys,
-    identifier: &str,
-    work: &Path,
-    refs: &[(&str, &str)],
-) -> Pair {
-    assert!(
-        publisher
-            .publish(&announcement(owner, server, identifier))
-            .await
-            .accepted
-    );
-    let state = state(owner, identifier, refs, Some("main"));
-    let ok = publisher.publish(&state).await;
-    assert!(ok.accepted, "{ok:?}");
-    let pair = Pair {
-        graspd: server.clone_url(owner, identifier),
-        plain: plain.fresh_repo(identifier, &[]),
-    };
-    for url in [&pair.graspd, &pair.plain] {
-        let work = work.to_owned();
-        let url = url.clone();
-        tokio::task::spawn_blocking(move || git(&work, &["push", "-q", &url, "refs/heads/*:refs/heads/*"]))
+impl Targets {
+    /// Publishes an announcement and a state naming `refs` and pushes every branch of `work`, on
+    /// every side. Returns the repository's URL on each, in [`SIDES`] order.
+    async fn publish(&mut self, identifier: &str, work: &Path, refs: &[(&str, &str)]) -> Vec<String> {
+        let owner = &self.owner;
+        let state = state(owner, identifier, refs, Some("main"));
+        let announce = announcement(owner, &self.server, identifier);
+        for event in [&announce, &state] {
+            let ok = self.publisher.publish(event).await;
+            assert!(ok.accepted, "{ok:?}");
+        }
+        let mut urls = vec![
+            self.server.clone_url(owner, identifier),
+            self.plain.fresh_repo(identifier, &[]),
+        ];
+        if let Some((_, front, client)) = &mut self.nginx {
+            let announce = nginx::announcement_at(owner, front.addr, identifier);
+            for event in [&announce, &state] {
+                let ok = client.publish(event).await;
+                assert!(ok.accepted, "{ok:?}");
+            }
+            urls.push(front.clone_url(owner, identifier));
+        }
+        for url in &urls {
+            let work = work.to_owned();
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || {
+                git(&work, &["push", "-q", &url, "refs/heads/*:refs/heads/*"])
+            })
             .await
             .expect("push");
+        }
+        urls
     }
-    pair
 }
 
-/// Runs `measure` `runs` times on each side, the two taking turns; returns the medians.
-async fn turns<F, Fut>(runs: usize, measure: F) -> (Duration, Duration)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = (Duration, Duration)>,
-{
-    let (mut graspd, mut plain) = (Vec::new(), Vec::new());
+/// `count` clones at once (with `fetch`, fetches into an existing clone) from each side in turn,
+/// `runs` times, a different side first each run. Returns each side's median wall time.
+async fn turns(runs: usize, urls: &[String], count: usize, fetch: bool) -> Vec<Duration> {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let mut times = vec![Vec::new(); urls.len()];
     for _ in 0..runs {
-        let (g, p) = measure().await;
-        graspd.push(g);
-        plain.push(p);
+        let first = RUNS.fetch_add(1, Ordering::Relaxed);
+        for k in 0..urls.len() {
+            let side = (first + k) % urls.len();
+            times[side].push(clone_all(&urls[side], count, fetch).await);
+        }
     }
-    (median(&mut graspd), median(&mut plain))
-}
-
-/// `count` clones at once of the pair's repository from each side in turn (graspd first on every
-/// other call); with `fetch`, a fetch into an existing clone instead. Returns the wall times.
-async fn clones(pair: &Pair, count: usize, fetch: bool) -> (Duration, Duration) {
-    static CALLS: AtomicUsize = AtomicUsize::new(0);
-    if CALLS.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
-        let graspd = clone_all(&pair.graspd, count, fetch).await;
-        (graspd, clone_all(&pair.plain, count, fetch).await)
-    } else {
-        let plain = clone_all(&pair.plain, count, fetch).await;
-        (clone_all(&pair.graspd, count, fetch).await, plain)
-    }
+    times.iter_mut().map(|side| median(side)).collect()
 }
 
 async fn clone_all(url: &str, count: usize, fetch: bool) -> Duration {

@@ -5,7 +5,8 @@
 //!    issue on a hosted repository (so it passes the full GRASP write policy and is stored);
 //! 2. REQ latency: p50/p95 (REQ sent → EOSE received) over the stored events, of
 //!    `{"kinds":[1621],"limit":100}` and of the repository-scoped REQ clients send,
-//!    `{"kinds":[1621],"#a":[<repo>],"limit":N}` for N = 10, 100, 500 (every issue tags the repo).
+//!    `{"kinds":[1621],"#a":[<repo>],"limit":N}` for N = 10, 100, 500 (every issue tags the repo);
+//! 3. ingest again (accepted) while 100 other connections each hold a subscription.
 //!
 //! Ingest is also given as a share of a floor taken in the same run: the rate at which the same
 //! EVENT messages can merely be parsed and verified (id and signature) on all cores. Issue 19's
@@ -28,6 +29,8 @@ use tokio_tungstenite::tungstenite::Message;
 const CONNECTIONS: usize = 40;
 const EVENTS_PER_CONNECTION: usize = 500;
 const REQS: usize = 500;
+/// Connections holding a subscription during the last ingest phase.
+const READERS: usize = 100;
 const TOTAL: usize = CONNECTIONS * EVENTS_PER_CONNECTION;
 
 fn main() {
@@ -131,6 +134,36 @@ async fn run() {
             p50 / 2.0
         );
     }
+
+    // Accepted again while other connections each hold a subscription that matches nothing, as
+    // readers of a busy relay do: every new event wakes each of their relay connections.
+    let mut readers = Vec::new();
+    for i in 0..READERS {
+        let mut reader = server.client().await;
+        let nobody = Keys::generate().public_key().to_hex();
+        let req = json!(["REQ", format!("r{i}"), {"kinds": [1], "authors": [nobody]}]);
+        reader.send_raw(&req.to_string()).await;
+        assert_eq!(reader.next().await[0], "EOSE");
+        readers.push(reader);
+    }
+    let more = signed_batches(|keys, c, i| {
+        event(
+            keys,
+            1621,
+            &format!("issue again {c}-{i}"),
+            &[&["a", &coord], &["subject", "bench"]],
+        )
+    });
+    let cpu = server.cpu_seconds();
+    let (rate, accepted) = ingest(&server, more).await;
+    println!(
+        "ingest (accepted, {READERS} other connections with a subscription): {rate:.0} events/s, \
+         {:.2}x the floor; daemon CPU {}",
+        rate / floor,
+        cpu_per_event(&server, cpu, rate)
+    );
+    assert_eq!(accepted, TOTAL, "every issue accepted");
+    drop(readers);
 }
 
 /// p50 and p95 in ms of `REQS` REQs of `filter` (REQ sent → EOSE received), one at a time on one

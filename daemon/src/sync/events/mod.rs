@@ -195,15 +195,16 @@ impl Shared {
     /// transactions: repositories' own events and root events (issues, patches, pull requests)
     /// first, oldest first, then the rest, so that a reply does not come before what it
     /// answers.
-    async fn take_all(&self, relay: &RelayUrl, mut events: Vec<Event>) {
+    async fn take_all(&self, relay: &RelayUrl, events: Vec<Event>) {
         use futures_util::StreamExt;
-        events.sort_by_key(|event| (!is_root_kind(event.kind), event.created_at));
-        let split = events.partition_point(|event| is_root_kind(event.kind));
+        let mut events = verify_all(events).await;
+        events.sort_by_key(|(event, _)| (!is_root_kind(event.kind), event.created_at));
+        let split = events.partition_point(|(event, _)| is_root_kind(event.kind));
         let rest = events.split_off(split);
         for group in [events, rest] {
             futures_util::stream::iter(group)
-                .for_each_concurrent(TAKE_CONCURRENCY, |event| async move {
-                    self.take(relay, &event).await;
+                .for_each_concurrent(TAKE_CONCURRENCY, |(event, verified)| async move {
+                    self.take_verified(relay, &event, verified).await;
                 })
                 .await;
         }
@@ -211,6 +212,12 @@ impl Shared {
 
     /// Passes a fetched event to the write policy and counts the outcome for `relay`.
     async fn take(&self, relay: &RelayUrl, event: &Event) -> Ingested {
+        self.take_verified(relay, event, event.verify().map_err(|error| error.to_string()))
+            .await
+    }
+
+    /// [`Self::take`] for an event whose id and signature were checked (`verified`).
+    async fn take_verified(&self, relay: &RelayUrl, event: &Event, verified: Result<(), String>) -> Ingested {
         if self.refused.contains(&event.id) {
             return Ingested::Refused("refused before".to_owned());
         }
@@ -219,7 +226,7 @@ impl Shared {
         // so a relay sending a forged event twice got the second copy through unchecked. A
         // forged copy is not remembered as refused: that would shadow the genuine event with the
         // same id.
-        if let Err(error) = event.verify() {
+        if let Err(error) = verified {
             tracing::debug!(%relay, event_id = %event.id, %error, "synced event with a bad id or signature");
             crate::metrics::inc(&self.app.metrics().events_synced[2]);
             self.status.update(relay, |status| {
@@ -229,7 +236,7 @@ impl Shared {
             return Ingested::Refused(format!("invalid: {error}"));
         }
         let max = self.app.config().limits.max_event_bytes;
-        let outcome = if event.as_json().len() > max {
+        let outcome = if larger_than(event, max) {
             Ingested::Refused(format!("event larger than {max} bytes"))
         } else {
             self.ingest.ingest(event).await
@@ -261,6 +268,54 @@ impl Shared {
         });
         outcome
     }
+}
+
+/// The ids and signatures of a page of fetched events, checked on every core: one core would
+/// spend most of the sync's time on them. Each event comes back with its result.
+async fn verify_all(mut events: Vec<Event>) -> Vec<(Event, Result<(), String>)> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = events.len().div_ceil(threads).max(1);
+    let mut parts = Vec::new();
+    while !events.is_empty() {
+        let rest = events.split_off(chunk.min(events.len()));
+        let part = std::mem::replace(&mut events, rest);
+        parts.push(tokio::task::spawn_blocking(move || {
+            part.into_iter()
+                .map(|event| {
+                    let verified = event.verify().map_err(|error| error.to_string());
+                    (event, verified)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut checked = Vec::new();
+    for part in parts {
+        match part.await {
+            Ok(part) => checked.extend(part),
+            // Only if the runtime is shutting down; the next pass fetches them again.
+            Err(error) => tracing::warn!(%error, "events of a synced page left unchecked"),
+        }
+    }
+    checked
+}
+
+/// Whether `event`'s JSON is longer than `max` bytes. It is serialized only when a bound says it
+/// might be: a character of a string escapes to at most 6 bytes, and the rest of an event (id,
+/// key, signature, numbers, field names, punctuation) is under 400.
+fn larger_than(event: &Event, max: usize) -> bool {
+    let strings = std::iter::once(event.content.len()).chain(
+        event
+            .tags
+            .iter()
+            .flat_map(|tag| tag.as_slice().iter().map(String::len)),
+    );
+    let punctuation = 4 * event
+        .tags
+        .iter()
+        .map(|tag| tag.as_slice().len() + 1)
+        .sum::<usize>();
+    let bound = 400 + punctuation + strings.map(|len| 6 * len).sum::<usize>();
+    bound > max && event.as_json().len() > max
 }
 
 /// Runs the event sync until shutdown. `throttle` is the git-data sync's: both count against the
@@ -521,6 +576,61 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_events_size_is_judged_like_its_json_at_every_limit() {
+        use nostr::event::FinalizeEvent;
+        let keys = nostr::Keys::generate();
+        let control: String = (0..300u32).filter_map(|c| char::from_u32(c % 32)).collect();
+        let contents = [
+            "",
+            "plain text",
+            "quotes \" and \\ back",
+            "ünïcödé ✓",
+            control.as_str(),
+        ];
+        for content in contents {
+            for tags in [0usize, 1, 40] {
+                let event =
+                    nostr::EventBuilder::new(Kind::from(1621), content)
+                        .tags((0..tags).map(|i| {
+                            nostr::Tag::parse(["t", &format!("{content}{i}"), "\"", ""]).expect("tag")
+                        }))
+                        .finalize(&keys)
+                        .expect("sign");
+                let len = event.as_json().len();
+                for max in [0, len.saturating_sub(1), len, len + 1, 10 * len] {
+                    assert_eq!(larger_than(&event, max), len > max, "{len} bytes against {max}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_is_checked_on_every_core_and_a_forged_event_is_found() {
+        use nostr::event::FinalizeEvent;
+        let keys = nostr::Keys::generate();
+        let mut page: Vec<Event> = (0..101)
+            .map(|i| {
+                nostr::EventBuilder::new(Kind::from(1), format!("{i}"))
+                    .finalize(&keys)
+                    .expect("sign")
+            })
+            .collect();
+        let mut forged = serde_json::to_value(&page[7]).expect("json");
+        forged["sig"] = serde_json::to_value(&page[8]).expect("json")["sig"].clone();
+        page[7] = serde_json::from_value(forged).expect("event");
+        let ids: Vec<EventId> = page.iter().map(|event| event.id).collect();
+        let checked = verify_all(page).await;
+        assert_eq!(
+            checked.iter().map(|(event, _)| event.id).collect::<Vec<_>>(),
+            ids,
+            "all, in order"
+        );
+        for (i, (_, verified)) in checked.iter().enumerate() {
+            assert_eq!(verified.is_err(), i == 7, "event {i}");
+        }
+    }
 
     #[test]
     fn a_relay_and_a_clone_server_on_one_host_share_a_throttle_domain() {
