@@ -20,6 +20,12 @@ use crate::purgatory::{Entry, now_ms};
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
+/// How long a listing's later pages reuse the walk of the git root its first page made.
+const LISTING_REUSE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The repositories on disk, sorted, as of a walk of the git root.
+type Listing = std::sync::Arc<Vec<RepoId>>;
+
 #[derive(Debug, Clone)]
 pub struct StatusApi {
     app: App,
@@ -29,6 +35,8 @@ pub struct StatusApi {
     throttle: ThrottleManager,
     /// The event sync's per-relay status, shown by ListSync.
     event_sync: crate::sync::events::EventSyncStatus,
+    /// The last walk of the git root, for the later pages of a listing.
+    listing: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, Listing)>>>,
 }
 
 impl StatusApi {
@@ -43,7 +51,30 @@ impl StatusApi {
             listen,
             throttle,
             event_sync,
+            listing: Default::default(),
         }
+    }
+
+    /// Every repository on disk, sorted. A first page walks the git root (off the runtime's
+    /// workers: 10,000 repositories are 10,000 directory reads and path checks); the pages after
+    /// it (`continuing`) reuse that walk for [`LISTING_REUSE`], so paging through a big host
+    /// walks it once rather than once a page.
+    async fn repositories(&self, continuing: bool) -> Listing {
+        let recent = |cached: &Option<(std::time::Instant, Listing)>| {
+            cached
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < LISTING_REUSE)
+                .map(|(_, repos)| repos.clone())
+        };
+        if continuing && let Some(repos) = recent(&self.listing.lock().unwrap_or_else(|p| p.into_inner())) {
+            return repos;
+        }
+        let mut repos = self.app.git().repos_on_disk().await;
+        repos.sort_by_cached_key(|r| r.to_string());
+        let repos: Listing = std::sync::Arc::new(repos);
+        *self.listing.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), repos.clone()));
+        repos
     }
 
     async fn summary(&self, repo: &RepoId) -> Result<pb::RepositorySummary, Status> {
@@ -227,24 +258,23 @@ impl StatusService for StatusApi {
             0 => DEFAULT_PAGE,
             n => usize::try_from(n).unwrap_or(MAX_PAGE).min(MAX_PAGE),
         };
-        // The walk and the path checks run off the runtime's workers (10,000 repositories are
-        // 10,000 directory reads and path resolutions).
-        let mut repos: Vec<RepoId> = self
-            .app
-            .git()
-            .repos_on_disk()
-            .await
-            .into_iter()
+        let listing = self.repositories(!request.page_token.is_empty()).await;
+        let repos: Vec<&RepoId> = listing
+            .iter()
             .filter(|r| request.owner_npub.is_empty() || r.npub() == request.owner_npub)
             .filter(|r| r.identifier.as_str().starts_with(&request.identifier_prefix))
             .collect();
-        repos.sort_by_cached_key(|r| r.to_string());
         let start = if request.page_token.is_empty() {
             0
         } else {
             repos.partition_point(|r| r.to_string() <= request.page_token)
         };
-        let slice: Vec<RepoId> = repos.iter().skip(start).take(page).cloned().collect();
+        let slice: Vec<RepoId> = repos
+            .iter()
+            .skip(start)
+            .take(page)
+            .map(|r| (*r).clone())
+            .collect();
         let next_page_token = if start + slice.len() < repos.len() {
             slice.last().map(|r| r.to_string()).unwrap_or_default()
         } else {
@@ -461,5 +491,62 @@ impl StatusService for StatusApi {
         let stream = BroadcastStream::new(self.app.subscribe_processed())
             .filter_map(|item| async move { item.ok().map(|p| Ok(processing_event(&p))) });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paging through the repositories on disk lists each exactly once, in order, and the pages
+    /// after the first reuse the first page's walk: a repository created mid-listing is not
+    /// listed by it, and is by the next listing.
+    #[tokio::test]
+    async fn pages_list_every_repository_once_from_one_walk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = App::open(crate::testing::config(dir.path())).await.expect("app");
+        let owner = nostr::Keys::generate().public_key();
+        let repo = |name: &str| RepoId::new(owner, Identifier::parse(name).expect("identifier"));
+        for name in ["e", "a", "d", "b", "c"] {
+            app.git().provision(&repo(name)).await.expect("provision");
+        }
+        let throttle = crate::sync::throttle_for(&app.config().sync);
+        let api = StatusApi::new(app.clone(), Vec::new(), throttle, Default::default());
+        let list = |token: String| {
+            let api = api.clone();
+            async move {
+                let request = pb::ListRepositoriesRequest {
+                    page_size: 2,
+                    page_token: token,
+                    ..Default::default()
+                };
+                api.list_repositories(Request::new(request))
+                    .await
+                    .expect("page")
+                    .into_inner()
+            }
+        };
+        let mut listed = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = list(token).await;
+            listed.extend(page.repositories.iter().map(|r| r.identifier.clone()));
+            if listed.len() == 2 {
+                app.git().provision(&repo("bb")).await.expect("provision");
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(listed, ["a", "b", "c", "d", "e"]);
+        let first = list(String::new()).await;
+        let names: Vec<&str> = first.repositories.iter().map(|r| r.identifier.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let second = list(first.next_page_token).await;
+        assert_eq!(
+            second.repositories[0].identifier, "bb",
+            "a new listing walks again"
+        );
     }
 }
