@@ -1008,13 +1008,19 @@ async fn connections_beyond_the_limit_are_closed_and_the_others_keep_working() {
         assert!(client.query(json!({"kinds": [1], "limit": 1})).await.is_empty());
         open.push(client);
     }
-    // A flood: every connection past the limit is closed right after its upgrade.
-    for _ in 0..20 {
+    // A flood: every connection past the limit is closed right after its upgrade, whether it
+    // asks for events or only publishes one.
+    let user = Keys::generate();
+    for i in 0..20 {
         let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url().as_str())
             .await
             .expect("upgrade answered");
-        let req = json!(["REQ", "x", {"kinds": [1], "limit": 1}]).to_string();
-        let _ = ws.send(Message::Text(req.into())).await;
+        let message = if i % 2 == 0 {
+            json!(["REQ", "x", {"kinds": [1], "limit": 1}])
+        } else {
+            json!(["EVENT", event(&user, 1, &format!("flood {i}"), &[])])
+        };
+        let _ = ws.send(Message::Text(message.to_string().into())).await;
         let next = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
             .await
             .expect("closed in time");

@@ -145,6 +145,11 @@ impl<'a> GaugeGuard<'a> {
         gauge.fetch_add(1, Ordering::Relaxed);
         Self(gauge)
     }
+
+    /// The gauge's value now (this guard included).
+    pub fn value(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for GaugeGuard<'_> {

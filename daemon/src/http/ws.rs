@@ -60,7 +60,7 @@ pub async fn bridge(
     peer: SocketAddr,
     app: crate::app::App,
 ) {
-    let _connected = crate::metrics::GaugeGuard::new(&app.metrics().websocket_connections);
+    let connected = crate::metrics::GaugeGuard::new(&app.metrics().websocket_connections);
     let limits = app.config().limits.clone();
     // Frames beyond 4x the message limit are dropped by the websocket layer itself (closing the
     // connection); up to that, oversized messages get a polite NIP-01 answer.
@@ -71,7 +71,16 @@ pub async fn bridge(
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(hard_cap))
         .max_frame_size(Some(hard_cap));
-    let client = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let mut client =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    // `--max-connections` is applied here: the relay builder counts only the connections that
+    // join it, and one that only publishes never does. Past the limit, the connection is closed
+    // right after its upgrade.
+    if usize::try_from(connected.value()).unwrap_or(usize::MAX) > limits.max_connections {
+        tracing::debug!(%peer, limit = limits.max_connections, "websocket connection refused: too many");
+        let _ = client.close(None).await;
+        return;
+    }
 
     let (client_tx, mut client_rx) = client.split();
     let mut bucket = TokenBucket::new(limits.event_burst, limits.events_per_minute);
