@@ -83,6 +83,58 @@ pub fn must_follow(event: &Event, in_flight: &[InFlight]) -> bool {
     })
 }
 
+/// What became of an event the policy took, at the store.
+#[derive(Debug)]
+pub enum Saved {
+    /// Stored and sent to live subscribers.
+    Stored,
+    Duplicate,
+    Refused(Refusal),
+    Failed(crate::store::StoreError),
+}
+
+/// Why the store did not take an event the policy took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Deleted,
+    Replaced,
+    Other,
+}
+
+impl Refusal {
+    pub fn prefix(self) -> MachineReadablePrefix {
+        match self {
+            Refusal::Deleted | Refusal::Replaced => MachineReadablePrefix::Blocked,
+            Refusal::Other => MachineReadablePrefix::Error,
+        }
+    }
+
+    /// The relay builder's wording.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Deleted => "this event is deleted",
+            Refusal::Replaced => "a newer event with this address is stored",
+            Refusal::Other => "the store did not take this event",
+        }
+    }
+}
+
+/// Saves an event the write policy took and, once stored, sends it to the relay's live
+/// subscribers: the one save step of clients' events and synced ones.
+pub async fn save(app: &App, relay: &LocalRelay, event: Event) -> Saved {
+    match app.store().save_event(&event).await {
+        Ok(saved) if saved.is_success() => {
+            relay.notify_event(event);
+            Saved::Stored
+        }
+        Ok(SaveEventStatus::Rejected(RejectedReason::Duplicate)) => Saved::Duplicate,
+        Ok(SaveEventStatus::Rejected(RejectedReason::Deleted)) => Saved::Refused(Refusal::Deleted),
+        Ok(SaveEventStatus::Rejected(RejectedReason::Replaced)) => Saved::Refused(Refusal::Replaced),
+        Ok(_) => Saved::Refused(Refusal::Other),
+        Err(error) => Saved::Failed(error),
+    }
+}
+
 /// The write path for clients' events: the relay builder's checks, the write policy, the store,
 /// and live subscribers (through the relay).
 #[derive(Debug, Clone)]
@@ -142,24 +194,14 @@ impl Intake {
         {
             return (status, format!("{prefix}: {message}"));
         }
-        match self.app.store().save_event(&event).await {
-            Ok(saved) if saved.is_success() => {
-                self.relay.notify_event(event);
-                (true, String::new())
-            }
-            Ok(SaveEventStatus::Rejected(RejectedReason::Duplicate)) => (
+        match save(&self.app, &self.relay, event.clone()).await {
+            Saved::Stored => (true, String::new()),
+            Saved::Duplicate => (
                 true,
                 format!("{}: already have this event", MachineReadablePrefix::Duplicate),
             ),
-            Ok(SaveEventStatus::Rejected(RejectedReason::Deleted)) => {
-                refuse(MachineReadablePrefix::Blocked, "this event is deleted")
-            }
-            Ok(SaveEventStatus::Rejected(RejectedReason::Replaced)) => refuse(
-                MachineReadablePrefix::Blocked,
-                "a newer event with this address is stored",
-            ),
-            Ok(_) => refuse(MachineReadablePrefix::Error, "the store did not take this event"),
-            Err(error) => self.failed(&event, &error),
+            Saved::Refused(why) => refuse(why.prefix(), why.message()),
+            Saved::Failed(error) => self.failed(&event, &error),
         }
     }
 

@@ -26,6 +26,7 @@ use crate::sync::events::{Ingest, Ingested};
 /// live subscribers, as `LocalRelay` does for a client.
 #[derive(Debug, Clone)]
 pub struct SyncedEvents {
+    app: App,
     policy: GraspPolicy,
     relay: LocalRelay,
 }
@@ -33,6 +34,7 @@ pub struct SyncedEvents {
 impl SyncedEvents {
     pub fn new(app: &App, relay: LocalRelay) -> Self {
         Self {
+            app: app.clone(),
             policy: GraspPolicy::new(app.clone()),
             relay,
         }
@@ -43,9 +45,11 @@ impl Ingest for SyncedEvents {
     fn ingest<'a>(&'a self, event: &'a Event) -> BoxedFuture<'a, Ingested> {
         Box::pin(async move {
             match self.policy.admit(event, Source::Sync).await {
-                Ok(Answer::Accept) => match self.relay.add_event(event.clone()).await {
-                    Ok(_) => Ingested::Accepted,
-                    Err(error) => Ingested::Failed(error.to_string()),
+                Ok(Answer::Accept) => match intake::save(&self.app, &self.relay, event.clone()).await {
+                    intake::Saved::Stored => Ingested::Accepted,
+                    intake::Saved::Duplicate => Ingested::Duplicate,
+                    intake::Saved::Refused(why) => Ingested::Refused(why.message().to_owned()),
+                    intake::Saved::Failed(error) => Ingested::Failed(error.to_string()),
                 },
                 Ok(Answer::Purgatory) => Ingested::Held,
                 Ok(Answer::Duplicate(_)) => Ingested::Duplicate,

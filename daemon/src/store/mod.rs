@@ -19,7 +19,7 @@
 macro_rules! on_pool {
     ($store_pool:expr, $pool:ident => $body:expr) => {
         match $store_pool {
-            Pool::Sqlite($pool) => $body,
+            Pool::Sqlite($pool, ..) => $body,
             Pool::Postgres($pool) => $body,
         }
     };
@@ -31,6 +31,7 @@ mod filter;
 mod memo;
 mod nostr_db;
 mod pg_writer;
+mod read;
 mod writer;
 
 use std::str::FromStr;
@@ -99,7 +100,8 @@ impl Backend {
 /// The backend's connection pool.
 #[derive(Debug, Clone)]
 enum Pool {
-    Sqlite(SqlitePool),
+    /// sqlx's pool (migrations, purgatory writes) and our own connections for reads.
+    Sqlite(SqlitePool, Arc<read::Readers>),
     Postgres(PgPool),
 }
 
@@ -290,7 +292,9 @@ impl Store {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let tombstones = Arc::new(writer::Tombstones::load(&Pool::Sqlite(pool.clone())).await?);
+        let readers = read::Readers::open(options.get_filename().to_owned())?;
+        let tombstones =
+            Arc::new(writer::Tombstones::load(&Pool::Sqlite(pool.clone(), Arc::clone(&readers))).await?);
         // A million rows read through sqlx's worker thread cost seconds; a plain connection on a
         // blocking thread reads them in a fraction of that.
         let file = options.get_filename().to_owned();
@@ -308,7 +312,7 @@ impl Store {
             checkpoint::Checkpointer::spawn(pool.clone()),
         )?;
         Ok(Self {
-            pool: Pool::Sqlite(pool),
+            pool: Pool::Sqlite(pool, readers),
             writer,
             tombstones,
             memo,
@@ -500,7 +504,7 @@ impl Store {
     /// Which database this store runs on.
     pub fn backend(&self) -> Backend {
         match self.pool {
-            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Sqlite(..) => Backend::Sqlite,
             Pool::Postgres(_) => Backend::Postgres,
         }
     }
@@ -546,112 +550,176 @@ impl Store {
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    fn dialect(&self) -> filter::Dialect {
+        match self.pool {
+            Pool::Sqlite(..) => filter::Dialect::Sqlite,
+            Pool::Postgres(_) => filter::Dialect::Postgres,
+        }
+    }
+
     /// Events matching a NIP-01 filter, newest first (ties: lowest id first), at most `limit`.
     pub async fn query(&self, filter: &Filter) -> Result<Vec<Event>, StoreError> {
-        on_pool!(&self.pool, pool => {
-            let Some(mut query) = filter::select(filter, filter::Select::Json) else {
-                return Ok(Vec::new());
-            };
-            let rows = query.build().fetch_all(pool).await?;
-            rows.iter().map(|row| parse_json_column(row, 0)).collect()
-        })
+        let Some(sql) = filter::select(self.dialect(), filter, filter::Select::Json) else {
+            return Ok(Vec::new());
+        };
+        match &self.pool {
+            Pool::Sqlite(_, readers) => {
+                readers
+                    .run(move |conn| read::rows(conn, &sql, |row| parse_json(read::text(row, 0)?)))
+                    .await
+            }
+            Pool::Postgres(pool) => {
+                let rows = sql.sqlx().fetch_all(pool).await?;
+                rows.iter().map(|row| parse_json_column(row, 0)).collect()
+            }
+        }
     }
 
     /// Like [`Store::query`], but each event as the store holds it: its id, `created_at` and
     /// JSON, not read into an `Event` (the websocket bridge sends the JSON on as it is).
     pub async fn query_stored(&self, filter: &Filter) -> Result<Vec<StoredEvent>, StoreError> {
-        on_pool!(&self.pool, pool => {
-            let Some(mut query) = filter::select(filter, filter::Select::Stored) else {
-                return Ok(Vec::new());
-            };
-            let rows = query.build().fetch_all(pool).await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(StoredEvent {
-                        id: row.try_get(0)?,
-                        created_at: row.try_get(1)?,
-                        json: row.try_get(2)?,
+        let Some(sql) = filter::select(self.dialect(), filter, filter::Select::Stored) else {
+            return Ok(Vec::new());
+        };
+        match &self.pool {
+            Pool::Sqlite(_, readers) => {
+                readers
+                    .run(move |conn| {
+                        read::rows(conn, &sql, |row| {
+                            Ok(StoredEvent {
+                                id: row.get(0)?,
+                                created_at: row.get(1)?,
+                                json: row.get(2)?,
+                            })
+                        })
                     })
-                })
-                .collect()
-        })
+                    .await
+            }
+            Pool::Postgres(pool) => {
+                let rows = sql.sqlx().fetch_all(pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(StoredEvent {
+                            id: row.try_get(0)?,
+                            created_at: row.try_get(1)?,
+                            json: row.try_get(2)?,
+                        })
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// The database's query plan for `filter`, one step a line (for tests, benchmarks and the
     /// docs).
     pub async fn query_plan(&self, filter: &Filter) -> Result<String, StoreError> {
+        let Some(sql) = filter::explain(self.dialect(), filter) else {
+            return Ok(String::new());
+        };
         // SQLite's EXPLAIN QUERY PLAN gives the step in its fourth column, PostgreSQL's EXPLAIN
         // a line of text a row.
-        let column = match self.backend() {
-            Backend::Sqlite => 3,
-            Backend::Postgres => 0,
-        };
-        on_pool!(&self.pool, pool => {
-            let Some(mut query) = filter::explain(filter) else {
-                return Ok(String::new());
-            };
-            let rows = query.build().fetch_all(pool).await?;
-            let steps: Vec<String> = rows
+        let steps = match &self.pool {
+            Pool::Sqlite(_, readers) => {
+                readers
+                    .run(move |conn| read::rows(conn, &sql, |row| Ok(row.get::<_, String>(3)?)))
+                    .await?
+            }
+            Pool::Postgres(pool) => sql
+                .sqlx()
+                .fetch_all(pool)
+                .await?
                 .iter()
-                .map(|row| row.try_get::<String, _>(column))
-                .collect::<Result<_, _>>()?;
-            Ok(steps.join("\n"))
-        })
+                .map(|row| row.try_get::<String, _>(0))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(steps.join("\n"))
     }
 
     /// Ids and times of the events matching `filter` (NIP-77 items; a have-list for the event
     /// sync), read from the index without loading any event.
     pub async fn negentropy_items(&self, filter: &Filter) -> Result<Vec<(EventId, Timestamp)>, StoreError> {
-        on_pool!(&self.pool, pool => {
-            let Some(mut query) = filter::select(filter, filter::Select::IdTime) else {
-                return Ok(Vec::new());
-            };
-            let rows = query.build().fetch_all(pool).await?;
-            rows.iter()
-                .map(|row| {
-                    let id: String = row.try_get(0)?;
-                    let created_at: i64 = row.try_get(1)?;
-                    let id = EventId::from_hex(&id).map_err(|e| StoreError::Corrupt {
-                        reason: e.to_string(),
-                        id,
-                    })?;
-                    Ok((id, Timestamp::from_secs(u64::try_from(created_at).unwrap_or(0))))
-                })
-                .collect()
-        })
+        let Some(sql) = filter::select(self.dialect(), filter, filter::Select::IdTime) else {
+            return Ok(Vec::new());
+        };
+        match &self.pool {
+            Pool::Sqlite(_, readers) => {
+                readers
+                    .run(move |conn| {
+                        read::rows(conn, &sql, |row| {
+                            negentropy_item(read::text(row, 0)?, row.get(1)?)
+                        })
+                    })
+                    .await
+            }
+            Pool::Postgres(pool) => {
+                let rows = sql.sqlx().fetch_all(pool).await?;
+                rows.iter()
+                    .map(|row| negentropy_item(row.try_get(0)?, row.try_get(1)?))
+                    .collect()
+            }
+        }
     }
 
     pub async fn count(&self, filter: &Filter) -> Result<usize, StoreError> {
-        on_pool!(&self.pool, pool => {
-            let Some(mut query) = filter::select(filter, filter::Select::Count) else {
-                return Ok(0);
-            };
-            let n: i64 = query.build().fetch_one(pool).await?.try_get(0)?;
-            Ok(usize::try_from(n).unwrap_or(0))
-        })
+        let Some(sql) = filter::select(self.dialect(), filter, filter::Select::Count) else {
+            return Ok(0);
+        };
+        let n: i64 = match &self.pool {
+            Pool::Sqlite(_, readers) => readers
+                .run(move |conn| read::rows(conn, &sql, |row| Ok(row.get::<_, i64>(0)?)))
+                .await?
+                .first()
+                .copied()
+                .unwrap_or(0),
+            Pool::Postgres(pool) => sql.sqlx().fetch_one(pool).await?.try_get(0)?,
+        };
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     pub async fn event_by_id(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
-        on_pool!(&self.pool, pool => {
-            let row = sqlx::query("SELECT json FROM events WHERE id = $1")
-                .bind(id.to_hex())
-                .fetch_optional(pool)
-                .await?;
-            row.map(|row| parse_json_column(&row, 0)).transpose()
-        })
+        let id = id.to_hex();
+        match &self.pool {
+            Pool::Sqlite(_, readers) => {
+                readers
+                    .run(move |conn| {
+                        let mut statement = conn.prepare_cached("SELECT json FROM events WHERE id = ?")?;
+                        let mut rows = statement.query([&id])?;
+                        match rows.next()? {
+                            Some(row) => Ok(Some(parse_json(read::text(row, 0)?)?)),
+                            None => Ok(None),
+                        }
+                    })
+                    .await
+            }
+            Pool::Postgres(pool) => {
+                let row = sqlx::query("SELECT json FROM events WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+                row.map(|row| parse_json_column(&row, 0)).transpose()
+            }
+        }
     }
 
     pub async fn contains(&self, id: &EventId) -> Result<bool, StoreError> {
         if !self.memo.might_be_stored(id) {
             return Ok(false);
         }
-        on_pool!(&self.pool, pool => {
-            let row = sqlx::query("SELECT 1 FROM events WHERE id = $1")
-                .bind(id.to_hex())
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.is_some())
-        })
+        let id = id.to_hex();
+        match &self.pool {
+            Pool::Sqlite(_, readers) => {
+                readers
+                    .run(move |conn| read::exists(conn, "SELECT 1 FROM events WHERE id = ?", [&id]))
+                    .await
+            }
+            Pool::Postgres(pool) => {
+                let row = sqlx::query("SELECT 1 FROM events WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+        }
     }
 
     /// Whether a stored event references `id` through an `e`, `E` or `q` tag ("tagged by").
@@ -659,13 +727,15 @@ impl Store {
         if !self.memo.might_be_referenced(id) {
             return Ok(false);
         }
-        on_pool!(&self.pool, pool => {
-            let row = sqlx::query("SELECT 1 FROM event_tags WHERE name IN ('e', 'E', 'q') AND value = $1 LIMIT 1")
-                .bind(id.to_hex())
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.is_some())
-        })
+        const SQL: &str = "SELECT 1 FROM event_tags WHERE name IN ('e', 'E', 'q') AND value = $1 LIMIT 1";
+        let id = id.to_hex();
+        match &self.pool {
+            Pool::Sqlite(_, readers) => readers.run(move |conn| read::exists(conn, SQL, [&id])).await,
+            Pool::Postgres(pool) => {
+                let row = sqlx::query(SQL).bind(id).fetch_optional(pool).await?;
+                Ok(row.is_some())
+            }
+        }
     }
 
     /// Whether the author deleted this event (by id or by address) before it arrived.
@@ -715,15 +785,31 @@ impl Store {
             return Ok(cached);
         }
         let generation = self.memo.addresses.generation();
-        let event = on_pool!(&self.pool, pool => {
-            let row = sqlx::query("SELECT json FROM events WHERE kind = $1 AND pubkey = $2 AND d_tag = $3")
-                .bind(i64::from(kind.as_u16()))
-                .bind(pubkey.to_hex())
-                .bind(d_tag)
-                .fetch_optional(pool)
-                .await?;
-            row.map(|row| parse_json_column(&row, 0)).transpose()?
-        });
+        const SQL: &str = "SELECT json FROM events WHERE kind = $1 AND pubkey = $2 AND d_tag = $3";
+        let (kind, pubkey, d_tag) = (i64::from(kind.as_u16()), pubkey.to_hex(), d_tag.to_owned());
+        let event = match &self.pool {
+            Pool::Sqlite(_, readers) => {
+                readers
+                    .run(move |conn| {
+                        let mut statement = conn.prepare_cached(SQL)?;
+                        let mut rows = statement.query(rusqlite::params![kind, pubkey, d_tag])?;
+                        match rows.next()? {
+                            Some(row) => Ok(Some(parse_json(read::text(row, 0)?)?)),
+                            None => Ok(None),
+                        }
+                    })
+                    .await?
+            }
+            Pool::Postgres(pool) => {
+                let row = sqlx::query(SQL)
+                    .bind(kind)
+                    .bind(pubkey)
+                    .bind(d_tag)
+                    .fetch_optional(pool)
+                    .await?;
+                row.map(|row| parse_json_column(&row, 0)).transpose()?
+            }
+        };
         self.memo.addresses.put(generation, address, event.clone());
         Ok(event)
     }
@@ -751,16 +837,33 @@ impl Store {
             return Ok(events);
         }
         let generation = self.memo.addresses.generation();
-        let events = on_pool!(&self.pool, pool => {
-            let rows = sqlx::query("SELECT json FROM events WHERE kind = $1 AND d_tag = $2")
-                .bind(i64::from(kind.as_u16()))
-                .bind(identifier)
-                .fetch_all(pool)
-                .await?;
-            rows.iter()
-                .map(|row| parse_json_column(row, 0))
-                .collect::<Result<Vec<_>, _>>()?
-        });
+        const SQL: &str = "SELECT json FROM events WHERE kind = $1 AND d_tag = $2";
+        let (kind_number, d_tag) = (i64::from(kind.as_u16()), identifier.to_owned());
+        let events = match &self.pool {
+            Pool::Sqlite(_, readers) => {
+                readers
+                    .run(move |conn| {
+                        let mut statement = conn.prepare_cached(SQL)?;
+                        let mut rows = statement.query(rusqlite::params![kind_number, d_tag])?;
+                        let mut events = Vec::new();
+                        while let Some(row) = rows.next()? {
+                            events.push(parse_json(read::text(row, 0)?)?);
+                        }
+                        Ok(events)
+                    })
+                    .await?
+            }
+            Pool::Postgres(pool) => {
+                let rows = sqlx::query(SQL)
+                    .bind(kind_number)
+                    .bind(d_tag)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| parse_json_column(row, 0))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
         self.memo
             .addresses
             .put_group(generation, kind.as_u16(), identifier, &events);
@@ -769,18 +872,23 @@ impl Store {
 
     /// Deletes matching events (operator action; not NIP-09).
     pub async fn delete(&self, filter: &Filter) -> Result<(), StoreError> {
-        let ids: Vec<String> = on_pool!(&self.pool, pool => {
-            let Some(mut select) = filter::select(filter, filter::Select::Id) else {
-                return Ok(());
-            };
-            select
-                .build()
+        let Some(sql) = filter::select(self.dialect(), filter, filter::Select::Id) else {
+            return Ok(());
+        };
+        let ids: Vec<String> = match &self.pool {
+            Pool::Sqlite(_, readers) => {
+                readers
+                    .run(move |conn| read::rows(conn, &sql, |row| Ok(row.get(0)?)))
+                    .await?
+            }
+            Pool::Postgres(pool) => sql
+                .sqlx()
                 .fetch_all(pool)
                 .await?
                 .iter()
                 .map(|row| row.try_get(0))
-                .collect::<Result<_, _>>()?
-        });
+                .collect::<Result<_, _>>()?,
+        };
         self.write(|reply| writer::Request::Delete { ids, reply }).await
     }
 
@@ -793,7 +901,7 @@ impl Store {
     /// Writes (or replaces) a purgatory row.
     pub async fn purgatory_put(&self, row: &PurgatoryRow) -> Result<(), StoreError> {
         match &self.pool {
-            Pool::Sqlite(pool) => {
+            Pool::Sqlite(pool, _) => {
                 bind_purgatory_row!(sqlx::query(PURGATORY_UPSERT), row)
                     .execute(pool)
                     .await?;
@@ -830,7 +938,7 @@ impl Store {
 
     pub async fn purgatory_remove(&self, id: &EventId) -> Result<(), StoreError> {
         match &self.pool {
-            Pool::Sqlite(pool) => {
+            Pool::Sqlite(pool, _) => {
                 sqlx::query("DELETE FROM purgatory WHERE event_id = $1")
                     .bind(id.to_hex())
                     .execute(pool)
@@ -1165,11 +1273,26 @@ where
     usize: sqlx::ColumnIndex<R>,
     &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let json: &str = row.try_get(index)?;
+    parse_json(row.try_get(index)?)
+}
+
+fn parse_json(json: &str) -> Result<Event, StoreError> {
     Event::from_json(json).map_err(|e| StoreError::Corrupt {
         id: json.chars().skip(7).take(64).collect(),
         reason: e.to_string(),
     })
+}
+
+/// A NIP-77 item from its stored columns.
+fn negentropy_item(id: &str, created_at: i64) -> Result<(EventId, Timestamp), StoreError> {
+    let event_id = EventId::from_hex(id).map_err(|e| StoreError::Corrupt {
+        reason: e.to_string(),
+        id: id.to_owned(),
+    })?;
+    Ok((
+        event_id,
+        Timestamp::from_secs(u64::try_from(created_at).unwrap_or(0)),
+    ))
 }
 
 #[cfg(test)]
