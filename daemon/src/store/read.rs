@@ -6,7 +6,8 @@
 //! plain read). Here a read runs whole on a blocking thread, on a plain rusqlite connection, and
 //! only its answer crosses back. The writer thread and the purgatory writes stay as they were.
 //!
-//! Connections are opened as needed and kept for reuse (up to [`MAX_IDLE`]); each reads the
+//! At most [`MAX_OPEN`] reads run at once (the rest wait their turn, not a thread and a
+//! connection each); connections are opened as needed and kept for reuse; each reads the
 //! database's latest committed state when its statement starts (WAL mode), so a read that follows
 //! a save's answer sees it.
 
@@ -18,8 +19,10 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::StoreError;
 
-/// Idle connections kept for reuse: more than the reads that run at once on a small machine.
-const MAX_IDLE: usize = 8;
+/// Reads running at once, and so connections open: more than a small machine has cores, and
+/// few enough that a flood of REQs holds neither hundreds of blocking threads nor hundreds of
+/// file descriptors.
+const MAX_OPEN: usize = 16;
 
 /// Prepared statements each connection keeps (the filters' shapes, the lookups by id).
 const STATEMENT_CACHE: usize = 64;
@@ -28,6 +31,7 @@ const STATEMENT_CACHE: usize = 64;
 pub(super) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    running: tokio::sync::Semaphore,
 }
 
 impl Readers {
@@ -38,6 +42,7 @@ impl Readers {
         Ok(Arc::new(Self {
             path,
             idle: Mutex::new(vec![first]),
+            running: tokio::sync::Semaphore::new(MAX_OPEN),
         }))
     }
 
@@ -47,8 +52,10 @@ impl Readers {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        // The semaphore is never closed, so this waits for a turn and does not fail.
+        let turn = self.running.acquire().await.ok();
         let readers = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
+        let answer = tokio::task::spawn_blocking(move || {
             let conn = match readers.take() {
                 Some(conn) => conn,
                 None => connect(&readers.path)?,
@@ -58,7 +65,9 @@ impl Readers {
             answer
         })
         .await
-        .map_err(|error| StoreError::WriterThread(std::io::Error::other(error)))?
+        .map_err(|error| StoreError::WriterThread(std::io::Error::other(error)))?;
+        drop(turn);
+        answer
     }
 
     fn take(&self) -> Option<Connection> {
@@ -67,7 +76,7 @@ impl Readers {
 
     fn put(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
+        if idle.len() < MAX_OPEN {
             idle.push(conn);
         }
     }
@@ -125,4 +134,43 @@ pub(super) fn text<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> Result<&'r s
             Box::new(error),
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_reads_runs_at_most_max_open_at_once_and_all_are_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("read.db");
+        let setup = Connection::open(&path).expect("create");
+        setup
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (7);")
+            .expect("schema");
+        let readers = Readers::open(path).expect("readers");
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let reads = (0..4 * MAX_OPEN).map(|_| {
+            let (now, most) = (Arc::clone(&now), Arc::clone(&most));
+            let readers = Arc::clone(&readers);
+            async move {
+                readers
+                    .run(move |conn| {
+                        most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        // Long enough that the reads overlap.
+                        std::thread::sleep(Duration::from_millis(20));
+                        let n: i64 = conn.query_row("SELECT n FROM t", [], |row| row.get(0))?;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        Ok(n)
+                    })
+                    .await
+            }
+        });
+        let answers = futures_util::future::join_all(reads).await;
+        assert!(answers.iter().all(|answer| matches!(answer, Ok(7))));
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= MAX_OPEN && most > 1, "{most} reads at once");
+        assert!(readers.idle.lock().expect("idle").len() <= MAX_OPEN);
+    }
 }
