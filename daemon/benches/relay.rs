@@ -14,6 +14,7 @@
 //!
 //! Targets (2-core machine): ≥ 10,000 events/s; REQ p50 ≤ 2 ms. Figures and ratios are printed.
 //! With `GRASP_BENCH_POSTGRES=1` (and `GRASPD_TEST_POSTGRES_URL`) the store is PostgreSQL.
+//! `GRASP_BENCH_DUPLICATE_ROUNDS=<n>` sends the duplicates n times, the last timed (for a profiler).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -92,7 +93,16 @@ async fn run() {
     );
     assert_eq!(accepted, TOTAL, "every issue accepted");
 
-    // Duplicates: the same issues again (answered `OK true "duplicate: ..."`).
+    // Duplicates: the same issues again (answered `OK true "duplicate: ..."`);
+    // GRASP_BENCH_DUPLICATE_ROUNDS sends them that many times (for a profiler), the last round
+    // timed.
+    let rounds: usize = std::env::var("GRASP_BENCH_DUPLICATE_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(1);
+    for _ in 1..rounds {
+        ingest(&server, issues.clone()).await;
+    }
     let cpu = server.cpu_seconds();
     let (rate, accepted) = ingest(&server, issues).await;
     println!(

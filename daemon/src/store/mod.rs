@@ -679,18 +679,14 @@ impl Store {
     pub async fn event_by_id(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
         let id = id.to_hex();
         match &self.pool {
-            Pool::Sqlite(_, readers) => {
-                readers
-                    .run(move |conn| {
-                        let mut statement = conn.prepare_cached("SELECT json FROM events WHERE id = ?")?;
-                        let mut rows = statement.query([&id])?;
-                        match rows.next()? {
-                            Some(row) => Ok(Some(parse_json(read::text(row, 0)?)?)),
-                            None => Ok(None),
-                        }
-                    })
-                    .await
-            }
+            Pool::Sqlite(_, readers) => readers.now(|conn| {
+                let mut statement = conn.prepare_cached("SELECT json FROM events WHERE id = ?")?;
+                let mut rows = statement.query([&id])?;
+                match rows.next()? {
+                    Some(row) => Ok(Some(parse_json(read::text(row, 0)?)?)),
+                    None => Ok(None),
+                }
+            }),
             Pool::Postgres(pool) => {
                 let row = sqlx::query("SELECT json FROM events WHERE id = $1")
                     .bind(id)
@@ -708,9 +704,7 @@ impl Store {
         let id = id.to_hex();
         match &self.pool {
             Pool::Sqlite(_, readers) => {
-                readers
-                    .run(move |conn| read::exists(conn, "SELECT 1 FROM events WHERE id = ?", [&id]))
-                    .await
+                readers.now(|conn| read::exists(conn, "SELECT 1 FROM events WHERE id = ?", [&id]))
             }
             Pool::Postgres(pool) => {
                 let row = sqlx::query("SELECT 1 FROM events WHERE id = $1")
@@ -730,7 +724,7 @@ impl Store {
         const SQL: &str = "SELECT 1 FROM event_tags WHERE name IN ('e', 'E', 'q') AND value = $1 LIMIT 1";
         let id = id.to_hex();
         match &self.pool {
-            Pool::Sqlite(_, readers) => readers.run(move |conn| read::exists(conn, SQL, [&id])).await,
+            Pool::Sqlite(_, readers) => readers.now(|conn| read::exists(conn, SQL, [&id])),
             Pool::Postgres(pool) => {
                 let row = sqlx::query(SQL).bind(id).fetch_optional(pool).await?;
                 Ok(row.is_some())
@@ -788,18 +782,15 @@ impl Store {
         const SQL: &str = "SELECT json FROM events WHERE kind = $1 AND pubkey = $2 AND d_tag = $3";
         let (kind, pubkey, d_tag) = (i64::from(kind.as_u16()), pubkey.to_hex(), d_tag.to_owned());
         let event = match &self.pool {
-            Pool::Sqlite(_, readers) => {
-                readers
-                    .run(move |conn| {
-                        let mut statement = conn.prepare_cached(SQL)?;
-                        let mut rows = statement.query(rusqlite::params![kind, pubkey, d_tag])?;
-                        match rows.next()? {
-                            Some(row) => Ok(Some(parse_json(read::text(row, 0)?)?)),
-                            None => Ok(None),
-                        }
-                    })
-                    .await?
-            }
+            // One row by a unique index.
+            Pool::Sqlite(_, readers) => readers.now(|conn| {
+                let mut statement = conn.prepare_cached(SQL)?;
+                let mut rows = statement.query(rusqlite::params![kind, pubkey, d_tag])?;
+                match rows.next()? {
+                    Some(row) => Ok(Some(parse_json(read::text(row, 0)?)?)),
+                    None => Ok(None),
+                }
+            })?,
             Pool::Postgres(pool) => {
                 let row = sqlx::query(SQL)
                     .bind(kind)

@@ -70,6 +70,24 @@ impl Readers {
         answer
     }
 
+    /// Runs `lookup` on a connection right here, on the caller's thread: for a lookup of one
+    /// row by a primary or unique index (is this id stored, is it referenced), which takes a few
+    /// microseconds on mapped pages, less than handing it to another thread and waking the
+    /// caller again, which was most of a duplicate event's cost. Nothing longer goes here: it
+    /// would hold up the runtime thread's other tasks.
+    pub(super) fn now<T>(
+        &self,
+        lookup: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = match self.take() {
+            Some(conn) => conn,
+            None => connect(&self.path)?,
+        };
+        let answer = lookup(&conn);
+        self.put(conn);
+        answer
+    }
+
     fn take(&self) -> Option<Connection> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
