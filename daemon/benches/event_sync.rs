@@ -7,6 +7,7 @@
 //! NIP-77 / REQ byte ratio. Targets: 100,000 events from empty in ≤ 15 s; NIP-77 moves ≥ 5× fewer
 //! bytes than REQ at 99% shared. Then the memory of a graspd hosting `GRASPD_BENCH_SYNC_REPOS`
 //! repositories (default 1,000) that list 3 of 20 relays each: ≤ 100 MB RSS.
+//! `GRASPD_BENCH_SYNC_EVENTS=0` runs only the memory part.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -33,6 +34,13 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
+    if n > 0 {
+        events(n).await;
+    }
+    memory().await;
+}
+
+async fn events(n: usize) {
     let shared = n * 99 / 100;
     println!("event sync of {n} issues between two graspd on loopback");
     let from_empty_neg = run(n, 0, true).await;
@@ -48,6 +56,9 @@ async fn main() {
         most_req.bytes as f64 / most_neg.bytes.max(1) as f64,
         from_empty_req.bytes as f64 / from_empty_neg.bytes.max(1) as f64
     );
+}
+
+async fn memory() {
     let repos: usize = std::env::var("GRASPD_BENCH_SYNC_REPOS")
         .ok()
         .and_then(|v| v.parse().ok())
