@@ -195,9 +195,8 @@ impl Shared {
     /// transactions: repositories' own events and root events (issues, patches, pull requests)
     /// first, oldest first, then the rest, so that a reply does not come before what it
     /// answers.
-    async fn take_all(&self, relay: &RelayUrl, events: Vec<Event>) {
+    async fn take_all(&self, relay: &RelayUrl, mut events: Vec<Checked>) {
         use futures_util::StreamExt;
-        let mut events = verify_all(events).await;
         events.sort_by_key(|(event, _)| (!is_root_kind(event.kind), event.created_at));
         let split = events.partition_point(|(event, _)| is_root_kind(event.kind));
         let rest = events.split_off(split);
@@ -270,9 +269,14 @@ impl Shared {
     }
 }
 
+/// A fetched event and whether its id and signature verify.
+type Checked = (Event, Result<(), String>);
+
 /// The ids and signatures of a page of fetched events, checked on every core: one core would
-/// spend most of the sync's time on them. Each event comes back with its result.
-async fn verify_all(mut events: Vec<Event>) -> Vec<(Event, Result<(), String>)> {
+/// spend most of the sync's time on them. Each event comes back with its result. The relay
+/// session checks a page while the one before it is taken, so that the checks (on every core)
+/// and the takes (the policy, and the store's single writer) overlap.
+async fn verify_all(mut events: Vec<Event>) -> Vec<Checked> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let chunk = events.len().div_ceil(threads).max(1);
     let mut parts = Vec::new();

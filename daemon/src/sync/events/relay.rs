@@ -327,6 +327,7 @@ impl Worker {
             .have(filter)
             .await
             .map_err(|error| SessionError::Relay(nostr_sdk::error::Error::other(error)))?;
+        let held = have.len();
         let summary = relay
             .sync(filter.clone())
             .items(have)
@@ -338,16 +339,20 @@ impl Worker {
             )
             .await?;
         let missing: Vec<EventId> = summary.remote.into_iter().collect();
+        if by_pages(missing.len(), held) {
+            tracing::debug!(relay = %self.url, missing = missing.len(), held, "event sync: most is missing; REQ pages instead of ids");
+            return self.pages(relay, filter.clone()).await;
+        }
         // Pipelined: the next REQ by ids runs while the previous answer is taken.
         let mut seen = HashSet::new();
-        let mut taking: Vec<Event> = Vec::new();
+        let mut taking = Vec::new();
         for ids in missing.chunks(IDS_PER_REQ) {
             let fetch = self.collect(relay, Filter::new().ids(ids.iter().copied()), &mut seen);
             let (fetched, ()) = tokio::join!(
                 fetch,
                 self.shared.take_all(&self.url, std::mem::take(&mut taking))
             );
-            taking = fetched?.events;
+            taking = fetched?.checked;
         }
         self.shared.take_all(&self.url, taking).await;
         Ok(())
@@ -358,7 +363,7 @@ impl Worker {
     async fn pages(&self, relay: &Relay, filter: Filter) -> Result<(), SessionError> {
         let mut seen: HashSet<EventId> = HashSet::new();
         let mut until: Option<Timestamp> = None;
-        let mut taking: Vec<Event> = Vec::new();
+        let mut taking = Vec::new();
         loop {
             let mut page = filter.clone().limit(PAGE);
             if let Some(until) = until {
@@ -370,8 +375,8 @@ impl Worker {
                 self.shared.take_all(&self.url, std::mem::take(&mut taking))
             );
             let page = fetched?;
-            let done = page.events.is_empty() || page.received < PAGE;
-            taking = page.events;
+            let done = page.checked.is_empty() || page.received < PAGE;
+            taking = page.checked;
             until = page.oldest;
             if done {
                 break;
@@ -382,7 +387,8 @@ impl Worker {
     }
 
     /// One REQ streamed to EOSE: the events not seen before in this pass (at most a page, or
-    /// [`IDS_PER_REQ`]), how many arrived, and the oldest `created_at`.
+    /// [`IDS_PER_REQ`]) with their ids and signatures checked, how many arrived, and the oldest
+    /// `created_at`.
     async fn collect(
         &self,
         relay: &Relay,
@@ -395,6 +401,7 @@ impl Worker {
             .policy(ReqExitPolicy::ExitOnEOSE)
             .await?;
         let mut page = Page::default();
+        let mut events = Vec::new();
         while let Some(event) = stream.next().await {
             // A REQ the relay closes as rate-limited pauses it, as a NOTICE does.
             let event: Event = event.map_err(|error| match error.to_string() {
@@ -404,17 +411,28 @@ impl Worker {
             page.received += 1;
             page.oldest = Some(page.oldest.map_or(event.created_at, |o| o.min(event.created_at)));
             if seen.insert(event.id) {
-                page.events.push(event);
+                events.push(event);
             }
         }
+        page.checked = super::verify_all(events).await;
         Ok(page)
     }
+}
+
+/// Whether `missing` events (by a negentropy diff, against `held` events of the same filter here)
+/// are better fetched by REQ pages than by ids: when more is missing than held, so that the pages
+/// bring at most twice what is missing. The diff gives ids without times, in no order, so REQs by
+/// ids bring the events scattered over the whole history, and storing them out of time order
+/// touches index pages all over: 100,000 events from empty took 15–16.6 s by ids against
+/// 11.5–13.8 s by pages, newest first.
+fn by_pages(missing: usize, held: usize) -> bool {
+    missing > IDS_PER_REQ && missing > held
 }
 
 /// What one REQ brought.
 #[derive(Default)]
 struct Page {
-    events: Vec<Event>,
+    checked: Vec<super::Checked>,
     received: usize,
     oldest: Option<Timestamp>,
 }
@@ -549,6 +567,15 @@ mod tests {
         }
         assert_eq!(per_subscription(35), 10, "few filters: ten per subscription");
         assert_eq!(per_subscription(5000), 250);
+    }
+
+    #[test]
+    fn a_large_diff_against_little_held_is_fetched_by_pages() {
+        assert!(!by_pages(0, 0));
+        assert!(!by_pages(IDS_PER_REQ, 0), "one REQ by ids is enough");
+        assert!(by_pages(100_000, 0));
+        assert!(by_pages(2_000, 1_999));
+        assert!(!by_pages(1_000, 99_000), "a 1% diff goes by ids");
     }
 
     #[test]
