@@ -559,55 +559,54 @@ impl Store {
 
     /// Events matching a NIP-01 filter, newest first (ties: lowest id first), at most `limit`.
     pub async fn query(&self, filter: &Filter) -> Result<Vec<Event>, StoreError> {
-        let Some(sql) = filter::select(self.dialect(), filter, filter::Select::Json) else {
+        self.select_rows(
+            filter,
+            filter::Select::Json,
+            |row| parse_json(read::text(row, 0)?),
+            |row| parse_json_column(row, 0),
+        )
+        .await
+    }
+
+    /// The rows of `filter`'s query selecting `what`, each read by `sqlite` or `postgres`.
+    async fn select_rows<T: Send + 'static>(
+        &self,
+        filter: &Filter,
+        what: filter::Select,
+        sqlite: fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+        postgres: fn(&sqlx::postgres::PgRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let Some(sql) = filter::select(self.dialect(), filter, what) else {
             return Ok(Vec::new());
         };
         match &self.pool {
-            Pool::Sqlite(_, readers) => {
-                readers
-                    .run(move |conn| read::rows(conn, &sql, |row| parse_json(read::text(row, 0)?)))
-                    .await
-            }
-            Pool::Postgres(pool) => {
-                let rows = sql.sqlx().fetch_all(pool).await?;
-                rows.iter().map(|row| parse_json_column(row, 0)).collect()
-            }
+            Pool::Sqlite(_, readers) => readers.run(move |conn| read::rows(conn, &sql, sqlite)).await,
+            Pool::Postgres(pool) => sql.sqlx().fetch_all(pool).await?.iter().map(postgres).collect(),
         }
     }
 
     /// Like [`Store::query`], but each event as the store holds it: its id, `created_at` and
     /// JSON, not read into an `Event` (the websocket bridge sends the JSON on as it is).
     pub async fn query_stored(&self, filter: &Filter) -> Result<Vec<StoredEvent>, StoreError> {
-        let Some(sql) = filter::select(self.dialect(), filter, filter::Select::Stored) else {
-            return Ok(Vec::new());
-        };
-        match &self.pool {
-            Pool::Sqlite(_, readers) => {
-                readers
-                    .run(move |conn| {
-                        read::rows(conn, &sql, |row| {
-                            Ok(StoredEvent {
-                                id: row.get(0)?,
-                                created_at: row.get(1)?,
-                                json: row.get(2)?,
-                            })
-                        })
-                    })
-                    .await
-            }
-            Pool::Postgres(pool) => {
-                let rows = sql.sqlx().fetch_all(pool).await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok(StoredEvent {
-                            id: row.try_get(0)?,
-                            created_at: row.try_get(1)?,
-                            json: row.try_get(2)?,
-                        })
-                    })
-                    .collect()
-            }
-        }
+        self.select_rows(
+            filter,
+            filter::Select::Stored,
+            |row| {
+                Ok(StoredEvent {
+                    id: row.get(0)?,
+                    created_at: row.get(1)?,
+                    json: row.get(2)?,
+                })
+            },
+            |row| {
+                Ok(StoredEvent {
+                    id: row.try_get(0)?,
+                    created_at: row.try_get(1)?,
+                    json: row.try_get(2)?,
+                })
+            },
+        )
+        .await
     }
 
     /// The database's query plan for `filter`, one step a line (for tests, benchmarks and the
@@ -638,26 +637,13 @@ impl Store {
     /// Ids and times of the events matching `filter` (NIP-77 items; a have-list for the event
     /// sync), read from the index without loading any event.
     pub async fn negentropy_items(&self, filter: &Filter) -> Result<Vec<(EventId, Timestamp)>, StoreError> {
-        let Some(sql) = filter::select(self.dialect(), filter, filter::Select::IdTime) else {
-            return Ok(Vec::new());
-        };
-        match &self.pool {
-            Pool::Sqlite(_, readers) => {
-                readers
-                    .run(move |conn| {
-                        read::rows(conn, &sql, |row| {
-                            negentropy_item(read::text(row, 0)?, row.get(1)?)
-                        })
-                    })
-                    .await
-            }
-            Pool::Postgres(pool) => {
-                let rows = sql.sqlx().fetch_all(pool).await?;
-                rows.iter()
-                    .map(|row| negentropy_item(row.try_get(0)?, row.try_get(1)?))
-                    .collect()
-            }
-        }
+        self.select_rows(
+            filter,
+            filter::Select::IdTime,
+            |row| negentropy_item(read::text(row, 0)?, row.get(1)?),
+            |row| negentropy_item(row.try_get(0)?, row.try_get(1)?),
+        )
+        .await
     }
 
     pub async fn count(&self, filter: &Filter) -> Result<usize, StoreError> {
@@ -863,23 +849,17 @@ impl Store {
 
     /// Deletes matching events (operator action; not NIP-09).
     pub async fn delete(&self, filter: &Filter) -> Result<(), StoreError> {
-        let Some(sql) = filter::select(self.dialect(), filter, filter::Select::Id) else {
+        let ids: Vec<String> = self
+            .select_rows(
+                filter,
+                filter::Select::Id,
+                |row| Ok(row.get(0)?),
+                |row| Ok(row.try_get(0)?),
+            )
+            .await?;
+        if ids.is_empty() {
             return Ok(());
-        };
-        let ids: Vec<String> = match &self.pool {
-            Pool::Sqlite(_, readers) => {
-                readers
-                    .run(move |conn| read::rows(conn, &sql, |row| Ok(row.get(0)?)))
-                    .await?
-            }
-            Pool::Postgres(pool) => sql
-                .sqlx()
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|row| row.try_get(0))
-                .collect::<Result<_, _>>()?,
-        };
+        }
         self.write(|reply| writer::Request::Delete { ids, reply }).await
     }
 

@@ -61,17 +61,9 @@ impl Readers {
         // The semaphore is never closed, so this waits for a turn and does not fail.
         let turn = self.running.acquire().await.ok();
         let readers = Arc::clone(self);
-        let answer = tokio::task::spawn_blocking(move || {
-            let conn = match readers.take() {
-                Some(conn) => conn,
-                None => connect(&readers.path)?,
-            };
-            let answer = read(&conn);
-            readers.put(conn);
-            answer
-        })
-        .await
-        .map_err(|error| StoreError::WriterThread(std::io::Error::other(error)))?;
+        let answer = tokio::task::spawn_blocking(move || readers.now(read))
+            .await
+            .map_err(|error| StoreError::WriterThread(std::io::Error::other(error)))?;
         drop(turn);
         answer
     }
