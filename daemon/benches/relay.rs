@@ -81,6 +81,17 @@ async fn run() {
         "verify-only floor: {floor:.0} events/s (the same EVENT messages parsed and their ids and \
          signatures checked, on {threads} threads, nothing else)"
     );
+    let (store_rate, store_cpu) = store_floor(&issues).await;
+    println!(
+        "store-only floor: {store_rate:.0} events/s, {store_cpu:.0} µs of CPU an event (the same \
+         issues saved straight into a fresh SQLite store, {} at once, OK after the WAL sync, \
+         nothing else); with the verify-only floor's {:.0} µs an event on {threads} cores, the two \
+         together allow at most {:.0} events/s = {:.2}x the verify-only floor",
+        CONNECTIONS * 32,
+        1e6 * threads as f64 / floor,
+        threads as f64 * 1e6 / (1e6 * threads as f64 / floor + store_cpu),
+        threads as f64 * 1e6 / (1e6 * threads as f64 / floor + store_cpu) / floor,
+    );
     let cpu = server.cpu_seconds();
     let (rate, accepted) = ingest(&server, issues.clone()).await;
     println!(
@@ -255,6 +266,49 @@ fn verify_floor(batches: &[Vec<String>]) -> (f64, usize) {
         }
     });
     (messages.len() as f64 / started.elapsed().as_secs_f64(), threads)
+}
+
+/// The rate and CPU (µs an event, this process's) of saving the events of `batches` straight into
+/// a fresh SQLite store, as many at once as the ingest has in flight: what the store's part of an
+/// accepted event costs, durability included, without the websocket, the parse or the policy.
+async fn store_floor(batches: &[Vec<String>]) -> (f64, f64) {
+    let events: Vec<nostr::Event> = batches
+        .iter()
+        .flatten()
+        .map(
+            |message| match nostr::ClientMessage::from_json(message.as_str()) {
+                Ok(nostr::ClientMessage::Event(event)) => event.into_owned(),
+                other => panic!("not an EVENT: {other:?}"),
+            },
+        )
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("floor.db").display());
+    let store = graspd::store::Store::open(&url).await.expect("store");
+    let cpu = process_cpu_seconds();
+    let started = Instant::now();
+    let saved: Vec<_> = futures_util::stream::iter(&events)
+        .map(|event| store.save_event(event))
+        .buffer_unordered(CONNECTIONS * 32)
+        .collect()
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu;
+    assert!(
+        saved
+            .iter()
+            .all(|saved| saved.as_ref().is_ok_and(|s| s.is_success()))
+    );
+    (events.len() as f64 / seconds, cpu * 1e6 / events.len() as f64)
+}
+
+/// This process's CPU time (all threads), from `/proc/self/stat` (clock ticks of 10 ms).
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name, which ends with the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
 }
 
 /// Sends every batch over its own connection, pipelined, and waits for every OK. Returns
