@@ -814,7 +814,7 @@ impl Store {
             return Ok(events);
         }
         let generation = self.memo.addresses.generation();
-        const SQL: &str = "SELECT json FROM events WHERE kind = $1 AND d_tag = $2";
+        const SQL: &str = BY_IDENTIFIER;
         let (kind_number, d_tag) = (i64::from(kind.as_u16()), identifier.to_owned());
         let events = match &self.pool {
             Pool::Sqlite(_, readers) => {
@@ -1117,6 +1117,9 @@ const PURGATORY_UPSERT: &str =
     "INSERT INTO purgatory (event_id, kind, pubkey, identifier, json, received_at_ms, expires_at_ms, source)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
      ON CONFLICT (event_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms";
+
+/// Every stored event of a kind with a `d` tag, from every author (`events_by_identifier`).
+const BY_IDENTIFIER: &str = "SELECT json FROM events WHERE kind = $1 AND d_tag = $2";
 
 /// The `d` value that makes an event's address: `Some("")` for replaceable kinds, the `d` tag
 /// for addressable kinds, `None` for everything else.

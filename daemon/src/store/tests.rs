@@ -146,7 +146,7 @@ mod sqlite {
         );
     }
 
-    /// The repository-scoped REQ walks the tag index in serving order    /// The repository-scoped REQ walks the tag index in serving order: no temporary sort, no list of
+    /// The repository-scoped REQ walks the tag index in serving order: no temporary sort, no list of
     /// every match built first (what made it slow with many matches).
     #[tokio::test]
     async fn a_coordinate_filter_is_served_in_index_order() {
@@ -161,6 +161,29 @@ mod sqlite {
         assert!(plan.contains("event_tags_by_value"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         assert!(!plan.contains("LIST SUBQUERY"), "{plan}");
+    }
+
+    /// A repository's announcements and states from every author are found through their own
+    /// index, not by walking every event of the kind.
+    #[tokio::test]
+    async fn events_by_identifier_are_looked_up_in_their_index() {
+        let Some((_db, store)) = temp_store(BACKEND).await else {
+            return;
+        };
+        let crate::store::Pool::Sqlite(_, readers) = &store.pool else {
+            panic!("a SQLite store");
+        };
+        let plan = readers
+            .now(|conn| {
+                let sql = format!("EXPLAIN QUERY PLAN {}", crate::store::BY_IDENTIFIER);
+                let mut statement = conn.prepare(&sql)?;
+                let steps =
+                    statement.query_map(rusqlite::params![30617, "web"], |row| row.get::<_, String>(3))?;
+                Ok(steps.collect::<Result<Vec<_>, _>>()?)
+            })
+            .expect("plan")
+            .join("\n");
+        assert!(plan.contains("events_by_identifier"), "{plan}");
     }
 }
 
