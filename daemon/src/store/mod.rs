@@ -66,6 +66,8 @@ pub enum StoreError {
     WriterThread(std::io::Error),
     #[error("the store's writer has stopped")]
     WriterGone,
+    #[error("a database read stopped before it answered: {0}")]
+    ReadStopped(String),
     #[error("saved, but not known to be on disk: {0}")]
     NotDurable(String),
 }

@@ -63,7 +63,7 @@ impl Readers {
         let readers = Arc::clone(self);
         let answer = tokio::task::spawn_blocking(move || readers.now(read))
             .await
-            .map_err(|error| StoreError::WriterThread(std::io::Error::other(error)))?;
+            .map_err(|error| StoreError::ReadStopped(error.to_string()))?;
         drop(turn);
         answer
     }
