@@ -303,7 +303,7 @@ impl Store {
         let memo = Arc::new(
             tokio::task::spawn_blocking(move || load_memo_from_file(&file))
                 .await
-                .map_err(|error| StoreError::WriterThread(std::io::Error::other(error)))??,
+                .map_err(|error| StoreError::ReadStopped(error.to_string()))??,
         );
         let writer = writer::spawn(
             options.get_filename(),
