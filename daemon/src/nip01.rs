@@ -1,11 +1,15 @@
 //! NIP-01 rules more than one part of the daemon needs: which of two events at one address is
-//! the newer, how an address (`<kind>:<pubkey-hex>:<d>`, the value of `a` tags) reads, and the
-//! limit a filter without one gets.
+//! the newer, how an address (`<kind>:<pubkey-hex>:<d>`, the value of `a` tags) reads, the
+//! limit a filter without one gets, and whether an event's signature holds.
 //!
 //! Why not nostr's `Coordinate` for addresses: it splits on every `:`, so a `d` tag that contains
 //! one (a repository identifier may) would be cut short; here the `d` part is everything after
 //! the second `:`.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, PoisonError, RwLock};
+
+use nostr::secp256k1::{Message, XOnlyPublicKey};
 use nostr::{Event, Kind, PublicKey};
 
 /// The limit a REQ filter without one gets (the bridge's stored parts and the relay builder).
@@ -21,6 +25,53 @@ pub fn newer<T: Ord, I: Ord>(a: (T, I), b: (T, I)) -> bool {
 /// Whether `a` replaces `b` at their address.
 pub fn is_newer(a: &Event, b: &Event) -> bool {
     newer((a.created_at, a.id), (b.created_at, b.id))
+}
+
+/// Authors' keys as points on the curve, as the signature check needs them. Reading a key from its
+/// 32 bytes takes a square root on the curve, a tenth of the check; authors publish many events,
+/// so each key is read once. Bounded: emptied when full (a cache only, never an answer).
+static AUTHOR_KEYS: LazyLock<RwLock<HashMap<PublicKey, XOnlyPublicKey>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+const MAX_AUTHOR_KEYS: usize = 16_384;
+
+/// Whether `event`'s signature is its author's over its id (BIP-340). The id itself is not
+/// checked here (`Event::verify_id`).
+pub fn signature_holds(event: &Event) -> bool {
+    let cached = AUTHOR_KEYS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&event.pubkey)
+        .copied();
+    let key = match cached {
+        Some(key) => key,
+        None => {
+            // Not a point on the curve: no signature can hold.
+            let Ok(key) = event.pubkey.xonly() else {
+                return false;
+            };
+            let mut keys = AUTHOR_KEYS.write().unwrap_or_else(PoisonError::into_inner);
+            if keys.len() >= MAX_AUTHOR_KEYS {
+                keys.clear();
+            }
+            keys.insert(event.pubkey, key);
+            key
+        }
+    };
+    nostr::SECP256K1
+        .verify_schnorr(&event.sig, &Message::from_digest(event.id.to_bytes()), &key)
+        .is_ok()
+}
+
+/// Whether `event` is what it says: its id is the hash of its content and its signature holds.
+/// The error words what is wrong.
+pub fn verify(event: &Event) -> Result<(), String> {
+    if !event.verify_id() {
+        return Err("invalid event id".to_owned());
+    }
+    if !signature_holds(event) {
+        return Err("invalid signature".to_owned());
+    }
+    Ok(())
 }
 
 /// An address as an `a` tag names it.
@@ -49,6 +100,30 @@ impl<'a> Address<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nostr::event::FinalizeEvent;
+    use nostr::{EventBuilder, Keys};
+
+    #[test]
+    fn a_signature_holds_only_for_its_author_and_id_the_second_time_too() {
+        let keys = Keys::generate();
+        let event = EventBuilder::text_note("hello").finalize(&keys).expect("sign");
+        for _ in 0..2 {
+            assert!(signature_holds(&event), "the author's own signature");
+        }
+        let other = EventBuilder::text_note("other").finalize(&keys).expect("sign");
+        let mut swapped = event.clone();
+        swapped.sig = other.sig;
+        assert!(!signature_holds(&swapped), "a signature over another id");
+        let mut stolen = event.clone();
+        stolen.pubkey = Keys::generate().public_key();
+        assert!(!signature_holds(&stolen), "another author's key");
+        let mut off_curve = event;
+        // x = 5 is not the x coordinate of any point on secp256k1.
+        let mut bytes = [0u8; 32];
+        bytes[31] = 5;
+        off_curve.pubkey = PublicKey::from_byte_array(bytes);
+        assert!(!signature_holds(&off_curve), "a key that is no point");
+    }
 
     #[test]
     fn the_later_event_wins_and_a_tie_goes_to_the_lower_id() {

@@ -22,7 +22,11 @@ use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use nostr::{ClientMessage, Event, Filter};
+use std::borrow::Cow;
+use std::str::FromStr;
+
+use nostr::secp256k1::schnorr::Signature;
+use nostr::{ClientMessage, Event, EventId, Filter, Kind, PublicKey, Tag, Timestamp};
 use nostr_relay_builder::LocalRelay;
 use serde_json::Value;
 use tokio_tungstenite::WebSocketStream;
@@ -395,15 +399,14 @@ pub enum Checked {
 
 /// Checks one client text message. Pure apart from the token bucket, so it is unit-tested.
 pub fn check(text: &str, limits: &Limits, bucket: &mut TokenBucket) -> Checked {
-    // The common case, a well-formed EVENT, is checked with one parse instead of two; anything
-    // else takes the full path below, which words the answer.
+    // The common case, a well-formed EVENT, is read with one strict parse straight into the
+    // event; anything else takes the full path below, which words the answer.
     if starts_as_event(text)
         && text.len() <= limits.max_event_bytes
-        && strict_event(text).is_ok()
-        && let Ok(ClientMessage::Event(event)) = ClientMessage::from_json(text)
+        && let Ok(event) = parse_event(text)
         && bucket.take()
     {
-        return Checked::Event(Box::new(event.into_owned()));
+        return Checked::Event(Box::new(event));
     }
     check_slowly(text, limits, bucket)
 }
@@ -503,13 +506,9 @@ fn check_event(text: &str, items: &[Value], limits: &Limits, bucket: &mut TokenB
             limits.max_event_bytes
         ));
     }
-    if let Err(why) = strict_event(text) {
-        return answer(format!("invalid: {why}"));
-    }
-    let event = match ClientMessage::from_json(text) {
-        Ok(ClientMessage::Event(event)) => event.into_owned(),
-        Ok(_) => return answer("invalid: not an EVENT message".to_owned()),
-        Err(e) => return answer(format!("invalid: {e}")),
+    let event = match parse_event(text) {
+        Ok(event) => event,
+        Err(why) => return answer(format!("invalid: {why}")),
     };
     if !bucket.take() {
         return answer("rate-limited: slow down; too many events on this connection".to_owned());
@@ -517,9 +516,10 @@ fn check_event(text: &str, items: &[Value], limits: &Limits, bucket: &mut TokenB
     Checked::Event(Box::new(event))
 }
 
-/// An `["EVENT", {...}]` message read strictly, before the Nostr library reads it (leniently: it
-/// takes a 66-character compressed pubkey and stores it under the 64-character key). Only the
-/// encoding is checked here; the id and signature are verified later.
+/// An `["EVENT", {...}]` message read strictly (the Nostr library's own reading is lenient: it
+/// takes a 66-character compressed pubkey and stores it under the 64-character key), and read
+/// once: the event is built from it. Only the encoding is checked here; the id and signature are
+/// verified later.
 #[derive(serde::Deserialize)]
 struct StrictEventMessage<'a>(serde::de::IgnoredAny, #[serde(borrow)] StrictEvent<'a>);
 
@@ -530,24 +530,21 @@ struct StrictEvent<'a> {
     id: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     pubkey: std::borrow::Cow<'a, str>,
-    #[allow(dead_code)]
     created_at: u64,
-    #[allow(dead_code)]
     kind: u16,
-    #[allow(dead_code)]
     #[serde(borrow)]
     tags: Vec<Vec<std::borrow::Cow<'a, str>>>,
-    #[allow(dead_code)]
     #[serde(borrow)]
     content: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     sig: std::borrow::Cow<'a, str>,
 }
 
-/// Checks an EVENT message's encoding: `id` and `pubkey` exactly 64 lowercase hex characters,
-/// `sig` exactly 128, `created_at` a non-negative integer, `kind` an integer up to 65535, `tags`
-/// an array of arrays of strings, `content` a string. Says what is wrong.
-pub fn strict_event(text: &str) -> Result<(), String> {
+/// Reads an EVENT message's event, checking its encoding: `id` and `pubkey` exactly 64 lowercase
+/// hex characters, `sig` exactly 128, `created_at` a non-negative integer, `kind` an integer up to
+/// 65535, `tags` an array of arrays of strings (none empty), `content` a string. Says what is
+/// wrong.
+pub fn parse_event(text: &str) -> Result<Event, String> {
     let StrictEventMessage(_, event) =
         serde_json::from_str::<StrictEventMessage<'_>>(text).map_err(|e| format!("malformed event: {e}"))?;
     for (field, value, len) in [
@@ -565,7 +562,21 @@ pub fn strict_event(text: &str) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    let tags = event
+        .tags
+        .into_iter()
+        .map(|tag| Tag::parse(tag.into_iter().map(Cow::into_owned).collect::<Vec<String>>()))
+        .collect::<Result<Vec<Tag>, _>>()
+        .map_err(|e| format!("bad tag: {e}"))?;
+    Ok(Event::new(
+        EventId::from_hex(&event.id).map_err(|e| format!("malformed event: {e}"))?,
+        PublicKey::from_hex(&event.pubkey).map_err(|e| format!("malformed event: {e}"))?,
+        Timestamp::from(event.created_at),
+        Kind::from(event.kind),
+        tags,
+        event.content.into_owned(),
+        Signature::from_str(&event.sig).map_err(|e| format!("malformed event: {e}"))?,
+    ))
 }
 
 fn notice(message: &str) -> String {
@@ -672,7 +683,7 @@ mod tests {
     }
 
     #[test]
-    fn events_are_read_strictly_before_the_library_reads_them() {
+    fn events_are_read_strictly_and_once() {
         use nostr::event::FinalizeEvent;
         let event = nostr::EventBuilder::new(nostr::Kind::TextNote, "hi")
             .tags([nostr::Tag::parse(["t", "x"]).expect("tag")])
@@ -680,7 +691,7 @@ mod tests {
             .expect("sign");
         let good: Value = serde_json::from_str(&event.as_json()).expect("json");
         let message = |event: &Value| format!(r#"["EVENT",{event}]"#);
-        assert_eq!(strict_event(&message(&good)), Ok(()));
+        assert_eq!(parse_event(&message(&good)), Ok(event.clone()));
         let with = |field: &str, value: Value| {
             let mut event = good.clone();
             event[field] = value;
@@ -734,6 +745,7 @@ mod tests {
                 "invalid type",
             ),
             ("content as a number", with("content", 5.into()), "invalid type"),
+            ("an empty tag", with("tags", json!([["t", "x"], []])), "bad tag"),
             (
                 "no sig",
                 {
@@ -745,7 +757,7 @@ mod tests {
             ),
         ];
         for (case, text, words) in cases {
-            let why = strict_event(&text).expect_err(case);
+            let why = parse_event(&text).expect_err(case);
             assert!(why.contains(words), "{case}: {why}");
             let reply = answer(&text);
             assert!(
@@ -756,7 +768,7 @@ mod tests {
     }
 
     /// Randomized: whatever a client sends, the bridge answers or forwards without panicking, and
-    /// an EVENT it forwards is one that is strictly encoded and that the library reads.
+    /// an EVENT it takes is the one the library reads from the same text.
     #[test]
     fn random_messages_are_answered_or_forwarded_only_when_well_formed() {
         use nostr::event::FinalizeEvent;
@@ -783,13 +795,13 @@ mod tests {
                 continue;
             };
             let mut bucket = TokenBucket::new(10, 60);
-            if matches!(check(&text, &limits, &mut bucket), Checked::Event(_)) {
+            if let Checked::Event(event) = check(&text, &limits, &mut bucket) {
                 forwarded_events += 1;
-                assert!(strict_event(&text).is_ok(), "seed {seed} case {case}: {text}");
-                assert!(
-                    ClientMessage::from_json(&text).is_ok(),
-                    "seed {seed} case {case}: {text}"
-                );
+                // The event read once is the one the library reads from the same text.
+                let Ok(ClientMessage::Event(library)) = ClientMessage::from_json(&text) else {
+                    panic!("seed {seed} case {case}: the library does not read {text}");
+                };
+                assert_eq!(*event, library.into_owned(), "seed {seed} case {case}: {text}");
             }
         }
         assert!(forwarded_events > 0, "no EVENT forwarded in {cases} cases");

@@ -176,7 +176,7 @@ impl Intake {
                 );
             }
             Ok(false) => {}
-            Err(error) => return self.failed(&event, &error),
+            Err(error) => return self.failed(event.id, &error),
         }
         if event.is_expired() {
             return refuse(MachineReadablePrefix::Blocked, "event is expired");
@@ -194,19 +194,20 @@ impl Intake {
         {
             return (status, format!("{prefix}: {message}"));
         }
-        match save(&self.app, &self.relay, event.clone()).await {
+        let id = event.id;
+        match save(&self.app, &self.relay, event).await {
             Saved::Stored => (true, String::new()),
             Saved::Duplicate => (
                 true,
                 format!("{}: already have this event", MachineReadablePrefix::Duplicate),
             ),
             Saved::Refused(why) => refuse(why.prefix(), why.message()),
-            Saved::Failed(error) => self.failed(&event, &error),
+            Saved::Failed(error) => self.failed(id, &error),
         }
     }
 
-    fn failed(&self, event: &Event, error: &crate::store::StoreError) -> (bool, String) {
-        tracing::error!(event_id = %event.id, %error, "cannot store event");
+    fn failed(&self, id: EventId, error: &crate::store::StoreError) -> (bool, String) {
+        tracing::error!(event_id = %id, %error, "cannot store event");
         let reason = crate::types::client_reason(error).unwrap_or("database error");
         (false, format!("{}: {reason}", MachineReadablePrefix::Error))
     }

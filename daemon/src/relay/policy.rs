@@ -100,7 +100,9 @@ impl GraspPolicy {
         signature: Signature,
     ) -> Result<Answer, PolicyError> {
         let forged = |decision: &admission::Decision| {
-            signature == Signature::Unchecked && decision.changes_anything() && !event.verify_signature()
+            signature == Signature::Unchecked
+                && decision.changes_anything()
+                && !crate::nip01::signature_holds(event)
         };
         let common = self.common_facts(event).await?;
         if let Some(decision) = admission::decide_common(&common) {

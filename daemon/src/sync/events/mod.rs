@@ -211,7 +211,7 @@ impl Shared {
 
     /// Passes a fetched event to the write policy and counts the outcome for `relay`.
     async fn take(&self, relay: &RelayUrl, event: &Event) -> Ingested {
-        self.take_verified(relay, event, event.verify().map_err(|error| error.to_string()))
+        self.take_verified(relay, event, crate::nip01::verify(event))
             .await
     }
 
@@ -286,7 +286,7 @@ async fn verify_all(mut events: Vec<Event>) -> Vec<Checked> {
         parts.push(tokio::task::spawn_blocking(move || {
             part.into_iter()
                 .map(|event| {
-                    let verified = event.verify().map_err(|error| error.to_string());
+                    let verified = crate::nip01::verify(&event);
                     (event, verified)
                 })
                 .collect::<Vec<_>>()
