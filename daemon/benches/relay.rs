@@ -22,6 +22,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use graspd::relay::intake::MAX_IN_FLIGHT;
 use nostr::Keys;
 use serde_json::json;
 use support::{Server, announcement, coordinate, event};
@@ -87,7 +88,7 @@ async fn run() {
          issues saved straight into a fresh SQLite store, {} at once, OK after the WAL sync, \
          nothing else); with the verify-only floor's {:.0} µs an event on {threads} cores, the two \
          together allow at most {:.0} events/s = {:.2}x the verify-only floor",
-        CONNECTIONS * 32,
+        CONNECTIONS * MAX_IN_FLIGHT,
         1e6 * threads as f64 / floor,
         threads as f64 * 1e6 / (1e6 * threads as f64 / floor + store_cpu),
         threads as f64 * 1e6 / (1e6 * threads as f64 / floor + store_cpu) / floor,
@@ -292,7 +293,7 @@ async fn store_floor(batches: &[Vec<String>]) -> (f64, f64) {
     let started = Instant::now();
     let saved: Vec<_> = futures_util::stream::iter(&events)
         .map(|event| store.save_event(event))
-        .buffer_unordered(CONNECTIONS * 32)
+        .buffer_unordered(CONNECTIONS * MAX_IN_FLIGHT)
         .collect()
         .await;
     let seconds = started.elapsed().as_secs_f64();

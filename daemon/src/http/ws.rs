@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use super::stored::{FromRelay, Requests, Stored};
 use crate::config::Limits;
 use crate::relay::Intake;
-use crate::relay::intake::{InFlight, MAX_IN_FLIGHT, must_follow, taken_by_bridge};
+use crate::relay::intake::{InFlight, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES, must_follow, taken_by_bridge};
 
 /// Initial read buffer of each websocket the bridge owns.
 const READ_BUFFER_BYTES: usize = 2 * 1024;
@@ -210,13 +210,16 @@ type Answering = Pin<Box<dyn Future<Output = String> + Send>>;
 pub struct Events {
     pending: FuturesOrdered<Answering>,
     in_flight: Vec<InFlight>,
+    /// The message size of each event in `in_flight`, and their sum.
+    sizes: Vec<usize>,
+    bytes: usize,
     held: Option<(Checked, Utf8Bytes)>,
 }
 
 impl Events {
     /// Whether the next client message may be read now.
     fn reading(&self) -> bool {
-        self.held.is_none() && self.in_flight.len() < MAX_IN_FLIGHT
+        self.held.is_none() && self.in_flight.len() < MAX_IN_FLIGHT && self.bytes < MAX_IN_FLIGHT_BYTES
     }
 
     /// Whether `checked` waits for the events in flight.
@@ -228,9 +231,19 @@ impl Events {
         }
     }
 
-    fn start(&mut self, in_flight: InFlight, answer: Answering) {
+    fn start(&mut self, in_flight: InFlight, size: usize, answer: Answering) {
         self.in_flight.push(in_flight);
+        self.sizes.push(size);
+        self.bytes += size;
         self.pending.push_back(answer);
+    }
+
+    /// Forgets the oldest event in flight, once its answer is taken.
+    fn finish_oldest(&mut self) {
+        if !self.in_flight.is_empty() {
+            self.in_flight.remove(0);
+            self.bytes -= self.sizes.remove(0);
+        }
     }
 }
 
@@ -263,7 +276,7 @@ impl Connection {
                 let peer = self.peer;
                 let in_flight = InFlight::of(&event);
                 let answer = async move { intake.client_event(*event, peer).await };
-                self.events.start(in_flight, Box::pin(answer));
+                self.events.start(in_flight, text.len(), Box::pin(answer));
                 Ok(())
             }
             Checked::Event(_) => self.send_to_relay(Message::Text(text)).await,
@@ -306,9 +319,7 @@ impl Connection {
     async fn answered(&mut self, reply: String) -> Result<(), WsError> {
         let mut reply = Some(reply);
         while let Some(ok) = reply.take() {
-            if !self.events.in_flight.is_empty() {
-                self.events.in_flight.remove(0);
-            }
+            self.events.finish_oldest();
             self.client_tx.feed(Message::Text(ok.into())).await?;
             if let Some(Some(next)) = self.events.pending.next().now_or_never() {
                 reply = Some(next);
@@ -805,6 +816,33 @@ mod tests {
             }
         }
         assert!(forwarded_events > 0, "no EVENT forwarded in {cases} cases");
+    }
+
+    #[test]
+    fn a_connection_reads_on_while_its_events_in_flight_are_few_and_small() {
+        use nostr::event::FinalizeEvent;
+        let event = nostr::EventBuilder::text_note("hi")
+            .finalize(&nostr::Keys::generate())
+            .expect("sign");
+        let answer = || -> Answering { Box::pin(async { String::new() }) };
+        let mut events = Events::default();
+        for _ in 0..MAX_IN_FLIGHT - 1 {
+            events.start(InFlight::of(&event), 1_000, answer());
+        }
+        assert!(events.reading());
+        events.start(InFlight::of(&event), 1_000, answer());
+        assert!(!events.reading(), "{MAX_IN_FLIGHT} events in flight");
+        events.finish_oldest();
+        assert!(events.reading());
+
+        let mut events = Events::default();
+        assert!(events.reading(), "nothing in flight");
+        events.start(InFlight::of(&event), MAX_IN_FLIGHT_BYTES, answer());
+        assert!(!events.reading(), "one event of the whole byte budget");
+        events.finish_oldest();
+        assert!(events.reading() && events.bytes == 0 && events.in_flight.is_empty());
+        events.finish_oldest();
+        assert!(events.reading(), "nothing to forget changes nothing");
     }
 
     #[test]

@@ -25,10 +25,15 @@ use super::GraspPolicy;
 use super::policy::Signature;
 use crate::app::App;
 
-/// At most this many events of one connection are decided and saved at once. More do not make a
-/// commit cheaper per event once the writer's batches are this size across a few connections, and
-/// each one holds its event in memory until its `OK` is sent.
-pub const MAX_IN_FLIGHT: usize = 32;
+/// At most this many events of one connection are decided and saved at once, and only while
+/// their messages add up to less than [`MAX_IN_FLIGHT_BYTES`]. The single writer commits what is
+/// waiting in one transaction, and a larger transaction writes each index page it touches once for
+/// more events: in the relay bench (40 connections), 128 in flight took accepted events from 91–95
+/// to 76–86 µs of CPU, against 32.
+pub const MAX_IN_FLIGHT: usize = 128;
+/// The bound on the bytes of one connection's events in flight: each holds its event in memory
+/// until its `OK` is sent. One event is always let in, whatever its size.
+pub const MAX_IN_FLIGHT_BYTES: usize = 512 * 1024;
 
 /// An event of a connection whose `OK` is not sent yet, as [`must_follow`] needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

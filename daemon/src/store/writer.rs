@@ -42,13 +42,17 @@ use super::checkpoint::{AUTOCHECKPOINT_PAGES, Checkpointer};
 use super::memo::Memo;
 use super::{Pool, StoreError, address_d_tag, timestamp_i64};
 
-pub(super) const MAX_BATCH: usize = 512;
+/// Saves committed in one transaction at most. Under load the writer takes what queued up while
+/// it committed the batch before; a larger batch writes each index page it touches once for more
+/// events (up to 5,120 are in flight in the relay bench: 40 connections × `MAX_IN_FLIGHT`).
+pub(super) const MAX_BATCH: usize = 2048;
 /// The writer's page cache. SQLite's default (2,000 KiB, ~500 pages) is smaller than what a full
 /// batch touches (each event's row, and a leaf of every index, the id index's at random): the
 /// cache spilled dirty pages into the WAL in the middle of a transaction, to write them again at
 /// its commit, and read evicted pages back from the WAL. 8 MiB took a tenth off the CPU of an
-/// accepted event in the relay bench (104 → 96 µs; 16 and 64 MiB measured the same as 8).
-const WRITER_CACHE_KIB: u32 = 8192;
+/// accepted event in the relay bench (104 → 96 µs, with batches of up to 512); 16 MiB holds what
+/// a batch of `MAX_BATCH` touches.
+const WRITER_CACHE_KIB: u32 = 16384;
 /// Tag values longer than this are not indexed (no filter asks for them; they only bloat the
 /// index).
 const MAX_INDEXED_TAG_VALUE: usize = 1024;
