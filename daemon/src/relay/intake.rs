@@ -170,7 +170,7 @@ impl Intake {
 
     async fn take(&self, event: Event, peer: SocketAddr) -> (bool, String) {
         let refuse = |prefix: MachineReadablePrefix, why: &str| (false, format!("{prefix}: {why}"));
-        if !event.verify_id() {
+        if !crate::nip01::id_holds(&event) {
             return refuse(MachineReadablePrefix::Invalid, "invalid event ID");
         }
         match self.app.store().contains(&event.id).await {
