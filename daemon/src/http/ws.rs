@@ -13,18 +13,17 @@
 //! `http::negentropy`. The relay keeps live subscriptions, protected and ephemeral events, and
 //! what else a client may send.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::str::FromStr;
 use std::time::Instant;
 
 use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use std::borrow::Cow;
-use std::str::FromStr;
-
 use nostr::secp256k1::schnorr::Signature;
 use nostr::{ClientMessage, Event, EventId, Filter, Kind, PublicKey, Tag, Timestamp};
 use nostr_relay_builder::LocalRelay;
@@ -538,17 +537,17 @@ struct StrictEventMessage<'a>(serde::de::IgnoredAny, #[serde(borrow)] StrictEven
 #[derive(serde::Deserialize)]
 struct StrictEvent<'a> {
     #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
+    id: Cow<'a, str>,
     #[serde(borrow)]
-    pubkey: std::borrow::Cow<'a, str>,
+    pubkey: Cow<'a, str>,
     created_at: u64,
     kind: u16,
     #[serde(borrow)]
-    tags: Vec<Vec<std::borrow::Cow<'a, str>>>,
+    tags: Vec<Vec<Cow<'a, str>>>,
     #[serde(borrow)]
-    content: std::borrow::Cow<'a, str>,
+    content: Cow<'a, str>,
     #[serde(borrow)]
-    sig: std::borrow::Cow<'a, str>,
+    sig: Cow<'a, str>,
 }
 
 /// Reads an EVENT message's event, checking its encoding: `id` and `pubkey` exactly 64 lowercase
