@@ -1,6 +1,6 @@
 //! NIP-01 rules more than one part of the daemon needs: which of two events at one address is
 //! the newer, how an address (`<kind>:<pubkey-hex>:<d>`, the value of `a` tags) reads, the
-//! limit a filter without one gets, and whether an event's signature holds.
+//! limit a filter without one gets, and whether an event's id and signature hold.
 //!
 //! Why not nostr's `Coordinate` for addresses: it splits on every `:`, so a `d` tag that contains
 //! one (a repository identifier may) would be cut short; here the `d` part is everything after
@@ -35,7 +35,7 @@ static AUTHOR_KEYS: LazyLock<RwLock<HashMap<PublicKey, XOnlyPublicKey>>> =
 const MAX_AUTHOR_KEYS: usize = 16_384;
 
 /// Whether `event`'s signature is its author's over its id (BIP-340). The id itself is not
-/// checked here (`Event::verify_id`).
+/// checked here ([`id_holds`]).
 pub fn signature_holds(event: &Event) -> bool {
     let cached = AUTHOR_KEYS
         .read()
