@@ -29,11 +29,27 @@ use support::{Server, announcement, coordinate, event};
 use tokio_tungstenite::tungstenite::Message;
 
 const CONNECTIONS: usize = 40;
-const EVENTS_PER_CONNECTION: usize = 500;
 const REQS: usize = 500;
 /// Connections holding a subscription during the last ingest phase.
 const READERS: usize = 100;
-const TOTAL: usize = CONNECTIONS * EVENTS_PER_CONNECTION;
+
+/// Events each connection sends in an ingest phase: 500, or GRASP_BENCH_EVENTS_PER_CONNECTION
+/// (longer phases for a profiler).
+fn events_per_connection() -> usize {
+    static EVENTS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *EVENTS.get_or_init(|| {
+        std::env::var("GRASP_BENCH_EVENTS_PER_CONNECTION")
+            .ok()
+            .and_then(|events| events.parse().ok())
+            .filter(|&events| events > 0)
+            .unwrap_or(500)
+    })
+}
+
+/// Events in one ingest phase.
+fn total() -> usize {
+    CONNECTIONS * events_per_connection()
+}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -98,15 +114,16 @@ async fn run() {
     let (rate, accepted) = ingest(&server, issues.clone()).await;
     let client_cpu = process_cpu_seconds() - client_cpu;
     println!(
-        "ingest (accepted): {TOTAL} events over {CONNECTIONS} connections = {rate:.0} events/s; \
+        "ingest (accepted): {} events over {CONNECTIONS} connections = {rate:.0} events/s; \
          target >= 10000 events/s, ratio {:.2}; {:.2}x the verify-only floor (target >= 0.5); \
          daemon CPU {}; the bench's own client {:.0} µs of CPU an event on the same cores",
+        total(),
         rate / 10_000.0,
         rate / floor,
         cpu_per_event(&server, cpu, rate),
-        client_cpu * 1e6 / TOTAL as f64,
+        client_cpu * 1e6 / total() as f64,
     );
-    assert_eq!(accepted, TOTAL, "every issue accepted");
+    assert_eq!(accepted, total(), "every issue accepted");
 
     // Duplicates: the same issues again (answered `OK true "duplicate: ..."`);
     // GRASP_BENCH_DUPLICATE_ROUNDS sends them that many times (for a profiler), the last round
@@ -121,20 +138,22 @@ async fn run() {
     let cpu = server.cpu_seconds();
     let (rate, accepted) = ingest(&server, issues).await;
     println!(
-        "ingest (duplicates): {TOTAL} events = {rate:.0} events/s, {:.2}x the floor; daemon CPU {} \
+        "ingest (duplicates): {} events = {rate:.0} events/s, {:.2}x the floor; daemon CPU {} \
          (target <= 25 µs per event)",
+        total(),
         rate / floor,
         cpu_per_event(&server, cpu, rate)
     );
-    assert_eq!(accepted, TOTAL, "duplicates are answered OK true");
+    assert_eq!(accepted, total(), "duplicates are answered OK true");
 
     // Refused: notes that relate to nothing here (the same path without the write).
     let notes = signed_batches(|keys, c, i| event(keys, 1, &format!("note {c}-{i}"), &[]));
     let cpu = server.cpu_seconds();
     let (rate, accepted) = ingest(&server, notes).await;
     println!(
-        "ingest (refused by policy): {TOTAL} events = {rate:.0} events/s, {:.2}x the floor; daemon \
+        "ingest (refused by policy): {} events = {rate:.0} events/s, {:.2}x the floor; daemon \
          CPU {} (target <= 25 µs per event)",
+        total(),
         rate / floor,
         cpu_per_event(&server, cpu, rate)
     );
@@ -155,7 +174,8 @@ async fn run() {
     ] {
         let (p50, p95) = req_latency(&server, &filter, expected).await;
         println!(
-            "REQ {label} over {TOTAL} stored events: p50 {p50:.2} ms, p95 {p95:.2} ms; target p50 <= 2 ms, ratio {:.2}",
+            "REQ {label} over {} stored events: p50 {p50:.2} ms, p95 {p95:.2} ms; target p50 <= 2 ms, ratio {:.2}",
+            total(),
             p50 / 2.0
         );
     }
@@ -187,7 +207,7 @@ async fn run() {
         rate / floor,
         cpu_per_event(&server, cpu, rate)
     );
-    assert_eq!(accepted, TOTAL, "every issue accepted");
+    assert_eq!(accepted, total(), "every issue accepted");
     drop(readers);
 }
 
@@ -221,7 +241,7 @@ async fn req_latency(server: &Server, filter: &serde_json::Value, expected: usiz
 fn cpu_per_event(server: &Server, before: Option<f64>, rate: f64) -> String {
     match (before, server.cpu_seconds()) {
         (Some(before), Some(after)) => {
-            let per_event = (after - before) / TOTAL as f64;
+            let per_event = (after - before) / total() as f64;
             format!(
                 "{:.0} µs per event ({:.2} cores busy)",
                 per_event * 1e6,
@@ -236,13 +256,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Signs `EVENTS_PER_CONNECTION` events per connection (before any clock starts), as EVENT
+/// Signs [`events_per_connection`] events per connection (before any clock starts), as EVENT
 /// messages.
 fn signed_batches(make: impl Fn(&Keys, usize, usize) -> nostr::Event) -> Vec<Vec<String>> {
     (0..CONNECTIONS)
         .map(|c| {
             let keys = Keys::generate();
-            (0..EVENTS_PER_CONNECTION)
+            (0..events_per_connection())
                 .map(|i| json!(["EVENT", make(&keys, c, i)]).to_string())
                 .collect()
         })
@@ -345,7 +365,7 @@ async fn ingest(server: &Server, batches: Vec<Vec<String>>) -> (f64, usize) {
             });
             let mut accepted = 0usize;
             let mut answered = 0usize;
-            while answered < EVENTS_PER_CONNECTION {
+            while answered < events_per_connection() {
                 let Some(Ok(Message::Text(text))) = rx.next().await else {
                     break;
                 };
@@ -365,5 +385,5 @@ async fn ingest(server: &Server, batches: Vec<Vec<String>>) -> (f64, usize) {
     for task in tasks {
         accepted += task.await.expect("task");
     }
-    (TOTAL as f64 / start.elapsed().as_secs_f64(), accepted)
+    (total() as f64 / start.elapsed().as_secs_f64(), accepted)
 }

@@ -61,6 +61,12 @@ pub enum Signature {
     Unchecked,
 }
 
+/// Whether `decision` needs a signature check that `event` fails: only a decision that changes
+/// something is worth one, and only when the caller did not check already.
+fn forged(event: &Event, signature: Signature, decision: &admission::Decision) -> bool {
+    signature == Signature::Unchecked && decision.changes_anything() && !crate::nip01::signature_holds(event)
+}
+
 /// The answer to an event whose signature does not verify (the relay builder's wording).
 fn bad_signature() -> Answer {
     Answer::Invalid("invalid event signature".to_owned())
@@ -99,11 +105,7 @@ impl GraspPolicy {
         client: Option<IpAddr>,
         signature: Signature,
     ) -> Result<Answer, PolicyError> {
-        let forged = |decision: &admission::Decision| {
-            signature == Signature::Unchecked
-                && decision.changes_anything()
-                && !crate::nip01::signature_holds(event)
-        };
+        let forged = |decision: &admission::Decision| forged(event, signature, decision);
         let common = self.common_facts(event).await?;
         if let Some(decision) = admission::decide_common(&common) {
             if forged(&decision) {
@@ -111,8 +113,7 @@ impl GraspPolicy {
             }
             return Ok(decision.answer);
         }
-        let nip34 = Nip34Kind::of(event.kind);
-        let Some(kind) = nip34 else {
+        let Some(kind) = Nip34Kind::of(event.kind) else {
             let decision = admission::decide_related(&self.related_facts(event).await?);
             if forged(&decision) {
                 return Ok(bad_signature());
@@ -121,8 +122,24 @@ impl GraspPolicy {
                 // Most events: nothing to carry out.
                 return Ok(decision.answer);
             }
-            return Ok(process::effects::apply(&self.app, event, origin, decision).await?);
+            // Boxed, as below: carrying out effects is a large future (~11 KiB), and inline it
+            // would make every event's future that large, allocated and copied for each event.
+            return Ok(Box::pin(process::effects::apply(&self.app, event, origin, decision)).await?);
         };
+        Box::pin(self.decide_and_apply_nip34(event, kind, origin, client, signature)).await
+    }
+
+    /// [`Self::decide_and_apply`] for announcements, states and pull requests, once the common
+    /// facts have not decided: under the lock of the identifier they concern.
+    async fn decide_and_apply_nip34(
+        &self,
+        event: &Event,
+        kind: Nip34Kind,
+        origin: Source,
+        client: Option<IpAddr>,
+        signature: Signature,
+    ) -> Result<Answer, PolicyError> {
+        let forged = |decision: &admission::Decision| forged(event, signature, decision);
         let parsed = match Parsed::read(event, kind) {
             Ok(parsed) => parsed,
             Err(why) => return Ok(Answer::Invalid(why)),
