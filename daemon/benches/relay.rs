@@ -159,8 +159,11 @@ async fn run() {
     );
     assert_eq!(accepted, 0, "unrelated notes refused");
 
-    if let Some(rss) = server.peak_rss_mib() {
-        println!("daemon peak RSS after ingest: {rss:.1} MiB");
+    if let (Some(rss), Some(anon)) = (server.peak_rss_mib(), server.anon_rss_mib()) {
+        println!(
+            "daemon peak RSS after ingest: {rss:.1} MiB, of which {anon:.1} MiB anonymous memory \
+             now (the rest of the peak is mostly the memory-mapped database: page cache)"
+        );
     }
     // What clients send: the newest of a kind, and a repository's issues by its coordinate
     // (all 20,000 stored issues tag it).

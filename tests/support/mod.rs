@@ -214,9 +214,21 @@ impl Server {
 
     /// Peak resident memory of the server process in MiB (Linux `/proc`, `VmHWM`).
     pub fn peak_rss_mib(&self) -> Option<f64> {
+        self.status_mib("VmHWM:")
+    }
+
+    /// The daemon's anonymous memory now (heap, stacks) in MiB: its resident size without the
+    /// pages of files it maps. The store memory-maps its database, so the resident size grows
+    /// with the database; those pages are the kernel's page cache, shared and reclaimable.
+    pub fn anon_rss_mib(&self) -> Option<f64> {
+        self.status_mib("RssAnon:")
+    }
+
+    /// A `kB` field of the daemon's `/proc/<pid>/status`, in MiB.
+    fn status_mib(&self, field: &str) -> Option<f64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib / 1024.0)
     }
