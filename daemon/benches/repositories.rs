@@ -29,7 +29,14 @@ use support::{Server, announcement, state, timed_push, work_tree_with_commit};
 use tokio_tungstenite::tungstenite::Message;
 
 const OWNERS: usize = 100;
-const PUSHES: usize = 41;
+/// Pushes to each server: 41, or GRASP_REPOSITORIES_PUSHES (more for a finer ratio).
+fn pushes() -> usize {
+    std::env::var("GRASP_REPOSITORIES_PUSHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(41)
+}
 
 fn main() {
     let repositories: usize = std::env::var("GRASP_REPOSITORIES")
@@ -166,7 +173,7 @@ async fn run(repositories: usize) {
     let cpu = [many.cpu_seconds(), few.cpu_seconds()];
     let hooks = [many.hook_seconds(), few.hook_seconds()];
     let started = Instant::now();
-    for i in 0..PUSHES {
+    for i in 0..pushes() {
         // Each goes first every other time: neither pays for going first.
         let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
         for at in order {
