@@ -274,7 +274,7 @@ impl Connection {
                 let intake = self.intake.clone();
                 let peer = self.peer;
                 let in_flight = InFlight::of(&event);
-                let answer = async move { intake.client_event(*event, peer).await };
+                let answer = async move { intake.client_event(event, peer).await };
                 self.events.start(in_flight, text.len(), Box::pin(answer));
                 Ok(())
             }

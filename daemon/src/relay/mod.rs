@@ -45,12 +45,14 @@ impl Ingest for SyncedEvents {
     fn ingest<'a>(&'a self, event: &'a Event) -> BoxedFuture<'a, Ingested> {
         Box::pin(async move {
             match self.policy.admit(event, Source::Sync).await {
-                Ok(Answer::Accept) => match intake::save(&self.app, &self.relay, event.clone()).await {
-                    intake::Saved::Stored => Ingested::Accepted,
-                    intake::Saved::Duplicate => Ingested::Duplicate,
-                    intake::Saved::Refused(why) => Ingested::Refused(why.message().to_owned()),
-                    intake::Saved::Failed(error) => Ingested::Failed(error.to_string()),
-                },
+                Ok(Answer::Accept) => {
+                    match intake::save(&self.app, &self.relay, std::sync::Arc::new(event.clone())).await {
+                        intake::Saved::Stored => Ingested::Accepted,
+                        intake::Saved::Duplicate => Ingested::Duplicate,
+                        intake::Saved::Refused(why) => Ingested::Refused(why.message().to_owned()),
+                        intake::Saved::Failed(error) => Ingested::Failed(error.to_string()),
+                    }
+                }
                 Ok(Answer::Purgatory) => Ingested::Held,
                 Ok(Answer::Duplicate(_)) => Ingested::Duplicate,
                 Ok(Answer::Blocked(why) | Answer::Invalid(why) | Answer::RateLimited(why)) => {

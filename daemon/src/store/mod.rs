@@ -513,12 +513,16 @@ impl Store {
 
     /// Saves an event with NIP-01 replaceable/addressable and NIP-09 deletion semantics.
     pub async fn save_event(&self, event: &Event) -> Result<SaveEventStatus, StoreError> {
+        self.save_shared(Arc::new(event.clone())).await
+    }
+
+    /// [`Self::save_event`] without copying the event for the writer: the writer lets go of
+    /// `event` before it answers, so the caller's handle is the only one left then
+    /// (`Arc::unwrap_or_clone` gives the event back without a copy).
+    pub async fn save_shared(&self, event: Arc<Event>) -> Result<SaveEventStatus, StoreError> {
+        let json = event.as_json();
         let saved = self
-            .write(|reply| writer::Request::Save {
-                event: event.clone(),
-                json: event.as_json(),
-                reply,
-            })
+            .write(|reply| writer::Request::Save { event, json, reply })
             .await;
         if let Err(error) = &saved
             && let Some(reason) = crate::types::client_reason(error)
@@ -804,7 +808,9 @@ impl Store {
         let address = (kind.as_u16(), *pubkey, d_tag.to_owned());
         match self.memo.addresses.holds(&address) {
             Some(held) => Ok(held),
-            None => Ok(self.at_address(kind, pubkey, d_tag).await?.is_some()),
+            // Boxed: the memory answers almost always, and the read's future would make every
+            // caller's future larger.
+            None => Ok(Box::pin(self.at_address(kind, pubkey, d_tag)).await?.is_some()),
         }
     }
 

@@ -118,7 +118,8 @@ pub(super) enum Request {
     /// Store one event (NIP-01 replaceable/addressable rules, NIP-09 deletions). `json` is the
     /// event serialized by the caller, off the writer's serial path.
     Save {
-        event: Event,
+        /// Shared with the caller, which gets it back alone once answered (no copy).
+        event: Arc<Event>,
         json: String,
         reply: Reply<SaveEventStatus>,
     },
@@ -223,7 +224,7 @@ fn sync_data(wal: &Path) -> std::io::Result<()> {
 }
 
 pub(super) struct SaveRequest {
-    pub event: Event,
+    pub event: Arc<Event>,
     pub json: String,
     pub reply: Reply<SaveEventStatus>,
 }
