@@ -457,6 +457,89 @@ fn events_of(messages: &[serde_json::Value], sub: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn live_events_reach_the_subscriptions_they_match_until_closed_or_replaced() {
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut publisher = server.client().await;
+    assert!(
+        publisher
+            .publish(&announcement(&owner, &server, "live"))
+            .await
+            .accepted
+    );
+    let coord = coordinate(&owner, "live");
+    let elsewhere = format!("30617:{}:elsewhere", Keys::generate().public_key().to_hex());
+
+    let mut reader = server.client().await;
+    for req in [
+        json!(["REQ", "repo", {"kinds": [1621], "#a": [coord], "limit": 0}]),
+        // NIP-50: the relay answers the stored part (nothing: the store does not search), the
+        // bridge the live one.
+        json!(["REQ", "search", {"search": "NEEDLE", "limit": 0}]),
+        json!(["REQ", "replaced", {"kinds": [1621], "#a": [coord]}]),
+        json!(["REQ", "replaced", {"kinds": [1], "#a": [coord], "limit": 0}]),
+        json!(["REQ", "closed", {"kinds": [1621], "limit": 0}]),
+        json!(["CLOSE", "closed"]),
+        // Ephemeral events are the relay builder's to deliver.
+        json!(["REQ", "ephemeral", {"kinds": [20001], "limit": 0}]),
+    ] {
+        reader.send_raw(&req.to_string()).await;
+    }
+    read_until(&mut reader, |m| m[0] == "EOSE" && m[1] == "ephemeral").await;
+    let mut other = server.client().await;
+    for req in [
+        json!(["REQ", "other", {"kinds": [1621], "#a": [elsewhere], "limit": 0}]),
+        json!(["REQ", "marker", {"kinds": [1], "#a": [coord], "limit": 0}]),
+    ] {
+        other.send_raw(&req.to_string()).await;
+    }
+    read_until(&mut other, |m| m[0] == "EOSE" && m[1] == "marker").await;
+
+    let issue = event(&owner, 1621, "a needle in a haystack", &[&["a", &coord]]);
+    assert!(publisher.publish(&issue).await.accepted);
+    let ephemeral = event(&owner, 20001, "typing", &[&["a", &coord]]);
+    publisher
+        .send_raw(&json!(["EVENT", serde_json::to_value(&ephemeral).expect("json")]).to_string())
+        .await;
+    // Published after the issue: each connection gets its live events in that order.
+    let marker = event(&owner, 1, "marker", &[&["a", &coord]]);
+    assert!(publisher.publish(&marker).await.accepted);
+
+    let (marker_id, ephemeral_id) = (marker.id.to_hex(), ephemeral.id.to_hex());
+    let (mut saw_marker, mut saw_ephemeral) = (false, false);
+    let messages = read_until(&mut reader, |m| {
+        saw_marker |= m[0] == "EVENT" && m[1] == "replaced" && m[2]["id"] == marker_id.as_str();
+        saw_ephemeral |= m[0] == "EVENT" && m[1] == "ephemeral" && m[2]["id"] == ephemeral_id.as_str();
+        saw_marker && saw_ephemeral
+    })
+    .await;
+    let issue_id = issue.id.to_hex();
+    assert_eq!(
+        events_of(&messages, "repo"),
+        vec![issue_id.clone()],
+        "{messages:?}"
+    );
+    assert_eq!(events_of(&messages, "search"), vec![issue_id], "{messages:?}");
+    assert_eq!(
+        events_of(&messages, "replaced"),
+        vec![marker_id.clone()],
+        "{messages:?}"
+    );
+    assert!(events_of(&messages, "closed").is_empty(), "{messages:?}");
+    let delivered = messages
+        .iter()
+        .find(|m| m[0] == "EVENT" && m[1] == "repo")
+        .expect("delivered");
+    assert_eq!(
+        serde_json::from_value::<Event>(delivered[2].clone()).expect("an event"),
+        issue
+    );
+
+    let messages = read_until(&mut other, |m| m[0] == "EVENT" && m[1] == "marker").await;
+    assert!(events_of(&messages, "other").is_empty(), "{messages:?}");
+}
+
+#[tokio::test]
 async fn a_req_gets_stored_events_newest_first_then_each_live_event_once() {
     let server = Server::start_with(&["--max-subscriptions", "2", "--max-filter-limit", "4"]);
     let owner = Keys::generate();

@@ -335,6 +335,11 @@ async fn metrics_are_prometheus_text_and_move_after_a_push() {
             .await
             .accepted
     );
+    // One subscription open, on the same connection.
+    client
+        .send_raw(&serde_json::json!(["REQ", "live", {"kinds": [30618], "limit": 0}]).to_string())
+        .await;
+    assert_eq!(client.next().await[0], "EOSE");
 
     let value = |text: &str, name: &str| -> f64 {
         text.lines()
@@ -362,6 +367,8 @@ async fn metrics_are_prometheus_text_and_move_after_a_push() {
     assert_eq!(value(&before.body, "graspd_pushes_allowed_total"), 0.0);
     assert_eq!(value(&before.body, "graspd_events_purgatory_total"), 2.0);
     assert_eq!(value(&before.body, "graspd_websocket_connections"), 1.0);
+    assert_eq!(value(&before.body, "graspd_live_subscriptions"), 1.0);
+    assert_eq!(value(&before.body, "graspd_live_events_missed_total"), 0.0);
     // Two Bloom filters of at least 65,536 ids × 10 bits each.
     assert!(value(&before.body, "graspd_store_filter_bytes") >= 2.0 * 81920.0);
 

@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::config::Config;
 use crate::git::GitRepos;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::nip34::{Announcement, Identifier, KIND_ANNOUNCEMENT, Nip34Kind, RepoId};
 use crate::purgatory::Purgatory;
@@ -38,9 +39,8 @@ struct Inner {
     store: Store,
     purgatory: Purgatory,
     git: GitRepos,
-    /// Events that became served outside the relay's own EVENT path (released from purgatory);
-    /// the relay wiring forwards them to live subscribers.
-    served: broadcast::Sender<Event>,
+    /// Open subscriptions, to which every event that becomes served is delivered.
+    live: Live,
     /// One lock per identifier: git data for one identifier is processed by one task at a time,
     /// so two pushes cannot interleave their ref alignments.
     identifier_locks: DashMap<Identifier, Arc<tokio::sync::Mutex<()>>>,
@@ -148,7 +148,6 @@ impl App {
             config.git_program.clone(),
             config.initial_head.clone(),
         );
-        let (served, _) = broadcast::channel(1024);
         let only_node = store.backend() == crate::store::Backend::Sqlite;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -156,7 +155,7 @@ impl App {
                 store,
                 purgatory,
                 git,
-                served,
+                live: Live::new(),
                 identifier_locks: DashMap::new(),
                 metrics: Metrics::default(),
                 sync_queue: crate::queue::SyncQueue::new(),
@@ -243,6 +242,7 @@ impl App {
                 .map(|n| u64::try_from(n).unwrap_or(0))
                 .unwrap_or(0),
             store_filter_bytes: self.store().filter_bytes() as u64,
+            live_subscriptions: self.live().subscriptions() as u64,
         }
     }
 
@@ -333,14 +333,14 @@ impl App {
         }
     }
 
-    /// Subscribes to events that became served outside the relay's EVENT path.
-    pub fn subscribe_served(&self) -> broadcast::Receiver<Event> {
-        self.inner.served.subscribe()
+    /// Open subscriptions (the websocket bridge registers its clients' REQs there).
+    pub fn live(&self) -> &Live {
+        &self.inner.live
     }
 
-    /// Announces that `event` is now served (no receiver is fine: nobody is connected).
-    pub fn publish_served(&self, event: Event) {
-        let _ = self.inner.served.send(event);
+    /// Delivers `event`, now served, to the open subscriptions it matches.
+    pub fn publish_served(&self, event: &Event) {
+        self.inner.live.publish(event);
     }
 
     /// Every owner's newest announcement for `identifier`, stored or pending.

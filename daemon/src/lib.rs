@@ -9,6 +9,7 @@ pub mod config;
 pub mod git;
 pub mod http;
 mod layers;
+pub mod live;
 pub mod metrics;
 pub mod nip01;
 pub mod nip34;

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub maintenance_ok: AtomicU64,
     pub maintenance_failed: AtomicU64,
     pub websocket_connections: AtomicI64,
+    /// Live events not sent to a connection whose client read too slowly (see `live`).
+    pub live_events_missed: AtomicU64,
     pub git_requests_in_flight: AtomicI64,
     /// Events the event sync fetched, by what the write policy made of them: accepted, held,
     /// refused, duplicate, failed (see [`SYNCED_OUTCOMES`]).
@@ -115,6 +117,7 @@ impl Default for Metrics {
             maintenance_ok: AtomicU64::new(0),
             maintenance_failed: AtomicU64::new(0),
             websocket_connections: AtomicI64::new(0),
+            live_events_missed: AtomicU64::new(0),
             git_requests_in_flight: AtomicI64::new(0),
             authorize_seconds: Histogram::default(),
             report_seconds: Histogram::default(),
@@ -173,6 +176,8 @@ pub struct Snapshot {
     pub stored_events: u64,
     /// Bytes of the store's in-memory id filters (see `store::memo`).
     pub store_filter_bytes: u64,
+    /// Open subscriptions over every websocket connection (see `live`).
+    pub live_subscriptions: u64,
 }
 
 impl Metrics {
@@ -195,7 +200,7 @@ impl Metrics {
     /// Prometheus text exposition format (version 0.0.4).
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let mut out = String::with_capacity(8192);
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             (
                 "graspd_events_accepted_total",
                 "Events accepted and stored.",
@@ -246,6 +251,11 @@ impl Metrics {
                 "Background git maintenance checks that failed.",
                 &self.maintenance_failed,
             ),
+            (
+                "graspd_live_events_missed_total",
+                "Live events not sent to a connection whose client read too slowly.",
+                &self.live_events_missed,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
@@ -254,7 +264,7 @@ impl Metrics {
                 get(value)
             );
         }
-        let gauges: [(&str, &str, i64); 10] = [
+        let gauges: [(&str, &str, i64); 11] = [
             (
                 "graspd_uptime_seconds",
                 "Seconds since start.",
@@ -304,6 +314,11 @@ impl Metrics {
                 "graspd_websocket_connections",
                 "Open websocket connections.",
                 self.websocket_connections.load(Ordering::Relaxed),
+            ),
+            (
+                "graspd_live_subscriptions",
+                "Open subscriptions over every websocket connection.",
+                to_i64(snapshot.live_subscriptions),
             ),
         ];
         for (name, help, value) in gauges {

@@ -144,7 +144,6 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         tokio::spawn(process::contributions::run(app.clone(), signal.clone())),
         tokio::spawn(maintenance::run(app.clone(), signal.clone())),
         tokio::spawn(maintenance::tidy_after_a_crash(app.clone(), signal.clone())),
-        tokio::spawn(relay::forward_served(app.clone(), relay.clone(), signal.clone())),
         tokio::spawn(crate::sync::cluster::run(
             app.clone(),
             config.listen.to_string(),
@@ -165,7 +164,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
         )));
     }
     if config.event_sync.enabled {
-        let ingest = std::sync::Arc::new(relay::SyncedEvents::new(&app, relay.clone()));
+        let ingest = std::sync::Arc::new(relay::SyncedEvents::new(&app));
         tasks.push(tokio::spawn(crate::sync::events::run(
             app.clone(),
             ingest,

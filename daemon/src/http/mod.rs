@@ -109,7 +109,7 @@ impl Front {
         let prs_git = with_limit(limits.max_pr_push_bytes);
         let git = with_limit(limits.max_push_bytes);
         Self {
-            intake: crate::relay::Intake::new(&app, relay.clone()),
+            intake: crate::relay::Intake::new(&app),
             app,
             relay,
             git,

@@ -67,6 +67,15 @@ pub struct Stored {
     pub ids: Option<usize>,
 }
 
+/// A REQ to forward to the relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    pub text: String,
+    /// The relay answers its stored part too (NIP-50 searches, empty id lists); the bridge
+    /// answers the others when the relay's `EOSE` comes.
+    pub relay_answers: bool,
+}
+
 /// What to do with a message from the relay.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FromRelay {
@@ -99,7 +108,7 @@ struct IdOnly<'a> {
 }
 
 impl Requests {
-    /// A client REQ (already checked): the text to forward to the relay, or, when too many are
+    /// A client REQ (already checked): what to forward to the relay, or, when too many are
     /// waiting, the `CLOSED` to answer the client with.
     pub fn open(
         &mut self,
@@ -107,7 +116,7 @@ impl Requests {
         mut filters: Vec<Filter>,
         text: &str,
         max_limit: usize,
-    ) -> Result<String, String> {
+    ) -> Result<Forward, String> {
         if self.waiting.len() >= MAX_WAITING {
             return Err(super::ws::closed(
                 sub,
@@ -119,7 +128,10 @@ impl Requests {
             .all(|filter| filter.search.is_none() && filter.ids.as_ref().is_none_or(|ids| !ids.is_empty()));
         if !bridge {
             self.waiting.push_back((sub.to_owned(), Waiting::Relay));
-            return Ok(text.to_owned());
+            return Ok(Forward {
+                text: text.to_owned(),
+                relay_answers: true,
+            });
         }
         // The relay's limits: lowered to the maximum; without one, as many as the ids listed,
         // else the default.
@@ -141,7 +153,10 @@ impl Requests {
             ids,
         };
         self.waiting.push_back((sub.to_owned(), Waiting::Bridge(stored)));
-        Ok(forwarded)
+        Ok(Forward {
+            text: forwarded,
+            relay_answers: false,
+        })
     }
 
     /// A client CLOSE: its REQs still waiting get no stored events.
@@ -197,18 +212,24 @@ impl Requests {
         let Ok(EventMessage(_, sub, event)) = serde_json::from_str::<EventMessage<'_>>(text) else {
             return FromRelay::Forward;
         };
-        let Some((until, ids)) = self.sent.get(sub.as_ref()) else {
-            return FromRelay::Forward;
-        };
-        if *until <= Instant::now() {
-            self.sent.remove(sub.as_ref());
-            return FromRelay::Forward;
-        }
-        if ids.contains(event.id.as_ref()) {
+        if self.in_stored_part(&sub, &event.id) {
             FromRelay::Drop
         } else {
             FromRelay::Forward
         }
+    }
+
+    /// Whether the stored part just sent for `sub` had the event `id` (a live event for `sub` is
+    /// then dropped).
+    pub fn in_stored_part(&mut self, sub: &str, id: &str) -> bool {
+        let Some((until, ids)) = self.sent.get(sub) else {
+            return false;
+        };
+        if *until <= Instant::now() {
+            self.sent.remove(sub);
+            return false;
+        }
+        ids.contains(id)
     }
 
     /// REQs the relay has not answered yet.
@@ -270,13 +291,7 @@ pub async fn answer(store: &Store, stored: &Stored) -> Result<Answer, StoreError
         if expired(&event.json, now) {
             continue;
         }
-        let mut message = String::with_capacity(event.json.len() + sub.len() + 12);
-        message.push_str("[\"EVENT\",");
-        message.push_str(&sub);
-        message.push(',');
-        message.push_str(&event.json);
-        message.push(']');
-        messages.push(message);
+        messages.push(event_message(&sub, &event.json));
         if ids.len() < DEDUPE_IDS {
             ids.insert(event.id);
         }
@@ -291,6 +306,18 @@ pub async fn answer(store: &Store, stored: &Stored) -> Result<Answer, StoreError
         ids,
         complete,
     })
+}
+
+/// `["EVENT",<sub>,<event>]` from the subscription id already written as a JSON string and the
+/// event's JSON.
+pub fn event_message(sub: &str, json: &str) -> String {
+    let mut message = String::with_capacity(json.len() + sub.len() + 12);
+    message.push_str("[\"EVENT\",");
+    message.push_str(sub);
+    message.push(',');
+    message.push_str(json);
+    message.push(']');
+    message
 }
 
 /// Whether a stored event has expired (NIP-40). Only events that name an expiration are read.
@@ -320,6 +347,8 @@ mod tests {
         let forwarded = requests
             .open("s", vec![repo_filter(Some(10_000)), repo_filter(None)], "", 1000)
             .expect("forwarded");
+        assert!(!forwarded.relay_answers);
+        let forwarded = forwarded.text;
         let Value::Array(items) = serde_json::from_str::<Value>(&forwarded).expect("json") else {
             panic!("not an array: {forwarded}");
         };
@@ -371,13 +400,19 @@ mod tests {
         let mut requests = Requests::default();
         let search = Filter::new().search("x");
         assert_eq!(
-            requests.open("q", vec![search], "original", 500).as_deref(),
-            Ok("original")
+            requests.open("q", vec![search], "original", 500),
+            Ok(Forward {
+                text: "original".to_owned(),
+                relay_answers: true
+            })
         );
         let none = Filter::new().ids(Vec::<nostr::EventId>::new());
         assert_eq!(
-            requests.open("none", vec![none], "empty", 500).as_deref(),
-            Ok("empty")
+            requests.open("none", vec![none], "empty", 500),
+            Ok(Forward {
+                text: "empty".to_owned(),
+                relay_answers: true
+            })
         );
         assert_eq!(requests.from_relay("[\"EOSE\",\"none\"]"), FromRelay::Forward);
         assert_eq!(

@@ -10,8 +10,9 @@
 //!
 //! Good input is mostly answered here too: events by `relay::intake` (several of a connection in
 //! flight at once, see [`Events`]), the stored part of REQs by `http::stored`, NIP-77 by
-//! `http::negentropy`. The relay keeps live subscriptions, protected and ephemeral events, and
-//! what else a client may send.
+//! `http::negentropy`, and live events by the subscriptions each REQ opens in `live`. The relay
+//! keeps a copy of each subscription (it counts them against `--max-subscriptions`), delivers the
+//! protected and ephemeral events it handles itself, and takes what else a client may send.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -34,6 +35,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::stored::{FromRelay, Requests, Stored};
 use crate::config::Limits;
+use crate::live::{Delivery, Subscriber};
 use crate::relay::Intake;
 use crate::relay::intake::{InFlight, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES, must_follow, taken_by_bridge};
 
@@ -94,6 +96,7 @@ pub async fn bridge(
         requests: Requests::default(),
         negentropy: super::negentropy::Sessions::default(),
         events: Events::default(),
+        live: None,
         intake,
         peer,
         app: app.clone(),
@@ -127,6 +130,9 @@ pub async fn bridge(
             }
             Some(reply) = connection.events.pending.next() => {
                 if connection.answered(reply).await.is_err() { break; }
+            }
+            Some(delivery) = from_live(&mut connection.live) => {
+                if connection.delivered(delivery).await.is_err() { break; }
             }
             outgoing = from_relay(&mut connection.upstream) => {
                 // An answer to a REQ is many messages written at once: they are queued together
@@ -196,6 +202,21 @@ async fn from_relay(upstream: &mut Option<Upstream>) -> Option<Result<Message, W
     }
 }
 
+/// The next live event for the client's subscriptions, or never while it has none.
+async fn from_live(live: &mut Option<LiveSubscriptions>) -> Option<Delivery> {
+    match live {
+        Some(live) => live.deliveries.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A connection's subscriptions in `live` and where their events arrive, made at its first
+/// subscription.
+struct LiveSubscriptions {
+    subscriber: Subscriber,
+    deliveries: tokio::sync::mpsc::Receiver<Delivery>,
+}
+
 type Answering = Pin<Box<dyn Future<Output = String> + Send>>;
 
 /// A connection's events in flight, in arrival order, and the one message that waits for them.
@@ -259,6 +280,7 @@ struct Connection {
     requests: Requests,
     negentropy: super::negentropy::Sessions,
     events: Events,
+    live: Option<LiveSubscriptions>,
     intake: Intake,
     peer: SocketAddr,
     app: crate::app::App,
@@ -280,16 +302,27 @@ impl Connection {
             }
             Checked::Event(_) => self.send_to_relay(Message::Text(text)).await,
             Checked::Req(sub, filters) => {
+                // A REQ replaces the subscription of the same id.
+                self.unsubscribe(&sub);
+                let live = filters.clone();
                 match self
                     .requests
                     .open(&sub, filters, text.as_str(), self.max_filter_limit)
                 {
-                    Ok(forward) => self.send_to_relay(Message::Text(forward.into())).await,
+                    Ok(forward) => {
+                        // The bridge opens the live part of the REQs whose stored part it
+                        // answers when it reads the store (`send_stored`); the others' now.
+                        if forward.relay_answers {
+                            self.subscriber().subscribe(&sub, live);
+                        }
+                        self.send_to_relay(Message::Text(forward.text.into())).await
+                    }
                     Err(closed) => self.client_tx.send(Message::Text(closed.into())).await,
                 }
             }
             Checked::Close(sub) => {
                 self.requests.close(&sub);
+                self.unsubscribe(&sub);
                 // Without a relay connection the relay holds no subscription to close.
                 match self.upstream.as_mut() {
                     Some(upstream) => upstream.tx.send(Message::Text(text)).await,
@@ -302,6 +335,67 @@ impl Connection {
                 None => Ok(()),
             },
         }
+    }
+
+    /// The connection's handle in `live`, made at its first subscription.
+    fn subscriber(&mut self) -> &Subscriber {
+        let live = self.app.live();
+        &self
+            .live
+            .get_or_insert_with(|| {
+                let (subscriber, deliveries) = live.connect();
+                LiveSubscriptions {
+                    subscriber,
+                    deliveries,
+                }
+            })
+            .subscriber
+    }
+
+    fn unsubscribe(&self, sub: &str) {
+        if let Some(live) = &self.live {
+            live.subscriber.unsubscribe(sub);
+        }
+    }
+
+    /// Queues live events for the client, this one and those already waiting behind it (up to
+    /// [`MAX_MESSAGES_PER_FLUSH`] messages), then flushes. An event the stored part just sent
+    /// had is dropped; a client too slow to keep up is told it missed events.
+    async fn delivered(&mut self, delivery: Delivery) -> Result<(), WsError> {
+        let mut next = Some(delivery);
+        let mut queued = 0;
+        while let Some(delivery) = next.take() {
+            for sub in &delivery.subscriptions {
+                if self.requests.in_stored_part(sub, &delivery.event.id) {
+                    continue;
+                }
+                let message =
+                    super::stored::event_message(&Value::from(&**sub).to_string(), &delivery.event.json);
+                self.client_tx.feed(Message::Text(message.into())).await?;
+                queued += 1;
+            }
+            if queued < MAX_MESSAGES_PER_FLUSH {
+                next = self
+                    .live
+                    .as_mut()
+                    .and_then(|live| live.deliveries.try_recv().ok());
+            }
+        }
+        let missed = self
+            .live
+            .as_ref()
+            .map_or(0, |live| live.subscriber.take_dropped());
+        if missed > 0 {
+            self.app
+                .metrics()
+                .live_events_missed
+                .fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
+            let text = notice(&format!(
+                "error: {missed} live events were not sent: this connection read them too slowly"
+            ));
+            self.client_tx.feed(Message::Text(text.into())).await?;
+        }
+        self.client_tx.flush().await
     }
 
     /// Sends a message to the relay, connecting first if the client has no relay connection.
@@ -335,6 +429,14 @@ impl Connection {
 
     /// Queues one relay message for the client (the caller flushes).
     async fn relayed(&mut self, text: Utf8Bytes) -> Result<(), WsError> {
+        // The relay closed a subscription (refused it, or every id it listed was found): its
+        // live part goes too.
+        if text.as_str().starts_with("[\"CLOSED\"")
+            && let Ok(Value::Array(items)) = serde_json::from_str::<Value>(text.as_str())
+            && let Some(sub) = items.get(1).and_then(Value::as_str)
+        {
+            self.unsubscribe(sub);
+        }
         match self.requests.from_relay(text.as_str()) {
             FromRelay::Forward => {
                 let text = with_failure_named(text, &self.app);
@@ -350,9 +452,13 @@ impl Connection {
     async fn send_stored(&mut self, stored: &Stored) -> Result<(), WsError> {
         let sub = stored.sub.as_str();
         let close = || Message::Text(Value::Array(vec!["CLOSE".into(), sub.into()]).to_string().into());
+        // Opened before the store is read: an event saved after the read is delivered live, one
+        // saved before is in the stored part (and dropped if it comes live too).
+        self.subscriber().subscribe(sub, stored.filters.clone());
         match super::stored::answer(self.app.store(), stored).await {
             Ok(answer) => {
                 if answer.complete {
+                    self.unsubscribe(sub);
                     self.send_to_relay(close()).await?;
                 }
                 self.requests.answered(sub, answer.ids);
@@ -363,6 +469,7 @@ impl Connection {
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot read the stored events of a REQ");
+                self.unsubscribe(sub);
                 self.send_to_relay(close()).await?;
                 self.client_tx
                     .feed(Message::Text(

@@ -422,7 +422,7 @@ impl Releases {
             app.purgatory().forget(&event.id).await;
             crate::metrics::inc(&app.metrics().events_released);
             if status.is_success() {
-                app.publish_served(event.clone());
+                app.publish_served(event);
             }
         }
         Ok(announcements)
@@ -448,7 +448,7 @@ pub async fn release(app: &App, event: &Event) -> Result<(), ProcessError> {
     app.purgatory().forget(&event.id).await;
     crate::metrics::inc(&app.metrics().events_released);
     if status.is_success() {
-        app.publish_served(event.clone());
+        app.publish_served(event);
     }
     Ok(())
 }

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use nostr::message::MachineReadablePrefix;
 use nostr::{Event, EventId, Kind};
 use nostr_database::{RejectedReason, SaveEventStatus};
-use nostr_relay_builder::LocalRelay;
 use nostr_relay_builder::builder::WritePolicyResult;
 
 use super::GraspPolicy;
@@ -138,12 +137,12 @@ impl Refusal {
     }
 }
 
-/// Saves an event the write policy took and, once stored, sends it to the relay's live
-/// subscribers: the one save step of clients' events and synced ones.
-pub async fn save(app: &App, relay: &LocalRelay, event: Arc<Event>) -> Saved {
+/// Saves an event the write policy took and, once stored, delivers it to the open subscriptions
+/// it matches (`live`): the one save step of clients' events and synced ones.
+pub async fn save(app: &App, event: Arc<Event>) -> Saved {
     match app.store().save_shared(Arc::clone(&event)).await {
         Ok(saved) if saved.is_success() => {
-            relay.notify_event(Arc::unwrap_or_clone(event));
+            app.publish_served(&event);
             Saved::Stored
         }
         Ok(SaveEventStatus::Rejected(RejectedReason::Duplicate)) => Saved::Duplicate,
@@ -155,8 +154,7 @@ pub async fn save(app: &App, relay: &LocalRelay, event: Arc<Event>) -> Saved {
 }
 
 /// The write path for clients' events: the relay builder's checks, the write policy, the store,
-/// and live subscribers (through the relay). One pointer: each event in flight holds a clone (a
-/// `LocalRelay` alone is 312 bytes of handles).
+/// and live subscribers. One pointer: each event in flight holds a clone.
 #[derive(Debug, Clone)]
 pub struct Intake {
     parts: Arc<Parts>,
@@ -166,15 +164,13 @@ pub struct Intake {
 struct Parts {
     app: App,
     policy: GraspPolicy,
-    relay: LocalRelay,
 }
 
 impl Intake {
-    pub fn new(app: &App, relay: LocalRelay) -> Self {
+    pub fn new(app: &App) -> Self {
         let parts = Parts {
             app: app.clone(),
             policy: GraspPolicy::new(app.clone()),
-            relay,
         };
         Self {
             parts: Arc::new(parts),
@@ -224,7 +220,7 @@ impl Intake {
             return (status, format!("{prefix}: {message}"));
         }
         let id = event.id;
-        match save(&self.parts.app, &self.parts.relay, Arc::from(event)).await {
+        match save(&self.parts.app, Arc::from(event)).await {
             Saved::Stored => (true, String::new()),
             Saved::Duplicate => (
                 true,
@@ -332,7 +328,7 @@ mod tests {
     async fn an_event_in_flight_is_a_small_future() {
         let dir = tempfile::tempdir().expect("tempdir");
         let app = App::open(crate::testing::config(dir.path())).await.expect("app");
-        let intake = Intake::new(&app, LocalRelay::new());
+        let intake = Intake::new(&app);
         let peer: SocketAddr = "127.0.0.1:1".parse().expect("address");
         let answer = intake.client_event(Box::new(signed(1621, &[])), peer);
         let size = std::mem::size_of_val(&answer);

@@ -1,5 +1,5 @@
 //! The Nostr relay at `/`: nostr-relay-builder's `LocalRelay` over our SQL store, with the GRASP
-//! write policy, and the forwarding of released events to live subscribers.
+//! write policy.
 
 pub mod intake;
 pub mod policy;
@@ -8,7 +8,6 @@ use nostr_relay_builder::LocalRelay;
 use nostr_relay_builder::builder::RateLimit;
 
 use crate::app::App;
-use crate::shutdown::Signal;
 use crate::store::SqlDatabase;
 
 pub use intake::Intake;
@@ -28,15 +27,13 @@ use crate::sync::events::{Ingest, Ingested};
 pub struct SyncedEvents {
     app: App,
     policy: GraspPolicy,
-    relay: LocalRelay,
 }
 
 impl SyncedEvents {
-    pub fn new(app: &App, relay: LocalRelay) -> Self {
+    pub fn new(app: &App) -> Self {
         Self {
             app: app.clone(),
             policy: GraspPolicy::new(app.clone()),
-            relay,
         }
     }
 }
@@ -46,7 +43,7 @@ impl Ingest for SyncedEvents {
         Box::pin(async move {
             match self.policy.admit(event, Source::Sync).await {
                 Ok(Answer::Accept) => {
-                    match intake::save(&self.app, &self.relay, std::sync::Arc::new(event.clone())).await {
+                    match intake::save(&self.app, std::sync::Arc::new(event.clone())).await {
                         intake::Saved::Stored => Ingested::Accepted,
                         intake::Saved::Duplicate => Ingested::Duplicate,
                         intake::Saved::Refused(why) => Ingested::Refused(why.message().to_owned()),
@@ -79,21 +76,4 @@ pub fn build(app: &App) -> LocalRelay {
         .max_filter_limit(limits.max_filter_limit)
         .default_filter_limit(crate::nip01::DEFAULT_FILTER_LIMIT)
         .build()
-}
-
-/// Forwards events released from purgatory to the relay's subscribers until shutdown.
-pub async fn forward_served(app: App, relay: LocalRelay, mut shutdown: Signal) {
-    let mut served = app.subscribe_served();
-    loop {
-        tokio::select! {
-            event = served.recv() => match event {
-                Ok(event) => { relay.notify_event(event); }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "live subscribers missed released events");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            },
-            _ = shutdown.wait() => return,
-        }
-    }
 }

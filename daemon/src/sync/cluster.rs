@@ -125,7 +125,7 @@ async fn apply(app: &App, change: Change) {
         Change::Stored(events) => {
             for event in events {
                 app.purgatory().forget(&event.id).await;
-                app.publish_served(event);
+                app.publish_served(&event);
             }
         }
         Change::Identifier(identifier) => {
