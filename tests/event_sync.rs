@@ -133,19 +133,28 @@ async fn issues_and_comments_published_only_to_another_relay_reach_graspd() {
     wait_served(&a, "the comment on it follows, by its root", &reply).await;
     assert!(a.log().contains("event sync: connected"), "{}", a.log());
 
-    // Operators see the relay, how it is synced and what came of it.
+    // Operators see the relay, how it is synced and what came of it. The sync counts an event
+    // once its save returns, a moment after a REQ can find it.
+    let relay_status = |status: &serde_json::Value| {
+        status["relays"]
+            .as_array()
+            .and_then(|relays| {
+                relays
+                    .iter()
+                    .find(|r| r["url"].as_str() == Some(relay_url.trim_end_matches('/')))
+                    .or(relays.first())
+            })
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually("the sync counts the three events it took", || {
+        let accepted = relay_status(&a.status_json(&["sync"]))["accepted"].as_u64();
+        async move { accepted.unwrap_or(0) >= 3 }
+    })
+    .await;
     let status = a.status_json(&["sync"]);
     assert_eq!(status["event_sync_enabled"], true);
-    let relay = status["relays"]
-        .as_array()
-        .and_then(|relays| {
-            relays
-                .iter()
-                .find(|r| r["url"].as_str() == Some(relay_url.trim_end_matches('/')))
-                .or(relays.first())
-        })
-        .cloned()
-        .unwrap_or_default();
+    let relay = relay_status(&status);
     assert_eq!(relay["connected"], true, "{status}");
     assert_eq!(relay["method"], "nip77", "{status}");
     assert!(relay["accepted"].as_u64().unwrap_or(0) >= 3, "{status}");

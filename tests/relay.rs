@@ -540,6 +540,73 @@ async fn live_events_reach_the_subscriptions_they_match_until_closed_or_replaced
 }
 
 #[tokio::test]
+async fn protected_events_are_taken_after_auth_and_reach_live_subscriptions() {
+    use nostr::event::FinalizeEvent;
+    let server = Server::start();
+    let owner = Keys::generate();
+    let mut publisher = server.client().await;
+    assert!(
+        publisher
+            .publish(&announcement(&owner, &server, "protected"))
+            .await
+            .accepted
+    );
+    let coord = coordinate(&owner, "protected");
+    let mut reader = server.client().await;
+    reader
+        .send_raw(&json!(["REQ", "p", {"#a": [coord], "kinds": [1621, 20001], "limit": 0}]).to_string())
+        .await;
+    read_until(&mut reader, |m| m[0] == "EOSE" && m[1] == "p").await;
+
+    // NIP-70: the relay asks the author to authenticate first (NIP-42).
+    let protected = event(&owner, 1621, "protected", &[&["a", &coord], &["-"]]);
+    let refused = publisher.publish(&protected).await;
+    assert!(!refused.accepted);
+    assert!(
+        refused.message.starts_with("auth-required:"),
+        "{}",
+        refused.message
+    );
+    publisher
+        .send_raw(&json!(["EVENT", serde_json::to_value(&protected).expect("json")]).to_string())
+        .await;
+    let challenge = read_until(&mut publisher, |m| m[0] == "AUTH")
+        .await
+        .pop()
+        .and_then(|m| m[1].as_str().map(str::to_owned))
+        .expect("a challenge");
+    read_until(&mut publisher, |m| m[0] == "OK").await;
+    let relay = nostr::RelayUrl::parse(&server.ws_url()).expect("relay url");
+    let auth = nostr::EventBuilder::auth(challenge, relay)
+        .finalize(&owner)
+        .expect("sign");
+    publisher
+        .send_raw(&json!(["AUTH", serde_json::to_value(&auth).expect("json")]).to_string())
+        .await;
+    let answer = read_until(&mut publisher, |m| m[0] == "OK").await;
+    assert_eq!(answer.last().map(|m| &m[2]), Some(&json!(true)), "{answer:?}");
+
+    assert!(publisher.publish(&protected).await.accepted);
+    let ephemeral = event(&owner, 20001, "typing", &[&["a", &coord], &["-"]]);
+    assert!(publisher.publish(&ephemeral).await.accepted);
+    let (protected_id, ephemeral_id) = (protected.id.to_hex(), ephemeral.id.to_hex());
+    let messages = read_until(&mut reader, |m| {
+        m[0] == "EVENT" && m[2]["id"] == ephemeral_id.as_str()
+    })
+    .await;
+    assert_eq!(
+        events_of(&messages, "p"),
+        vec![protected_id.clone(), ephemeral_id],
+        "{messages:?}"
+    );
+    // Stored: a new REQ finds the protected event, not the ephemeral one.
+    assert_eq!(
+        reader.ids(json!({"#a": [coord], "kinds": [1621, 20001]})).await,
+        vec![protected_id]
+    );
+}
+
+#[tokio::test]
 async fn a_req_gets_stored_events_newest_first_then_each_live_event_once() {
     let server = Server::start_with(&["--max-subscriptions", "2", "--max-filter-limit", "4"]);
     let owner = Keys::generate();

@@ -9,10 +9,9 @@
 //! up.
 //!
 //! Good input is mostly answered here too: events by `relay::intake` (several of a connection in
-//! flight at once, see [`Events`]), the stored part of REQs by `http::stored`, NIP-77 by
-//! `http::negentropy`, and live events by the subscriptions each REQ opens in `live`. The relay
-//! keeps a copy of each subscription (it counts them against `--max-subscriptions`), delivers the
-//! protected and ephemeral events it handles itself, and takes what else a client may send.
+//! flight at once, see [`Events`]), REQs by `http::stored` (the stored part) and `live` (the live
+//! part), NIP-77 by `http::negentropy`. The relay takes protected events (NIP-70, with NIP-42
+//! `AUTH`), `COUNT`, and what else a client may send; it holds no subscription.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -33,7 +32,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::stored::{FromRelay, Requests, Stored};
+use super::stored::{Requests, Stored};
 use crate::config::Limits;
 use crate::live::{Delivery, Subscriber};
 use crate::relay::Intake;
@@ -101,6 +100,7 @@ pub async fn bridge(
         peer,
         app: app.clone(),
         max_filter_limit: limits.max_filter_limit,
+        max_subscriptions: limits.max_subscriptions,
     };
 
     loop {
@@ -270,9 +270,9 @@ impl Events {
 /// The bridge's half of one connection: where messages go, and what it remembers between them.
 ///
 /// The relay builder's connection is opened only when the client first sends something the
-/// relay handles (a REQ, a protected or ephemeral event, ...): the builder wakes every one of its
-/// connections for each new event, and its websocket zero-fills a 128 KiB read buffer at each
-/// wake-up, so a connection that only publishes events stays off it.
+/// relay handles (a protected event, `AUTH`, `COUNT`): each costs ~150 KiB of memory (the relay
+/// side's websocket buffers), and the builder wakes every one of its connections for each event it
+/// takes, so connections that publish and subscribe stay off it.
 struct Connection {
     client_tx: ClientTx,
     relay: LocalRelay,
@@ -285,6 +285,7 @@ struct Connection {
     peer: SocketAddr,
     app: crate::app::App,
     max_filter_limit: usize,
+    max_subscriptions: usize,
 }
 
 impl Connection {
@@ -304,18 +305,13 @@ impl Connection {
             Checked::Req(sub, filters) => {
                 // A REQ replaces the subscription of the same id.
                 self.unsubscribe(&sub);
-                let live = filters.clone();
                 match self
                     .requests
-                    .open(&sub, filters, text.as_str(), self.max_filter_limit)
+                    .open(&sub, filters, self.max_subscriptions, self.max_filter_limit)
                 {
-                    Ok(forward) => {
-                        // The bridge opens the live part of the REQs whose stored part it
-                        // answers when it reads the store (`send_stored`); the others' now.
-                        if forward.relay_answers {
-                            self.subscriber().subscribe(&sub, live);
-                        }
-                        self.send_to_relay(Message::Text(forward.text.into())).await
+                    Ok(stored) => {
+                        self.send_stored(&stored).await?;
+                        self.client_tx.flush().await
                     }
                     Err(closed) => self.client_tx.send(Message::Text(closed.into())).await,
                 }
@@ -323,11 +319,7 @@ impl Connection {
             Checked::Close(sub) => {
                 self.requests.close(&sub);
                 self.unsubscribe(&sub);
-                // Without a relay connection the relay holds no subscription to close.
-                match self.upstream.as_mut() {
-                    Some(upstream) => upstream.tx.send(Message::Text(text)).await,
-                    None => Ok(()),
-                }
+                Ok(())
             }
             Checked::Answer(reply) => self.client_tx.send(Message::Text(reply.into())).await,
             Checked::Negentropy(items) => match self.negentropy.answer(&items, self.app.store()).await {
@@ -429,29 +421,14 @@ impl Connection {
 
     /// Queues one relay message for the client (the caller flushes).
     async fn relayed(&mut self, text: Utf8Bytes) -> Result<(), WsError> {
-        // The relay closed a subscription (refused it, or every id it listed was found): its
-        // live part goes too.
-        if text.as_str().starts_with("[\"CLOSED\"")
-            && let Ok(Value::Array(items)) = serde_json::from_str::<Value>(text.as_str())
-            && let Some(sub) = items.get(1).and_then(Value::as_str)
-        {
-            self.unsubscribe(sub);
-        }
-        match self.requests.from_relay(text.as_str()) {
-            FromRelay::Forward => {
-                let text = with_failure_named(text, &self.app);
-                self.client_tx.feed(Message::Text(text)).await
-            }
-            FromRelay::Drop => Ok(()),
-            FromRelay::Answer(stored) => self.send_stored(&stored).await,
-        }
+        let text = with_failure_named(text, &self.app);
+        self.client_tx.feed(Message::Text(text)).await
     }
 
-    /// Queues the stored part of a REQ for the client (the caller flushes). When the store cannot
-    /// be read, the client gets `CLOSED` and the relay drops the subscription too.
+    /// Opens a REQ's live part and queues its stored part for the client (the caller flushes).
+    /// When the store cannot be read, the client gets `CLOSED` and the subscription ends.
     async fn send_stored(&mut self, stored: &Stored) -> Result<(), WsError> {
         let sub = stored.sub.as_str();
-        let close = || Message::Text(Value::Array(vec!["CLOSE".into(), sub.into()]).to_string().into());
         // Opened before the store is read: an event saved after the read is delivered live, one
         // saved before is in the stored part (and dropped if it comes live too).
         self.subscriber().subscribe(sub, stored.filters.clone());
@@ -459,9 +436,10 @@ impl Connection {
             Ok(answer) => {
                 if answer.complete {
                     self.unsubscribe(sub);
-                    self.send_to_relay(close()).await?;
+                    self.requests.close(sub);
+                } else {
+                    self.requests.answered(sub, answer.ids);
                 }
-                self.requests.answered(sub, answer.ids);
                 for message in answer.messages {
                     self.client_tx.feed(Message::Text(message.into())).await?;
                 }
@@ -470,7 +448,7 @@ impl Connection {
             Err(error) => {
                 tracing::warn!(%error, "cannot read the stored events of a REQ");
                 self.unsubscribe(sub);
-                self.send_to_relay(close()).await?;
+                self.requests.close(sub);
                 self.client_tx
                     .feed(Message::Text(
                         closed(sub, "error: the relay could not read its store").into(),
@@ -508,7 +486,7 @@ pub enum Checked {
     Answer(String),
     /// A NIP-77 message, answered by the bridge itself (`http::negentropy`).
     Negentropy(Vec<Value>),
-    /// A REQ, whose stored part the bridge may answer itself (`http::stored`).
+    /// A REQ, answered by the bridge (`http::stored`, `live`).
     Req(String, Vec<Filter>),
     /// A CLOSE, forwarded (the bridge drops what it still owed that subscription).
     Close(String),

@@ -10,8 +10,7 @@
 //! the save, and words the answer as the relay builder does; the signature is checked only for
 //! an event the policy would take or hold (a refusal changes nothing and proves nothing).
 //!
-//! Protected (NIP-70) and ephemeral events still go to the relay builder, which owns NIP-42
-//! authentication and broadcasting without a save.
+//! Protected (NIP-70) events still go to the relay builder, which owns NIP-42 authentication.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,7 +54,7 @@ impl InFlight {
 /// Whether the bridge takes this event itself ([`Intake::client_event`]) rather than the relay
 /// builder.
 pub fn taken_by_bridge(event: &Event) -> bool {
-    !event.kind.is_ephemeral() && !event.is_protected()
+    !event.is_protected()
 }
 
 /// Events whose decision changes what other events are decided against: deletions, and every
@@ -138,8 +137,13 @@ impl Refusal {
 }
 
 /// Saves an event the write policy took and, once stored, delivers it to the open subscriptions
-/// it matches (`live`): the one save step of clients' events and synced ones.
+/// it matches (`live`): the one save step of clients' events and synced ones. An ephemeral event
+/// is only delivered.
 pub async fn save(app: &App, event: Arc<Event>) -> Saved {
+    if event.kind.is_ephemeral() {
+        app.publish_served(&event);
+        return Saved::Stored;
+    }
     match app.store().save_shared(Arc::clone(&event)).await {
         Ok(saved) if saved.is_success() => {
             app.publish_served(&event);
@@ -313,10 +317,11 @@ mod tests {
     }
 
     #[test]
-    fn protected_and_ephemeral_events_stay_with_the_relay_builder() {
+    fn protected_events_stay_with_the_relay_builder() {
         assert!(taken_by_bridge(&signed(1621, &[])));
-        assert!(!taken_by_bridge(&signed(20001, &[])));
+        assert!(taken_by_bridge(&signed(20001, &[])));
         assert!(!taken_by_bridge(&signed(1621, &[&["-"]])));
+        assert!(!taken_by_bridge(&signed(20001, &[&["-"]])));
     }
 
     /// Every event a client sends is one boxed future, allocated and moved at its arrival: the

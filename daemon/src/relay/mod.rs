@@ -66,7 +66,7 @@ impl Ingest for SyncedEvents {
 pub fn build(app: &App) -> LocalRelay {
     let limits = &app.config().limits;
     LocalRelay::builder()
-        .database(SqlDatabase::new(app.store().clone()))
+        .database(SqlDatabase::new(app.store().clone(), app.live().clone()))
         .write_policy(GraspPolicy::new(app.clone()))
         .rate_limit(RateLimit {
             max_reqs: limits.max_subscriptions,

@@ -7,17 +7,21 @@ use nostr_database::{
 };
 
 use super::{Store, StoreError};
+use crate::live::Live;
 
 /// Adapter handed to the relay builder. Deleted ids answer `NotExistent` on `check_id`: whether a
-/// deletion applies depends on the author, which only `save_event` sees.
+/// deletion applies depends on the author, which only `save_event` sees. An event saved through it
+/// goes to the open subscriptions in `live` (the relay builder's own broadcast reaches no one: it
+/// holds no subscription, see `http::ws`).
 #[derive(Debug, Clone)]
 pub struct SqlDatabase {
     store: Store,
+    live: Live,
 }
 
 impl SqlDatabase {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, live: Live) -> Self {
+        Self { store, live }
     }
 }
 
@@ -40,7 +44,13 @@ impl NostrDatabase for SqlDatabase {
     }
 
     fn save_event<'a>(&'a self, event: &'a Event) -> BoxedFuture<'a, Result<SaveEventStatus, Error>> {
-        Box::pin(async move { self.store.save_event(event).await.map_err(storage) })
+        Box::pin(async move {
+            let status = self.store.save_event(event).await.map_err(storage)?;
+            if status.is_success() {
+                self.live.publish(event);
+            }
+            Ok(status)
+        })
     }
 
     fn check_id<'a>(&'a self, event_id: &'a EventId) -> BoxedFuture<'a, Result<DatabaseEventStatus, Error>> {

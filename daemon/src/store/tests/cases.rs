@@ -1352,7 +1352,7 @@ async fn the_relay_adapter_answers_from_the_store() {
     let Some((_db, store)) = temp_store(BACKEND).await else {
         return;
     };
-    let db = SqlDatabase::new(store.clone());
+    let db = SqlDatabase::new(store.clone(), crate::live::Live::new());
     let keys = Keys::generate();
     let note = event(&keys, 1, 100, "", &[]);
     let absent = event(&keys, 1, 101, "", &[]);
