@@ -27,11 +27,15 @@ fn nip11_document_advertises_grasp_01_and_limits() {
             .is_some_and(|s| s.contains(&server.domain()))
     );
     assert!(doc.get("curation").is_none());
-    assert!(
-        doc["supported_nips"]
-            .as_array()
-            .is_some_and(|n| n.contains(&json!(34)))
-    );
+    // NIP-34; NIP-40 expiration; NIP-42 AUTH for NIP-70 protected events.
+    for nip in [34, 40, 42, 70] {
+        assert!(
+            doc["supported_nips"]
+                .as_array()
+                .is_some_and(|n| n.contains(&json!(nip))),
+            "{doc}"
+        );
+    }
     assert!(doc["limitation"]["max_message_length"].as_u64().is_some());
 }
 

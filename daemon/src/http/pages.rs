@@ -18,7 +18,7 @@ pub fn nip11(config: &Config) -> serde_json::Value {
         "description": config.description,
         "software": SOFTWARE,
         "version": env!("CARGO_PKG_VERSION"),
-        "supported_nips": [1, 9, 11, 34, 45, 77],
+        "supported_nips": [1, 9, 11, 34, 40, 42, 45, 70, 77],
         "supported_grasps": supported_grasps(config),
         "repo_acceptance_criteria": format!(
             "Repository announcements (kind 30617) must list this server in both 'clone' \
