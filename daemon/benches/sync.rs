@@ -373,6 +373,10 @@ impl SyncContext for MockContext {
         ProcessResult::default()
     }
 
+    fn push_in_flight(&self, _identifier: &Identifier) -> bool {
+        false
+    }
+
     fn has_pending_events(&self, identifier: &Identifier) -> bool {
         self.state()
             .repos

@@ -44,6 +44,9 @@ struct Inner {
     /// One lock per identifier: git data for one identifier is processed by one task at a time,
     /// so two pushes cannot interleave their ref alignments.
     identifier_locks: DashMap<Identifier, Arc<tokio::sync::Mutex<()>>>,
+    /// Pushes allowed by their pre-receive whose post-receive has not reported yet, per
+    /// identifier: how many, and when the last began (see [`App::push_in_flight`]).
+    pushes_in_flight: DashMap<Identifier, (u32, std::time::Instant)>,
     metrics: Metrics,
     /// Identifiers whose waiting events need git data from other servers (shared with the sync
     /// loop, which consumes it).
@@ -62,6 +65,10 @@ struct Inner {
     /// holds the leader lock: see `sync::cluster`).
     leader: std::sync::atomic::AtomicBool,
 }
+
+/// How long an allowed push counts as in flight without its report (see [`App::push_in_flight`]):
+/// after its pre-receive, git only moves the objects it received and updates refs.
+pub const PUSH_IN_FLIGHT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// An identifier's lock (see [`App::lock_identifier`]); released when dropped.
 #[derive(Debug)]
@@ -157,6 +164,7 @@ impl App {
                 git,
                 live: Live::new(),
                 identifier_locks: DashMap::new(),
+                pushes_in_flight: DashMap::new(),
                 metrics: Metrics::default(),
                 sync_queue: crate::queue::SyncQueue::new(),
                 processed: broadcast::channel(256).0,
@@ -333,6 +341,46 @@ impl App {
         }
     }
 
+    /// A push to `identifier` was allowed: git is about to move its objects out of quarantine
+    /// and update its refs.
+    pub fn push_started(&self, identifier: &Identifier) {
+        let mut entry = self
+            .inner
+            .pushes_in_flight
+            .entry(identifier.clone())
+            .or_insert((0, std::time::Instant::now()));
+        entry.0 += 1;
+        entry.1 = std::time::Instant::now();
+    }
+
+    /// A push to `identifier` reported (its post-receive ran).
+    pub fn push_ended(&self, identifier: &Identifier) {
+        self.inner
+            .pushes_in_flight
+            .remove_if_mut(identifier, |_, (count, _)| {
+                *count = count.saturating_sub(1);
+                *count == 0
+            });
+    }
+
+    /// Whether a push to `identifier` is between its pre-receive and its post-receive: its
+    /// objects may be in the repository already and its refs not yet updated. Aligning the refs
+    /// then (the sync's retry of the procedure on data already here) would fail the push, whose
+    /// post-receive runs the procedure anyway. A push that never reports (receive-pack failed after
+    /// its pre-receive, or the report went to the spool) counts for [`PUSH_IN_FLIGHT_FOR`] at most.
+    pub fn push_in_flight(&self, identifier: &Identifier) -> bool {
+        let stale = match self.inner.pushes_in_flight.get(identifier) {
+            None => return false,
+            Some(entry) => entry.1.elapsed() >= PUSH_IN_FLIGHT_FOR,
+        };
+        if stale {
+            self.inner
+                .pushes_in_flight
+                .remove_if(identifier, |_, (_, since)| since.elapsed() >= PUSH_IN_FLIGHT_FOR);
+        }
+        !stale
+    }
+
     /// Open subscriptions (the websocket bridge registers its clients' REQs there).
     pub fn live(&self) -> &Live {
         &self.inner.live
@@ -411,6 +459,28 @@ mod tests {
     use nostr::{EventBuilder, Keys, Tag, Timestamp};
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_push_is_in_flight_from_its_pre_receive_to_its_report() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = App::open(crate::testing::config(dir.path())).await.expect("app");
+        let (one, other) = (
+            Identifier::parse("one").expect("id"),
+            Identifier::parse("other").expect("id"),
+        );
+        assert!(!app.push_in_flight(&one));
+        app.push_started(&one);
+        app.push_started(&one);
+        assert!(app.push_in_flight(&one));
+        assert!(!app.push_in_flight(&other));
+        app.push_ended(&one);
+        assert!(app.push_in_flight(&one), "the second push still lands");
+        app.push_ended(&one);
+        assert!(!app.push_in_flight(&one));
+        // A report without its start (the spool, a restart) changes nothing.
+        app.push_ended(&other);
+        assert!(!app.push_in_flight(&other));
+    }
 
     fn announcement(owner: &Keys, maintainers: &[&Keys], at: u64) -> KnownAnnouncement {
         let mut tags = vec![Tag::parse(["d", "repo"]).expect("tag")];

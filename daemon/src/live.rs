@@ -28,10 +28,11 @@ use tokio::sync::mpsc;
 /// up every publisher or growing without bound; the relay builder's broadcast has the same size.
 pub const QUEUE: usize = 1024;
 
-/// One new event for one connection: the subscriptions of that connection it matches.
+/// One new event for one connection: the subscriptions of that connection it matches, each with
+/// the generation it was matched against (see [`Subscriber::is_current`]).
 #[derive(Debug)]
 pub struct Delivery {
-    pub subscriptions: Vec<Arc<str>>,
+    pub subscriptions: Vec<(Arc<str>, u64)>,
     pub event: Arc<Published>,
 }
 
@@ -86,6 +87,7 @@ struct Connection {
 struct Subscription {
     filters: Vec<Filter>,
     keys: Vec<Key>,
+    generation: u64,
 }
 
 impl Live {
@@ -101,6 +103,8 @@ impl Live {
             connection: self.inner.next_connection.fetch_add(1, Ordering::Relaxed),
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            current: HashMap::new(),
+            next_generation: 0,
         };
         (subscriber, rx)
     }
@@ -130,20 +134,23 @@ impl Live {
         if candidates.is_empty() {
             return 0;
         }
-        let mut matched: HashMap<u64, Vec<Arc<str>>> = HashMap::new();
+        let mut matched: HashMap<u64, Vec<(Arc<str>, u64)>> = HashMap::new();
         for (connection, name) in candidates {
-            let takes = index
+            let taken = index
                 .connections
                 .get(connection)
                 .and_then(|connection| connection.subscriptions.get(name))
-                .is_some_and(|subscription| {
+                .filter(|subscription| {
                     subscription
                         .filters
                         .iter()
                         .any(|filter| filter.match_event(event, MatchEventOptions::new()))
                 });
-            if takes {
-                matched.entry(*connection).or_default().push(Arc::clone(name));
+            if let Some(subscription) = taken {
+                matched
+                    .entry(*connection)
+                    .or_default()
+                    .push((Arc::clone(name), subscription.generation));
             }
         }
         if matched.is_empty() {
@@ -198,14 +205,21 @@ pub struct Subscriber {
     connection: u64,
     tx: mpsc::Sender<Delivery>,
     dropped: Arc<AtomicU64>,
+    /// The generation of each open subscription: a delivery queued before a subscription was
+    /// closed or replaced names an older one.
+    current: HashMap<Arc<str>, u64>,
+    next_generation: u64,
 }
 
 impl Subscriber {
     /// Opens (or replaces) subscription `name` with `filters`: from now on, each event published
     /// that one of them matches is delivered.
-    pub fn subscribe(&self, name: &str, filters: Vec<Filter>) {
+    pub fn subscribe(&mut self, name: &str, filters: Vec<Filter>) {
         let name: Arc<str> = Arc::from(name);
         let keys = keys_of(&filters);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.current.insert(Arc::clone(&name), generation);
         let mut index = self.live.write();
         let index = &mut *index;
         let connection = index
@@ -226,13 +240,21 @@ impl Subscriber {
                 .or_default()
                 .insert((self.connection, Arc::clone(&name)));
         }
-        connection
-            .subscriptions
-            .insert(name, Subscription { filters, keys });
+        connection.subscriptions.insert(
+            name,
+            Subscription {
+                filters,
+                keys,
+                generation,
+            },
+        );
     }
 
     /// Closes subscription `name`, if open.
-    pub fn unsubscribe(&self, name: &str) {
+    pub fn unsubscribe(&mut self, name: &str) {
+        if self.current.remove(name).is_none() {
+            return;
+        }
         let mut index = self.live.write();
         let index = &mut *index;
         let Some(connection) = index.connections.get_mut(&self.connection) else {
@@ -245,6 +267,12 @@ impl Subscriber {
             index.connections.remove(&self.connection);
         }
         unfile(&mut index.by_key, self.connection, name, &old.keys);
+    }
+
+    /// Whether a delivery for subscription `name` matched against `generation` is still for it:
+    /// the subscription is open and was not replaced since.
+    pub fn is_current(&self, name: &str, generation: u64) -> bool {
+        self.current.get(name) == Some(&generation)
     }
 
     /// Events this connection missed since the last call, because its queue was full.
@@ -277,19 +305,27 @@ fn unfile(by_key: &mut HashMap<Key, HashSet<(u64, Arc<str>)>>, connection: u64, 
     }
 }
 
+/// A filter is filed under at most this many keys. A REQ may list thousands of ids or tag values
+/// (up to `--max-message-bytes`), and each key costs ~150 bytes in the index: past this a coarser
+/// key is taken, down to [`Key::Any`], whose subscriptions are matched against every event. The
+/// filter itself is kept once either way.
+pub const MAX_KEYS_PER_FILTER: usize = 256;
+
 /// The keys a subscription is filed under: for each filter, what it requires most narrowly, in
 /// this order: listed ids, the values of one tag it asks for (the one with the fewest), authors,
-/// kinds; else [`Key::Any`]. An empty list requires nothing (the Nostr library's matching reads an
-/// empty `ids`, `authors` or `kinds` as no condition), so it is passed over.
+/// kinds, each only when it names at most [`MAX_KEYS_PER_FILTER`]; else [`Key::Any`]. An empty
+/// list requires nothing (the Nostr library's matching reads an empty `ids`, `authors` or `kinds`
+/// as no condition), so it is passed over.
 fn keys_of(filters: &[Filter]) -> Vec<Key> {
+    let fits = |count: usize| (1..=MAX_KEYS_PER_FILTER).contains(&count);
     let mut keys: HashSet<Key> = HashSet::new();
     for filter in filters {
-        if let Some(ids) = filter.ids.as_ref().filter(|ids| !ids.is_empty()) {
+        if let Some(ids) = filter.ids.as_ref().filter(|ids| fits(ids.len())) {
             keys.extend(ids.iter().map(|id| Key::Id(*id)));
         } else if let Some((letter, values)) = filter
             .generic_tags
             .iter()
-            .filter(|(_, values)| !values.is_empty())
+            .filter(|(_, values)| fits(values.len()))
             .min_by_key(|(_, values)| values.len())
         {
             keys.extend(
@@ -297,9 +333,9 @@ fn keys_of(filters: &[Filter]) -> Vec<Key> {
                     .iter()
                     .map(|value| Key::Tag(letter.as_char(), value.clone())),
             );
-        } else if let Some(authors) = filter.authors.as_ref().filter(|authors| !authors.is_empty()) {
+        } else if let Some(authors) = filter.authors.as_ref().filter(|authors| fits(authors.len())) {
             keys.extend(authors.iter().map(|author| Key::Author(*author)));
-        } else if let Some(kinds) = filter.kinds.as_ref().filter(|kinds| !kinds.is_empty()) {
+        } else if let Some(kinds) = filter.kinds.as_ref().filter(|kinds| fits(kinds.len())) {
             keys.extend(kinds.iter().map(|kind| Key::Kind(kind.as_u16())));
         } else {
             keys.insert(Key::Any);
@@ -333,7 +369,7 @@ mod tests {
             let names = delivery
                 .subscriptions
                 .iter()
-                .map(|name| name.to_string())
+                .map(|(name, _)| name.to_string())
                 .collect();
             all.push((names, delivery.event.id.clone()));
         }
@@ -344,8 +380,8 @@ mod tests {
     fn an_event_reaches_the_subscriptions_it_matches_and_no_other() {
         let live = Live::new();
         let keys = Keys::generate();
-        let (first, mut first_rx) = live.connect();
-        let (second, mut second_rx) = live.connect();
+        let (mut first, mut first_rx) = live.connect();
+        let (mut second, mut second_rx) = live.connect();
         first.subscribe("mine", vec![of_repository("30617:x:mine")]);
         first.subscribe("also", vec![Filter::new().author(keys.public_key())]);
         first.subscribe("notes", vec![Filter::new().kind(Kind::TextNote)]);
@@ -359,7 +395,7 @@ mod tests {
         );
         assert!(received(&mut second_rx).is_empty());
         // The JSON sent is the event's.
-        let (tx, mut rx) = live.connect();
+        let (mut tx, mut rx) = live.connect();
         tx.subscribe("any", vec![Filter::new()]);
         live.publish(&event);
         let delivery = rx.try_recv().expect("delivered");
@@ -393,7 +429,7 @@ mod tests {
             (Filter::new().search("a pull request"), false),
             (Filter::new(), true),
         ];
-        let (subscriber, mut rx) = live.connect();
+        let (mut subscriber, mut rx) = live.connect();
         for (n, (filter, _)) in cases.iter().enumerate() {
             subscriber.subscribe(&format!("{n:02}"), vec![filter.clone()]);
         }
@@ -417,7 +453,7 @@ mod tests {
         let live = Live::new();
         let keys = Keys::generate();
         let event = issue(&keys, "30617:x:repo");
-        let (subscriber, mut rx) = live.connect();
+        let (mut subscriber, mut rx) = live.connect();
         subscriber.subscribe("s", vec![of_repository("30617:x:repo")]);
         subscriber.subscribe("t", vec![of_repository("30617:x:repo")]);
         // Replaced by a filter the event does not match.
@@ -433,10 +469,65 @@ mod tests {
     }
 
     #[test]
+    fn a_long_list_is_filed_under_a_coarser_key_and_still_matched_exactly() {
+        let keys = Keys::generate();
+        let event = issue(&keys, "30617:x:repo");
+        let many_ids: Vec<EventId> = (0..=MAX_KEYS_PER_FILTER)
+            .map(|n: usize| {
+                let mut bytes = [0u8; 32];
+                bytes[..8].copy_from_slice(&n.to_be_bytes());
+                EventId::from_byte_array(bytes)
+            })
+            .chain([event.id])
+            .collect();
+        let filter = Filter::new().ids(many_ids.clone()).kind(Kind::Custom(1621));
+        assert_eq!(keys_of(std::slice::from_ref(&filter)), vec![Key::Kind(1621)]);
+        let everything = Filter::new().ids(many_ids);
+        assert_eq!(keys_of(std::slice::from_ref(&everything)), vec![Key::Any]);
+
+        let live = Live::new();
+        let (mut subscriber, mut rx) = live.connect();
+        subscriber.subscribe("by kind", vec![filter]);
+        subscriber.subscribe("any", vec![everything]);
+        let other = EventId::from_byte_array([255; 32]);
+        subscriber.subscribe("not listed", vec![Filter::new().id(other)]);
+        live.publish(&event);
+        assert_eq!(
+            received(&mut rx),
+            vec![(vec!["any".to_owned(), "by kind".to_owned()], event.id.to_hex())]
+        );
+        let unlisted = issue(&keys, "30617:x:another");
+        assert_eq!(live.publish(&unlisted), 0);
+    }
+
+    #[test]
+    fn a_delivery_queued_before_a_close_or_a_replacement_is_no_longer_current() {
+        let live = Live::new();
+        let keys = Keys::generate();
+        let (mut subscriber, mut rx) = live.connect();
+        subscriber.subscribe("s", vec![of_repository("30617:x:repo")]);
+        subscriber.subscribe("t", vec![of_repository("30617:x:repo")]);
+        live.publish(&issue(&keys, "30617:x:repo"));
+        let queued = rx.try_recv().expect("delivered");
+        let current = |subscriber: &Subscriber| {
+            queued
+                .subscriptions
+                .iter()
+                .filter(|(name, generation)| subscriber.is_current(name, *generation))
+                .map(|(name, _)| name.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(current(&subscriber), ["s", "t"]);
+        subscriber.subscribe("s", vec![of_repository("30617:x:repo")]);
+        subscriber.unsubscribe("t");
+        assert!(current(&subscriber).is_empty());
+    }
+
+    #[test]
     fn a_connection_that_does_not_read_misses_events_and_is_told_how_many() {
         let live = Live::new();
         let keys = Keys::generate();
-        let (subscriber, mut rx) = live.connect();
+        let (mut subscriber, mut rx) = live.connect();
         subscriber.subscribe("s", vec![Filter::new().author(keys.public_key())]);
         for n in 0..QUEUE + 3 {
             let event = EventBuilder::text_note(n.to_string())

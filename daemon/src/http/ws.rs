@@ -329,9 +329,9 @@ impl Connection {
     }
 
     /// The connection's handle in `live`, made at its first subscription.
-    fn subscriber(&mut self) -> &Subscriber {
+    fn subscriber(&mut self) -> &mut Subscriber {
         let live = self.app.live();
-        &self
+        &mut self
             .live
             .get_or_insert_with(|| {
                 let (subscriber, deliveries) = live.connect();
@@ -343,21 +343,26 @@ impl Connection {
             .subscriber
     }
 
-    fn unsubscribe(&self, sub: &str) {
-        if let Some(live) = &self.live {
+    fn unsubscribe(&mut self, sub: &str) {
+        if let Some(live) = &mut self.live {
             live.subscriber.unsubscribe(sub);
         }
     }
 
     /// Queues live events for the client, this one and those already waiting behind it (up to
-    /// [`MAX_MESSAGES_PER_FLUSH`] messages), then flushes. An event the stored part just sent
-    /// had is dropped; a client too slow to keep up is told it missed events.
+    /// [`MAX_MESSAGES_PER_FLUSH`] messages), then flushes. An event for a subscription closed or
+    /// replaced since it was matched, or that the stored part just sent had, is dropped; a client
+    /// too slow to keep up is told it missed events.
     async fn delivered(&mut self, delivery: Delivery) -> Result<(), WsError> {
         let mut next = Some(delivery);
         let mut queued = 0;
         while let Some(delivery) = next.take() {
-            for sub in &delivery.subscriptions {
-                if self.requests.in_stored_part(sub, &delivery.event.id) {
+            for (sub, generation) in &delivery.subscriptions {
+                let current = self
+                    .live
+                    .as_ref()
+                    .is_some_and(|live| live.subscriber.is_current(sub, *generation));
+                if !current || self.requests.in_stored_part(sub, &delivery.event.id) {
                     continue;
                 }
                 let message =

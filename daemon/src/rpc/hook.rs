@@ -169,6 +169,7 @@ impl HookService for Hooks {
         });
         if allowed {
             tracing::info!(repo = %repo, refs = updates.len(), "push allowed");
+            self.app.push_started(&repo.identifier);
             // receive-pack locks these refs next; a lock a killed push left would fail it.
             let names = updates.iter().map(|u| u.name.clone()).collect();
             self.app.git().clear_stale_ref_locks(&repo, names).await;
@@ -207,6 +208,7 @@ impl HookService for Hooks {
         let request = request.into_inner();
         let repo = self.repo(&request.repo_path)?;
         let updates = parse_updates(&request.updates)?;
+        self.app.push_ended(&repo.identifier);
         let result = process_push(&self.app, &repo, &updates, "push").await;
         self.app.metrics().report_seconds.observe(started.elapsed());
         Ok(Response::new(pb::ReportPushResponse {

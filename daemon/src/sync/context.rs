@@ -292,6 +292,10 @@ impl SyncContext for RealSyncContext {
         crate::process::process_data_on_disk(&self.app, identifier, "sync").await
     }
 
+    fn push_in_flight(&self, identifier: &Identifier) -> bool {
+        self.app.push_in_flight(identifier)
+    }
+
     fn has_pending_events(&self, identifier: &Identifier) -> bool {
         self.app
             .purgatory()

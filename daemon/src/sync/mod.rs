@@ -168,6 +168,10 @@ pub trait SyncContext: Send + Sync + 'static {
     /// Whether any state or pull request of `identifier` still waits in purgatory.
     fn has_pending_events(&self, identifier: &Identifier) -> bool;
 
+    /// Whether a push to `identifier` is between its pre-receive and its post-receive
+    /// (`App::push_in_flight`): the sync leaves the identifier alone until it has reported.
+    fn push_in_flight(&self, identifier: &Identifier) -> bool;
+
     /// This server's public domain: never fetched from.
     fn our_domain(&self) -> &Domain;
 
@@ -475,11 +479,22 @@ pub async fn sync_identifier<C: SyncContext>(syncer: &Syncer<C>, identifier: &Id
     let mut tried = HashSet::new();
     // Tried, plus URLs whose domain filled up between the look and the start (handed over).
     let mut seen = HashSet::new();
+    // A push is landing: its objects may be here before its refs, and the procedure run now
+    // (by a fetch, or on the data here) would move refs under it and fail it. Its post-receive
+    // runs the procedure; the identifier is looked at again after the usual backoff.
+    if ctx.push_in_flight(identifier) {
+        tracing::debug!(identifier = %identifier, "a push is landing; the sync waits for it");
+        return report;
+    }
     loop {
         match ctx.needed(identifier).await {
             Ok(None) => {
                 report.satisfied = true;
                 if report.tried.is_empty() && ctx.has_pending_events(identifier) {
+                    if ctx.push_in_flight(identifier) {
+                        report.satisfied = false;
+                        return report;
+                    }
                     // Nothing to fetch, yet events wait: their release failed before (or their
                     // data came by a way that ran no procedure). Retry it on the data here; an
                     // error keeps the identifier queued, with backoff.

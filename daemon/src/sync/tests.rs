@@ -78,6 +78,8 @@ struct MockState {
     runs_on_disk: HashMap<Identifier, u32>,
     in_flight: HashMap<String, usize>,
     peak_in_flight: HashMap<String, usize>,
+    /// Identifiers with a push between its pre-receive and its post-receive.
+    pushing: HashSet<Identifier>,
 }
 
 /// A world of servers and waiting events in memory.
@@ -247,6 +249,10 @@ impl SyncContext for MockSyncContext {
         drop(state);
         self.touch();
         result
+    }
+
+    fn push_in_flight(&self, identifier: &Identifier) -> bool {
+        self.state().pushing.contains(identifier)
     }
 
     fn has_pending_events(&self, identifier: &Identifier) -> bool {
@@ -838,6 +844,38 @@ async fn events_waiting_on_data_already_here_are_retried_until_released() {
         60,
         "retried after 20 s, then 40 s"
     );
+}
+
+/// The race of a push with the retry above: the push's objects are in the repository before its
+/// refs are. While it lands, the sync neither runs the procedure (it would move the refs under
+/// the push and fail it) nor fetches; once the push has reported, the next look finds its
+/// events released, or retries them.
+#[tokio::test(start_paused = true)]
+async fn a_landing_push_is_left_alone_until_it_reports() {
+    let ctx = MockSyncContext::new();
+    let repo = ident("repo");
+    ctx.repo(&repo, &["https://a.example/repo.git"], &[]);
+    ctx.state().stuck.insert(repo.clone(), 0);
+    ctx.state().pushing.insert(repo.clone());
+    let syncer = syncer(ctx, &settings());
+    let t0 = Instant::now();
+    syncer.queue().enqueue(repo.clone(), Duration::ZERO);
+    let _stop = start_loop(&syncer);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        syncer.context().state().runs_on_disk.get(&repo),
+        None,
+        "left alone"
+    );
+    assert!(!syncer.queue().is_empty(), "still queued");
+    syncer.context().state().pushing.remove(&repo);
+    syncer
+        .context()
+        .until("released", |s| !s.stuck.contains_key(&repo))
+        .await;
+    assert_eq!(syncer.context().state().runs_on_disk.get(&repo), Some(&1));
+    assert!(syncer.context().state().fetches.is_empty());
+    assert!((Instant::now() - t0).as_secs() <= 60, "retried after the backoff");
 }
 
 #[tokio::test(start_paused = true)]
