@@ -61,13 +61,45 @@ impl Ingest for SyncedEvents {
     }
 }
 
+/// The relay builder's write policy: the GRASP policy, and then, for an ephemeral event it
+/// admitted, delivery to the open subscriptions in `live`. The builder sends such an event to its
+/// own subscriptions only (it holds none, see `http::ws`) and has no other hook between admitting
+/// and sending it; saved events reach `live` through `SqlDatabase` instead. The policy itself
+/// stays free of it.
+#[derive(Debug)]
+struct EphemeralToLive {
+    policy: GraspPolicy,
+    app: App,
+}
+
+impl nostr_relay_builder::builder::WritePolicy for EphemeralToLive {
+    fn admit_event<'a>(
+        &'a self,
+        event: &'a Event,
+        addr: &'a std::net::SocketAddr,
+    ) -> BoxedFuture<'a, nostr_relay_builder::builder::WritePolicyResult> {
+        Box::pin(async move {
+            let result = self.policy.admit_event(event, addr).await;
+            if event.kind.is_ephemeral()
+                && matches!(result, nostr_relay_builder::builder::WritePolicyResult::Accept)
+            {
+                self.app.publish_served(event);
+            }
+            result
+        })
+    }
+}
+
 /// Builds the relay. Its own per-connection limiter is disabled: our websocket framing applies a
 /// real token bucket (the builder's refills only in whole seconds since the last event).
 pub fn build(app: &App) -> LocalRelay {
     let limits = &app.config().limits;
     LocalRelay::builder()
         .database(SqlDatabase::new(app.store().clone(), app.live().clone()))
-        .write_policy(GraspPolicy::new(app.clone()))
+        .write_policy(EphemeralToLive {
+            policy: GraspPolicy::new(app.clone()),
+            app: app.clone(),
+        })
         .rate_limit(RateLimit {
             max_reqs: limits.max_subscriptions,
             notes_per_minute: u32::MAX,

@@ -551,15 +551,7 @@ impl WritePolicy for GraspPolicy {
         event: &'a Event,
         addr: &'a SocketAddr,
     ) -> BoxedFuture<'a, WritePolicyResult> {
-        Box::pin(async move {
-            let result = self.admit_client_event(event, addr, Signature::Checked).await;
-            // The relay builder sends an ephemeral event it admits to its own subscriptions
-            // (it holds none) without a save: the open ones are in `live`.
-            if event.kind.is_ephemeral() && matches!(result, WritePolicyResult::Accept) {
-                self.app.publish_served(event);
-            }
-            result
-        })
+        Box::pin(self.admit_client_event(event, addr, Signature::Checked))
     }
 }
 
