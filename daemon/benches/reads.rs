@@ -9,7 +9,10 @@
 //! by `#a` coordinate (+ kinds), by `#E`/`#e` root, by author + kind, by `#d`, by ids, and a
 //! `since`/`until` window, each at `limit` 10, 100 and 500. Prints p50/p99 per REQ, the ratio to
 //! the targets (`limit` 100: p50 ≤ 1 ms, p99 ≤ 5 ms), and SQLite's plan for each filter.
-//! `GRASP_READS_EVENTS` changes the count, `GRASP_READS_REQS` the REQs per line (default 200);
+//! Then accepted ingest into that store (40 connections of 500 issues, as the relay bench sends
+//! into an empty one) against the verify-only floor taken just before.
+//! `GRASP_READS_EVENTS` changes the count, `GRASP_READS_REQS` the REQs per line (default 200),
+//! `GRASP_READS_INGEST_EACH` the issues a connection sends (default 500);
 //! `GRASP_READS_COMPARE=<another graspd executable>` times that build too, each build on its own
 //! compacted copy of the store (`GRASP_READS_COMPARE_MIGRATIONS=<n>`: that build knows only the
 //! first n migrations).
@@ -25,6 +28,7 @@ use nostr::{Event, EventId, Keys, Kind, PublicKey, Tag, Timestamp};
 use rusqlite::params;
 use serde_json::{Value, json};
 use support::Server;
+use support::ingest::{ingest, signed_batches, verify_rate};
 use tokio_tungstenite::tungstenite::Message;
 
 const REPOSITORIES: usize = 10_000;
@@ -70,7 +74,7 @@ fn main() {
     }
     for (binary, url) in &runs {
         println!("\ngraspd: {}", binary.display());
-        runtime.block_on(measure(url, &probes, reqs, binary));
+        runtime.block_on(measure(url, &probes, reqs, binary, events));
     }
     runtime.block_on(print_plans(&url, probes.lines()));
 }
@@ -372,7 +376,7 @@ impl Probes {
     }
 }
 
-async fn measure(url: &str, probes: &Probes, reqs: usize, binary: &std::path::Path) {
+async fn measure(url: &str, probes: &Probes, reqs: usize, binary: &std::path::Path, stored: usize) {
     let server = Server::start_binary(
         binary,
         &[
@@ -382,6 +386,10 @@ async fn measure(url: &str, probes: &Probes, reqs: usize, binary: &std::path::Pa
             "warn",
             "--max-filter-limit",
             "5000",
+            "--event-burst",
+            "100000000",
+            "--events-per-minute",
+            "100000000",
         ],
     );
     // Without Nagle's algorithm, as clients that wait for answers connect.
@@ -433,7 +441,64 @@ async fn measure(url: &str, probes: &Probes, reqs: usize, binary: &std::path::Pa
         worst.1,
         worst.1 / 5.0
     );
+    ingest_into(&server, stored).await;
     drop(server);
+}
+
+/// Accepted ingest into the big store, as the relay bench measures it into an empty one (40
+/// connections of 500 issues on a hosted repository), against the verify-only floor taken right
+/// before: what a big host's writes cost.
+async fn ingest_into(server: &Server, stored: usize) {
+    const CONNECTIONS: usize = 40;
+    let each = env_or("GRASP_READS_INGEST_EACH", 500);
+    let owner = Keys::generate();
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&support::announcement(&owner, server, "ingest"))
+            .await
+            .accepted
+    );
+    let coordinate = support::coordinate(&owner, "ingest");
+    let batches = signed_batches(CONNECTIONS, each, |keys, c, i| {
+        support::event(
+            keys,
+            1621,
+            &format!("issue {c}-{i}"),
+            &[&["a", &coordinate], &["subject", "ingest"]],
+        )
+    });
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let floor = verify_rate(&batches, threads);
+    let cpu = server.cpu_seconds();
+    let written = server.written_bytes();
+    let (rate, accepted) = ingest(server, batches).await;
+    let written = match (written, server.written_bytes()) {
+        (Some(before), Some(after)) => format!(
+            "; {:.1} KiB written an event",
+            (after - before) as f64 / 1024.0 / (CONNECTIONS * each) as f64
+        ),
+        _ => String::new(),
+    };
+    assert_eq!(accepted, CONNECTIONS * each, "every issue accepted");
+    let cpu = match (cpu, server.cpu_seconds()) {
+        (Some(before), Some(after)) => {
+            let each = (after - before) / (CONNECTIONS * each) as f64;
+            format!(
+                "{:.0} µs of CPU an event ({:.2} cores busy)",
+                each * 1e6,
+                each * rate
+            )
+        }
+        _ => "n/a".to_owned(),
+    };
+    println!(
+        "ingest (accepted) into the store of {stored} events: {} issues over {CONNECTIONS} \
+         connections = {rate:.0} events/s, {:.2}x the verify-only floor of {floor:.0} events/s \
+         taken just before (target >= 0.5); daemon {cpu}{written}",
+        CONNECTIONS * each,
+        rate / floor,
+    );
 }
 
 async fn print_plans(url: &str, lines: Vec<(&str, FilterAt<'_>)>) {

@@ -212,6 +212,16 @@ impl Server {
         Some(ticks / 100.0)
     }
 
+    /// Bytes the server process has written so far, to files and sockets alike (Linux
+    /// `/proc/<pid>/io`, `wchar`): a bench's measure of the WAL and checkpoint traffic an
+    /// event costs, next to its `OK`s (a few dozen bytes each).
+    pub fn written_bytes(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+        let line = io.lines().find(|l| l.starts_with("wchar:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// Peak resident memory of the server process in MiB (Linux `/proc`, `VmHWM`).
     pub fn peak_rss_mib(&self) -> Option<f64> {
         self.status_mib("VmHWM:")
@@ -784,6 +794,9 @@ pub async fn timed_push(work: &Path, url: &str) -> Duration {
     .expect("push task")
 }
 
+/// Accepted ingest over many connections and its verify-only floor (benches/relay.rs,
+/// benches/reads.rs).
+pub mod ingest;
 /// nginx + fcgiwrap in front of graspd (tests/nginx.rs, benches/nginx.rs).
 pub mod nginx;
 /// Stock `git http-backend` behind graspd's CGI bridge, in the bench's process (benches/push.rs,

@@ -283,7 +283,7 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             // Read pages through a memory map instead of a read() and a copy per page.
             .pragma("mmap_size", MMAP_BYTES.to_string())
-            .pragma("wal_autocheckpoint", checkpoint::AUTOCHECKPOINT_PAGES)
+            .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_FRAMES.to_string())
             .foreign_keys(true);
         // No ping before each acquire: these are local files, and the ping is one more round trip
         // to the connection's worker thread on every query.

@@ -38,7 +38,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpoint::{AUTOCHECKPOINT_PAGES, Checkpointer};
+use super::checkpoint::{BACKSTOP_FRAMES, Checkpointer, wal_committed, wal_frames};
 use super::memo::Memo;
 use super::{Pool, StoreError, address_d_tag, timestamp_i64};
 
@@ -151,13 +151,15 @@ pub(super) fn spawn(
     conn.busy_timeout(Duration::from_secs(10))?;
     // The pool's settings (see `Store::open`; WAL mode is a property of the file, set there),
     // except `synchronous`: NORMAL, because the writer syncs the WAL itself (module docs), and a
-    // larger page cache (`WRITER_CACHE_KIB`).
+    // larger page cache (`WRITER_CACHE_KIB`), and checkpoints: `wal_committed` takes the place of
+    // SQLite's automatic checkpoint (the same hook, so it is set after the pragmas).
     conn.execute_batch(&format!(
         "PRAGMA synchronous = NORMAL; PRAGMA mmap_size = {}; \
-         PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}; PRAGMA foreign_keys = ON; \
+         PRAGMA wal_autocheckpoint = {BACKSTOP_FRAMES}; PRAGMA foreign_keys = ON; \
          PRAGMA cache_size = -{WRITER_CACHE_KIB};",
         super::MMAP_BYTES
     ))?;
+    conn.wal_hook(Some(wal_committed));
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     let wal = PathBuf::from(wal);
@@ -278,7 +280,7 @@ impl Writer {
             for answer in self.answers.drain(..) {
                 answer(synced.as_ref().err());
             }
-            self.checkpointer.committed();
+            self.checkpointer.committed(wal_frames());
             if next.is_none() {
                 next = requests.blocking_recv();
             }

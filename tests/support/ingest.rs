@@ -1,0 +1,109 @@
+//! Accepted ingest as the benches measure it (benches/relay.rs, benches/reads.rs): events signed
+//! before any clock starts, sent over many websocket connections at once, each connection
+//! pipelined; and the verify-only floor the rate is compared with.
+
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use nostr::Keys;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::Server;
+
+/// `per_connection` events for each of `connections` connections, each connection's signed by a
+/// key of its own, as EVENT messages. `make(keys, connection, index)` builds one.
+pub fn signed_batches(
+    connections: usize,
+    per_connection: usize,
+    make: impl Fn(&Keys, usize, usize) -> nostr::Event,
+) -> Vec<Vec<String>> {
+    (0..connections)
+        .map(|c| {
+            let keys = Keys::generate();
+            (0..per_connection)
+                .map(|i| json!(["EVENT", make(&keys, c, i)]).to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// The rate at which `batches`' EVENT messages can merely be parsed and their ids and signatures
+/// checked on `threads` threads: the floor ingest is measured against. This machine's speed
+/// drifts by up to 2x between minutes, so a bench takes it right before the ingest it compares.
+pub fn verify_rate(batches: &[Vec<String>], threads: usize) -> f64 {
+    let messages: Vec<&String> = batches.iter().flatten().collect();
+    let chunk = messages.len().div_ceil(threads).max(1);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for part in messages.chunks(chunk) {
+            scope.spawn(move || {
+                for message in part {
+                    let parsed = nostr::ClientMessage::from_json(message.as_str()).expect("EVENT");
+                    let nostr::ClientMessage::Event(event) = parsed else {
+                        panic!("not an EVENT: {message}");
+                    };
+                    event.verify().expect("valid event");
+                }
+            });
+        }
+    });
+    messages.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// This process's CPU time (all threads), from `/proc/self/stat` (clock ticks of 10 ms).
+pub fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name, which ends with the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
+/// Sends each batch over a connection of its own, every event without waiting, and waits for
+/// every `OK`. Returns (events/s, how many were accepted).
+pub async fn ingest(server: &Server, batches: Vec<Vec<String>>) -> (f64, usize) {
+    let total: usize = batches.iter().map(Vec::len).sum();
+    let mut sockets = Vec::new();
+    for _ in 0..batches.len() {
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(server.ws_url(), None, true)
+            .await
+            .expect("connect");
+        sockets.push(ws);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (ws, batch) in sockets.into_iter().zip(batches) {
+        tasks.push(tokio::spawn(async move {
+            let expected = batch.len();
+            let (mut tx, mut rx) = ws.split();
+            let sender = tokio::spawn(async move {
+                for message in batch {
+                    tx.send(Message::Text(message.into())).await.expect("send");
+                }
+                tx
+            });
+            let mut accepted = 0usize;
+            let mut answered = 0usize;
+            while answered < expected {
+                let Some(Ok(Message::Text(text))) = rx.next().await else {
+                    break;
+                };
+                let reply: serde_json::Value = serde_json::from_str(text.as_str()).expect("json");
+                if reply[0] == "OK" {
+                    answered += 1;
+                    if reply[2] == true {
+                        accepted += 1;
+                    }
+                }
+            }
+            let _ = sender.await;
+            accepted
+        }));
+    }
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += task.await.expect("task");
+    }
+    (total as f64 / start.elapsed().as_secs_f64(), accepted)
+}
