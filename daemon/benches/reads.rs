@@ -28,7 +28,7 @@ use nostr::{Event, EventId, Keys, Kind, PublicKey, Tag, Timestamp};
 use rusqlite::params;
 use serde_json::{Value, json};
 use support::Server;
-use support::ingest::{ingest, signed_batches, verify_rate};
+use support::ingest::{StoreFloor, ingest, signed_batches, store_floor, verify_rate};
 use tokio_tungstenite::tungstenite::Message;
 
 const REPOSITORIES: usize = 10_000;
@@ -377,6 +377,10 @@ impl Probes {
 }
 
 async fn measure(url: &str, probes: &Probes, reqs: usize, binary: &std::path::Path, stored: usize) {
+    // The store-only floor goes first, while no daemon holds the store; its issues are on the
+    // repository the ingest below announces, so the store grows by the same kind of events.
+    let owner = Keys::generate();
+    let store = store_floor(url, &ingest_issues(&owner, "saved issue"), AT_ONCE).await;
     let server = Server::start_binary(
         binary,
         &[
@@ -441,63 +445,77 @@ async fn measure(url: &str, probes: &Probes, reqs: usize, binary: &std::path::Pa
         worst.1,
         worst.1 / 5.0
     );
-    ingest_into(&server, stored).await;
+    ingest_into(&server, &owner, stored, &store).await;
     drop(server);
 }
 
-/// Accepted ingest into the big store, as the relay bench measures it into an empty one (40
-/// connections of 500 issues on a hosted repository), against the verify-only floor taken right
-/// before: what a big host's writes cost.
-async fn ingest_into(server: &Server, stored: usize) {
-    const CONNECTIONS: usize = 40;
+/// Connections of the ingest into the big store, each sending `GRASP_READS_INGEST_EACH` issues.
+const INGEST_CONNECTIONS: usize = 40;
+/// Saves in flight at once in the store-only floor: what the ingest can have in flight.
+const AT_ONCE: usize = INGEST_CONNECTIONS * graspd::relay::intake::MAX_IN_FLIGHT;
+
+/// Issues on `owner`'s repository `ingest`, [`INGEST_CONNECTIONS`] batches of
+/// `GRASP_READS_INGEST_EACH` (default 500), as EVENT messages.
+fn ingest_issues(owner: &Keys, label: &str) -> Vec<Vec<String>> {
+    let coordinate = support::coordinate(owner, "ingest");
     let each = env_or("GRASP_READS_INGEST_EACH", 500);
-    let owner = Keys::generate();
-    let mut client = server.client().await;
-    assert!(
-        client
-            .publish(&support::announcement(&owner, server, "ingest"))
-            .await
-            .accepted
-    );
-    let coordinate = support::coordinate(&owner, "ingest");
-    let batches = signed_batches(CONNECTIONS, each, |keys, c, i| {
+    signed_batches(INGEST_CONNECTIONS, each, |keys, c, i| {
         support::event(
             keys,
             1621,
-            &format!("issue {c}-{i}"),
+            &format!("{label} {c}-{i}"),
             &[&["a", &coordinate], &["subject", "ingest"]],
         )
-    });
+    })
+}
+
+/// Accepted ingest into the big store, as the relay bench measures it into an empty one, against
+/// the verify-only floor taken right before and the store-only floor taken into the same store
+/// before the daemon started (`store`, `stored` events then): what a big host's writes cost.
+async fn ingest_into(server: &Server, owner: &Keys, stored: usize, store: &StoreFloor) {
+    let mut client = server.client().await;
+    assert!(
+        client
+            .publish(&support::announcement(owner, server, "ingest"))
+            .await
+            .accepted
+    );
+    let batches = ingest_issues(owner, "issue");
+    let total: usize = batches.iter().map(Vec::len).sum();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let floor = verify_rate(&batches, threads);
     let cpu = server.cpu_seconds();
     let written = server.written_bytes();
     let (rate, accepted) = ingest(server, batches).await;
+    assert_eq!(accepted, total, "every issue accepted");
     let written = match (written, server.written_bytes()) {
         (Some(before), Some(after)) => format!(
-            "; {:.1} KiB written an event",
-            (after - before) as f64 / 1024.0 / (CONNECTIONS * each) as f64
+            ", {:.1} KiB written",
+            (after - before) as f64 / 1024.0 / total as f64
         ),
         _ => String::new(),
     };
-    assert_eq!(accepted, CONNECTIONS * each, "every issue accepted");
     let cpu = match (cpu, server.cpu_seconds()) {
         (Some(before), Some(after)) => {
-            let each = (after - before) / (CONNECTIONS * each) as f64;
-            format!(
-                "{:.0} µs of CPU an event ({:.2} cores busy)",
-                each * 1e6,
-                each * rate
-            )
+            let each = (after - before) / total as f64;
+            format!("{:.0} µs of CPU ({:.2} cores busy)", each * 1e6, each * rate)
         }
         _ => "n/a".to_owned(),
     };
     println!(
-        "ingest (accepted) into the store of {stored} events: {} issues over {CONNECTIONS} \
-         connections = {rate:.0} events/s, {:.2}x the verify-only floor of {floor:.0} events/s \
-         taken just before (target >= 0.5); daemon {cpu}{written}",
-        CONNECTIONS * each,
+        "store-only floor into the store of {stored} events: {:.0} events/s, {:.0} µs of CPU and \
+         {:.1} KiB written an event ({total} other issues saved straight into it before the \
+         daemon started, {AT_ONCE} at once, OK after the WAL sync)",
+        store.rate, store.cpu_micros, store.written_kib,
+    );
+    println!(
+        "ingest (accepted) into the store of {} events: {total} issues over \
+         {INGEST_CONNECTIONS} connections = {rate:.0} events/s, {:.2}x the verify-only floor of \
+         {floor:.0} events/s taken just before (target >= 0.5), {:.2}x the store-only floor; \
+         daemon {cpu}{written} an event",
+        stored + total,
         rate / floor,
+        rate / store.rate,
     );
 }
 

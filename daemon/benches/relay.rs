@@ -23,11 +23,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use graspd::relay::intake::MAX_IN_FLIGHT;
 use nostr::Keys;
 use serde_json::json;
-use support::ingest::{ingest, process_cpu_seconds, signed_batches, verify_rate};
+use support::ingest::{ingest, process_cpu_seconds, signed_batches, store_floor, verify_rate};
 use support::{Server, announcement, coordinate, event};
 
 const CONNECTIONS: usize = 40;
@@ -153,7 +152,10 @@ async fn run() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let (store_rate, store_cpu) = store_floor(&issues).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fresh = format!("sqlite://{}", dir.path().join("floor.db").display());
+    let stored = store_floor(&fresh, &issues, CONNECTIONS * MAX_IN_FLIGHT).await;
+    let (store_rate, store_cpu) = (stored.rate, stored.cpu_micros);
     println!(
         "store-only floor: {store_rate:.0} events/s, {store_cpu:.0} µs of CPU an event (the same \
          issues saved straight into a fresh SQLite store, {} at once, OK after the WAL sync, \
@@ -334,38 +336,4 @@ fn cpu_per_event(server: &Server, before: Option<f64>, rate: f64) -> String {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// The rate and CPU (µs an event, this process's) of saving the events of `batches` straight into
-/// a fresh SQLite store, as many at once as the ingest has in flight: what the store's part of an
-/// accepted event costs, durability included, without the websocket, the parse or the policy.
-async fn store_floor(batches: &[Vec<String>]) -> (f64, f64) {
-    let events: Vec<nostr::Event> = batches
-        .iter()
-        .flatten()
-        .map(
-            |message| match nostr::ClientMessage::from_json(message.as_str()) {
-                Ok(nostr::ClientMessage::Event(event)) => event.into_owned(),
-                other => panic!("not an EVENT: {other:?}"),
-            },
-        )
-        .collect();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("floor.db").display());
-    let store = graspd::store::Store::open(&url).await.expect("store");
-    let cpu = process_cpu_seconds();
-    let started = Instant::now();
-    let saved: Vec<_> = futures_util::stream::iter(&events)
-        .map(|event| store.save_event(event))
-        .buffer_unordered(CONNECTIONS * MAX_IN_FLIGHT)
-        .collect()
-        .await;
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu = process_cpu_seconds() - cpu;
-    assert!(
-        saved
-            .iter()
-            .all(|saved| saved.as_ref().is_ok_and(|s| s.is_success()))
-    );
-    (events.len() as f64 / seconds, cpu * 1e6 / events.len() as f64)
 }

@@ -107,3 +107,61 @@ pub async fn ingest(server: &Server, batches: Vec<Vec<String>>) -> (f64, usize) 
     }
     (total as f64 / start.elapsed().as_secs_f64(), accepted)
 }
+
+/// What saving events straight into a store cost ([`store_floor`]).
+pub struct StoreFloor {
+    /// Events saved a second.
+    pub rate: f64,
+    /// This process's CPU an event, in µs.
+    pub cpu_micros: f64,
+    /// What this process wrote an event (the WAL and checkpoints), in KiB.
+    pub written_kib: f64,
+}
+
+/// Saves `batches`' events straight into the SQLite store at `url`, `at_once` at a time (as many
+/// as an ingest has in flight): the store's part of an accepted event, durability included,
+/// without the websocket, the parse or the policy.
+pub async fn store_floor(url: &str, batches: &[Vec<String>], at_once: usize) -> StoreFloor {
+    let events: Vec<nostr::Event> = batches
+        .iter()
+        .flatten()
+        .map(
+            |message| match nostr::ClientMessage::from_json(message.as_str()) {
+                Ok(nostr::ClientMessage::Event(event)) => event.into_owned(),
+                other => panic!("not an EVENT: {other:?}"),
+            },
+        )
+        .collect();
+    let store = graspd::store::Store::open(url).await.expect("store");
+    let cpu = process_cpu_seconds();
+    let written = process_written_bytes();
+    let started = Instant::now();
+    let saved: Vec<_> = futures_util::stream::iter(&events)
+        .map(|event| store.save_event(event))
+        .buffer_unordered(at_once)
+        .collect()
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu;
+    let written = process_written_bytes() - written;
+    assert!(
+        saved
+            .iter()
+            .all(|saved| saved.as_ref().is_ok_and(|s| s.is_success()))
+    );
+    let n = events.len() as f64;
+    StoreFloor {
+        rate: n / seconds,
+        cpu_micros: cpu * 1e6 / n,
+        written_kib: written as f64 / 1024.0 / n,
+    }
+}
+
+/// Bytes this process has written (Linux `/proc/self/io`, `wchar`).
+fn process_written_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io");
+    io.lines()
+        .find_map(|line| line.strip_prefix("wchar:"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("wchar")
+}

@@ -117,11 +117,19 @@ mod tests {
         assert!(one > 0, "a commit appends frames");
         conn.execute("INSERT INTO t VALUES (?)", [&page]).expect("insert");
         let two = wal_frames();
-        assert!(two > one, "{two} frames after a second commit, {one} after the first");
+        assert!(
+            two > one,
+            "{two} frames after a second commit, {one} after the first"
+        );
         // Everything copied into the database, so the next commit writes from the WAL's start.
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").expect("checkpoint");
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .expect("checkpoint");
         conn.execute("INSERT INTO t VALUES (?)", [&page]).expect("insert");
-        assert!(wal_frames() < two, "the WAL started over: {} frames", wal_frames());
+        assert!(
+            wal_frames() < two,
+            "the WAL started over: {} frames",
+            wal_frames()
+        );
     }
 
     #[tokio::test]
