@@ -15,11 +15,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use nostr::Keys;
 use serde_json::json;
+use support::ingest::ingest_across;
 use support::{Client, Server, announcement, coordinate, event, git_output, state, work_tree_with_commit};
-use tokio_tungstenite::tungstenite::Message;
 
 const EVENTS: usize = 300;
 const PUSHES: usize = 30;
@@ -139,7 +138,7 @@ async fn run() {
         })
         .collect();
     let total = CONNECTIONS * EVENTS_PER_CONNECTION;
-    let (rate, accepted) = ingest(&[&a, &b], batches).await;
+    let (rate, accepted) = ingest_across(&[&a, &b], batches).await;
     assert_eq!(accepted, total, "every issue accepted");
     println!(
         "combined ingest on two nodes: {total} events over {CONNECTIONS} connections (half on each) = {rate:.0} events/s"
@@ -154,52 +153,6 @@ async fn states_subscriber(server: &Server) -> Client {
         .await;
     assert_eq!(client.next().await[0], "EOSE");
     client
-}
-
-/// Sends every batch over its own connection (round-robin over `servers`), pipelined, and waits
-/// for every OK. Returns (events/s, accepted count).
-async fn ingest(servers: &[&Server], batches: Vec<Vec<String>>) -> (f64, usize) {
-    let mut sockets = Vec::new();
-    for i in 0..batches.len() {
-        let url = servers[i % servers.len()].ws_url();
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-            .await
-            .expect("connect");
-        sockets.push(ws);
-    }
-    let total: usize = batches.iter().map(Vec::len).sum();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (ws, batch) in sockets.into_iter().zip(batches) {
-        tasks.push(tokio::spawn(async move {
-            let expected = batch.len();
-            let (mut tx, mut rx) = ws.split();
-            let sender = tokio::spawn(async move {
-                for message in batch {
-                    tx.send(Message::Text(message.into())).await.expect("send");
-                }
-                tx
-            });
-            let (mut accepted, mut answered) = (0usize, 0usize);
-            while answered < expected {
-                let Some(Ok(Message::Text(text))) = rx.next().await else {
-                    break;
-                };
-                let reply: serde_json::Value = serde_json::from_str(text.as_str()).expect("json");
-                if reply[0] == "OK" {
-                    answered += 1;
-                    accepted += usize::from(reply[2] == true);
-                }
-            }
-            let _ = sender.await;
-            accepted
-        }));
-    }
-    let mut accepted = 0;
-    for task in tasks {
-        accepted += task.await.expect("task");
-    }
-    (total as f64 / start.elapsed().as_secs_f64(), accepted)
 }
 
 /// A connection subscribed to the repository's issues, past its EOSE.

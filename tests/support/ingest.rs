@@ -63,10 +63,16 @@ pub fn process_cpu_seconds() -> f64 {
 /// Sends each batch over a connection of its own, every event without waiting, and waits for
 /// every `OK`. Returns (events/s, how many were accepted).
 pub async fn ingest(server: &Server, batches: Vec<Vec<String>>) -> (f64, usize) {
+    ingest_across(&[server], batches).await
+}
+
+/// [`ingest`] with the connections spread over `servers` in turn (several nodes of one cluster).
+pub async fn ingest_across(servers: &[&Server], batches: Vec<Vec<String>>) -> (f64, usize) {
     let total: usize = batches.iter().map(Vec::len).sum();
     let mut sockets = Vec::new();
-    for _ in 0..batches.len() {
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(server.ws_url(), None, true)
+    for i in 0..batches.len() {
+        let url = servers[i % servers.len()].ws_url();
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .expect("connect");
         sockets.push(ws);
