@@ -125,12 +125,14 @@ pub struct StoreFloor {
 }
 
 /// Saves `batches`' events straight into the SQLite store at `url`, `at_once` at a time (as many
-/// as an ingest has in flight): the store's part of an accepted event, durability included,
-/// without the websocket, the parse or the policy.
+/// as an ingest has in flight), the batches' events interleaved as their connections would
+/// deliver them: the store's part of an accepted event, durability included, without the
+/// websocket, the parse or the policy.
 pub async fn store_floor(url: &str, batches: &[Vec<String>], at_once: usize) -> StoreFloor {
-    let events: Vec<nostr::Event> = batches
-        .iter()
-        .flatten()
+    // In the order an ingest's connections deliver them: each connection's next event in turn.
+    let longest = batches.iter().map(Vec::len).max().unwrap_or(0);
+    let events: Vec<nostr::Event> = (0..longest)
+        .flat_map(|i| batches.iter().filter_map(move |batch| batch.get(i)))
         .map(
             |message| match nostr::ClientMessage::from_json(message.as_str()) {
                 Ok(nostr::ClientMessage::Event(event)) => event.into_owned(),
