@@ -562,6 +562,27 @@ fn configuration_file_flag_environment_and_default_in_that_order() {
 }
 
 #[test]
+fn the_wal_checkpoint_interval_is_a_setting_and_out_of_range_values_are_refused() {
+    let output = graspd(&["serve", "--print-config", "--wal-checkpoint-mib", "64"], &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        printed.lines().any(|l| l == "wal-checkpoint-mib = 64  # flag"),
+        "{printed}"
+    );
+    for bad in ["0", "4097", "lots"] {
+        let output = graspd(&["serve", "--print-config", "--wal-checkpoint-mib", bad], &[]);
+        assert_eq!(output.status.code(), Some(2), "--wal-checkpoint-mib {bad}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--wal-checkpoint-mib"), "{stderr}");
+    }
+}
+
+#[test]
 fn configuration_file_with_an_unknown_key_is_refused_naming_key_and_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("graspd.toml");

@@ -386,11 +386,15 @@ async fn graspd_killed_at_random_instants_under_load_loses_and_corrupts_nothing(
     .concat();
     // The peer holds git data the soaked graspd fetches; it is never killed.
     let peer = Server::start_on("127.0.0.2", &unlimited);
+    // Checkpoints every MiB of WAL (the default is 128), so kills land mid-checkpoint as well as
+    // mid-commit.
     let fast_sync = [
         "--sync-default-delay-secs",
         "0",
         "--sync-immediate-delay-ms",
         "100",
+        "--wal-checkpoint-mib",
+        "1",
     ];
     let mut server = Server::start_on("127.0.0.1", &[&unlimited[..], &fast_sync[..]].concat());
     let owner = Keys::generate();

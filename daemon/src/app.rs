@@ -14,7 +14,7 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::nip34::{Announcement, Identifier, KIND_ANNOUNCEMENT, Nip34Kind, RepoId};
 use crate::purgatory::Purgatory;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreSettings};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +145,12 @@ impl App {
             url: config.database_url.clone(),
             source,
         };
-        let store = Store::open(&config.database_url).await.map_err(store_error)?;
+        let settings = StoreSettings {
+            wal_checkpoint_mib: config.wal_checkpoint_mib,
+        };
+        let store = Store::open_with(&config.database_url, settings)
+            .await
+            .map_err(store_error)?;
         let purgatory = Purgatory::load(store.clone(), config.purgatory_expiry)
             .await
             .map_err(store_error)?;

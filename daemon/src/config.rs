@@ -380,6 +380,8 @@ pub struct Config {
     pub domain: Domain,
     pub data_dir: PathBuf,
     pub database_url: String,
+    /// SQLite: MiB of WAL growth between two background checkpoints (`--wal-checkpoint-mib`).
+    pub wal_checkpoint_mib: u32,
     pub git_root: PathBuf,
     pub purgatory_expiry: Duration,
     /// Between sweeps of every repository by housekeeping; `None`: no sweeps.

@@ -234,6 +234,12 @@ pub struct ServeArgs {
     #[arg(long, env = "GRASPD_DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// SQLite: MiB of WAL growth between two background checkpoints (1-4096). The WAL grows to
+    /// about twice this under sustained writes before it starts over.
+    #[arg(long, env = "GRASPD_WAL_CHECKPOINT_MIB", default_value_t = graspd::store::DEFAULT_CHECKPOINT_MIB,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub wal_checkpoint_mib: u32,
+
     /// Where bare repositories live (`<git-root>/<npub>/<identifier>.git`). Default: `<data-dir>/repos`.
     #[arg(long, env = "GRASPD_GIT_ROOT")]
     pub git_root: Option<PathBuf>,
@@ -697,6 +703,7 @@ pub fn config(args: &ServeArgs) -> Result<Config, ConfigError> {
         domain,
         data_dir: args.data_dir.clone(),
         database_url,
+        wal_checkpoint_mib: args.wal_checkpoint_mib,
         git_root: git_root(&args.data_dir, args.git_root.as_deref()),
         purgatory_expiry: Duration::from_secs(args.purgatory_expiry_secs),
         housekeeping_interval: (args.housekeeping_interval_secs > 0)

@@ -4,13 +4,15 @@
 //! committing thread: the writer would stop taking events while the checkpoint copies every page
 //! of the WAL into the database file at random places and syncs that file (at a million stored
 //! events, a third of the writer's time, and it waited on the sync besides). Here the writer's
-//! WAL hook ([`wal_committed`]) notes the WAL's length after each commit; every
-//! [`CHECKPOINT_FRAMES`] frames the writer asks a background task to run a `PASSIVE` checkpoint
-//! on a pooled connection, which copies what is committed while the writer keeps appending on the
-//! other core. The hook checkpoints on the writer's thread only past [`BACKSTOP_FRAMES`]: a
-//! `PASSIVE` checkpoint that runs beside commits never catches up with the last of them, so the
-//! WAL can start over from its beginning only after one that no commit interrupts; by then the
-//! background task has copied all but the newest frames.
+//! WAL hook ([`wal_committed`], which replaces the automatic checkpoint: it is the same hook)
+//! notes the WAL's length after each commit; every `--wal-checkpoint-mib` of growth (default
+//! [`DEFAULT_CHECKPOINT_MIB`]) the writer asks a background task to run a `PASSIVE` checkpoint on
+//! a pooled connection, which copies what is committed while the writer keeps appending on the
+//! other core. The writer checkpoints on its own thread only past twice that
+//! ([`Checkpointer::backstop`]), after it has answered the commit: a `PASSIVE` checkpoint that
+//! runs beside commits never catches up with the last of them, so the WAL can start over from its
+//! beginning only after one that no commit interrupts; by then the background task has copied
+//! all but the newest frames.
 
 use std::cell::Cell;
 use std::ffi::c_int;
@@ -20,12 +22,24 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 
-/// WAL frames (4 KiB pages) between two background checkpoints: 32 MiB. Rarer checkpoints write
-/// the pages every batch touches (appends, inner pages, the id index's leaves) fewer times.
-pub const CHECKPOINT_FRAMES: u32 = 32768;
-/// WAL frames past which the writer checkpoints itself (and every connection's
-/// `wal_autocheckpoint`): 256 MiB. The WAL file keeps the largest size it reached.
-pub const BACKSTOP_FRAMES: u32 = 65536;
+/// MiB of WAL growth between two background checkpoints, unless `--wal-checkpoint-mib` says
+/// otherwise. Rarer checkpoints write the pages every batch touches (appends, inner pages, the id
+/// index's leaves) fewer times: every 32 MiB wrote a quarter more an event than every 128 at a
+/// million stored events.
+pub const DEFAULT_CHECKPOINT_MIB: u32 = 128;
+/// WAL frames a MiB: SQLite's default page of 4 KiB, which the store keeps.
+const FRAMES_PER_MIB: u32 = 256;
+
+/// WAL frames past which the writer checkpoints on its own thread, for checkpoints every
+/// `every_mib`: twice the background task's interval. Also every pooled connection's
+/// `wal_autocheckpoint`.
+pub fn backstop_frames(every_mib: u32) -> u32 {
+    every_frames(every_mib).saturating_mul(2)
+}
+
+fn every_frames(every_mib: u32) -> u32 {
+    every_mib.max(1).saturating_mul(FRAMES_PER_MIB)
+}
 
 thread_local! {
     /// Frames in the WAL after the last commit on this thread, from [`wal_committed`]. The
@@ -34,18 +48,10 @@ thread_local! {
 }
 
 /// SQLite's WAL hook for the writer's connection (`Connection::wal_hook`), called after each
-/// commit with the number of frames in the WAL. It stands in for SQLite's own automatic
-/// checkpoint, which is the same hook: a `PASSIVE` checkpoint past [`BACKSTOP_FRAMES`]. Errors
-/// are logged and not returned: the commit has happened, and an error here would report it as
-/// failed.
-pub fn wal_committed(wal: &rusqlite::hooks::Wal, frames: c_int) -> rusqlite::Result<()> {
-    let frames = u32::try_from(frames).unwrap_or(0);
-    WAL_FRAMES.with(|cell| cell.set(frames));
-    if frames >= BACKSTOP_FRAMES
-        && let Err(error) = wal.checkpoint()
-    {
-        tracing::warn!(%error, frames, "WAL checkpoint on the writer failed; the next commit tries again");
-    }
+/// commit with the number of frames in the WAL: notes it for [`wal_frames`]. Setting it turns
+/// SQLite's automatic checkpoint off on that connection (the writer checkpoints instead).
+pub fn wal_committed(_wal: &rusqlite::hooks::Wal, frames: c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|cell| cell.set(u32::try_from(frames).unwrap_or(0)));
     Ok(())
 }
 
@@ -60,11 +66,15 @@ pub fn wal_frames() -> u32 {
 pub struct Checkpointer {
     /// WAL frames when the last checkpoint was asked for.
     asked_at: Arc<AtomicU32>,
+    /// WAL frames of growth between two background checkpoints.
+    every: u32,
     wake: mpsc::Sender<()>,
 }
 
 impl Checkpointer {
-    pub fn spawn(pool: SqlitePool) -> Self {
+    /// Starts the background task, which checkpoints on `pool` every `every_mib` MiB of WAL the
+    /// writer reports.
+    pub fn spawn(pool: SqlitePool, every_mib: u32) -> Self {
         let (wake, mut requests) = mpsc::channel::<()>(1);
         tokio::spawn(async move {
             while requests.recv().await.is_some() {
@@ -75,6 +85,7 @@ impl Checkpointer {
         });
         Self {
             asked_at: Arc::new(AtomicU32::new(0)),
+            every: every_frames(every_mib),
             wake,
         }
     }
@@ -87,13 +98,18 @@ impl Checkpointer {
         }
     }
 
-    /// Whether a WAL of `frames` frames has grown by [`CHECKPOINT_FRAMES`] since the last
-    /// checkpoint was asked for; if so, that is now.
+    /// WAL frames past which the writer checkpoints on its own thread.
+    pub fn backstop(&self) -> u32 {
+        self.every.saturating_mul(2)
+    }
+
+    /// Whether a WAL of `frames` frames has grown by `every` since the last checkpoint was asked
+    /// for; if so, that is now.
     fn due(&self, frames: u32) -> bool {
         let asked_at = self.asked_at.load(Ordering::Relaxed);
         // Fewer frames than then: the WAL started over from its beginning.
         let asked_at = if frames < asked_at { 0 } else { asked_at };
-        let due = frames - asked_at >= CHECKPOINT_FRAMES;
+        let due = frames - asked_at >= self.every;
         self.asked_at
             .store(if due { frames } else { asked_at }, Ordering::Relaxed);
         due
@@ -133,16 +149,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_checkpoint_is_asked_for_every_checkpoint_frames_and_again_after_the_wal_restarts() {
+    async fn a_checkpoint_is_asked_for_every_interval_of_growth_and_again_after_the_wal_restarts() {
         let pool = SqlitePool::connect("sqlite::memory:").await.expect("pool");
-        let checkpointer = Checkpointer::spawn(pool);
+        let checkpointer = Checkpointer::spawn(pool, 2);
+        let every = 2 * FRAMES_PER_MIB;
+        assert_eq!(checkpointer.backstop(), 2 * every);
+        assert_eq!(backstop_frames(2), 2 * every);
         assert!(!checkpointer.due(10));
-        assert!(!checkpointer.due(CHECKPOINT_FRAMES - 1));
-        assert!(checkpointer.due(CHECKPOINT_FRAMES));
-        assert!(!checkpointer.due(CHECKPOINT_FRAMES + 100));
-        assert!(checkpointer.due(2 * CHECKPOINT_FRAMES + 5));
+        assert!(!checkpointer.due(every - 1));
+        assert!(checkpointer.due(every));
+        assert!(!checkpointer.due(every + 100));
+        assert!(checkpointer.due(2 * every + 5));
         // The WAL started over: counted from its beginning again.
         assert!(!checkpointer.due(50));
-        assert!(checkpointer.due(CHECKPOINT_FRAMES + 50));
+        assert!(checkpointer.due(every + 50));
     }
 }

@@ -26,6 +26,7 @@ macro_rules! on_pool {
 }
 
 mod checkpoint;
+pub use checkpoint::DEFAULT_CHECKPOINT_MIB;
 pub mod cluster;
 mod filter;
 mod memo;
@@ -263,17 +264,38 @@ pub struct PurgatoryRow {
 /// the process's RSS only while they are mapped in.
 pub(crate) const MMAP_BYTES: u64 = 0x7fff_0000;
 
+/// How a store runs, beside its URL (`serve` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// SQLite: MiB of WAL growth between two background checkpoints; the writer checkpoints
+    /// itself past twice that (`--wal-checkpoint-mib`, see `checkpoint`).
+    pub wal_checkpoint_mib: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            wal_checkpoint_mib: checkpoint::DEFAULT_CHECKPOINT_MIB,
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `url` and runs pending migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, StoreSettings::default()).await
+    }
+
+    /// [`Store::open`] with `settings`.
+    pub async fn open_with(url: &str, settings: StoreSettings) -> Result<Self, StoreError> {
         match Backend::of(url) {
-            Some(Backend::Sqlite) => Self::open_sqlite(url).await,
+            Some(Backend::Sqlite) => Self::open_sqlite(url, settings).await,
             Some(Backend::Postgres) => Self::open_postgres(url).await,
             None => Err(StoreError::UnsupportedUrl(url.to_owned())),
         }
     }
 
-    async fn open_sqlite(url: &str) -> Result<Self, StoreError> {
+    async fn open_sqlite(url: &str, settings: StoreSettings) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -283,7 +305,10 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             // Read pages through a memory map instead of a read() and a copy per page.
             .pragma("mmap_size", MMAP_BYTES.to_string())
-            .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_FRAMES.to_string())
+            .pragma(
+                "wal_autocheckpoint",
+                checkpoint::backstop_frames(settings.wal_checkpoint_mib).to_string(),
+            )
             .foreign_keys(true);
         // No ping before each acquire: these are local files, and the ping is one more round trip
         // to the connection's worker thread on every query.
@@ -311,7 +336,7 @@ impl Store {
                 tombstones: Arc::clone(&tombstones),
                 memo: Arc::clone(&memo),
             },
-            checkpoint::Checkpointer::spawn(pool.clone()),
+            checkpoint::Checkpointer::spawn(pool.clone(), settings.wal_checkpoint_mib),
         )?;
         Ok(Self {
             pool: Pool::Sqlite(pool, readers),

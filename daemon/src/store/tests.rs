@@ -108,6 +108,36 @@ mod sqlite {
 
     include!("tests/cases.rs");
 
+    /// With checkpoints every MiB, the WAL stays near the writer's backstop (2 MiB) however much
+    /// is written: the background checkpoints and the writer's own let it start over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_near_twice_the_checkpoint_interval_under_sustained_writes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("graspd.db");
+        let settings = crate::store::StoreSettings {
+            wal_checkpoint_mib: 1,
+        };
+        let store = Store::open_with(&format!("sqlite://{}", path.display()), settings)
+            .await
+            .expect("open store");
+        let keys = Keys::generate();
+        let body = "x".repeat(3000);
+        // ~9 MiB of rows alone, saved 100 at a time as concurrent clients would.
+        for round in 0..30u64 {
+            let events: Vec<Event> = (0..100u64)
+                .map(|i| event(&keys, 1, 1_700_000_000 + round * 100 + i, &body, &[]))
+                .collect();
+            let saved = futures_util::future::join_all(events.iter().map(|e| store.save_event(e))).await;
+            assert!(saved.iter().all(|s| s.as_ref().is_ok_and(|s| s.is_success())));
+        }
+        let wal = std::fs::metadata(dir.path().join("graspd.db-wal"))
+            .expect("WAL")
+            .len();
+        assert!(wal < 6 * 1024 * 1024, "the WAL grew to {wal} bytes");
+        let stored = ids_of(&store, Filter::new().kind(Kind::from(1u16)).limit(5000)).await;
+        assert_eq!(stored.len(), 3000);
+    }
+
     #[tokio::test]
     async fn an_unknown_database_url_is_refused() {
         let result = Store::open("mysql://localhost/graspd").await;

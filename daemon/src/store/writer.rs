@@ -38,7 +38,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpoint::{BACKSTOP_FRAMES, Checkpointer, wal_committed, wal_frames};
+use super::checkpoint::{Checkpointer, wal_committed, wal_frames};
 use super::memo::Memo;
 use super::{Pool, StoreError, address_d_tag, timestamp_i64};
 
@@ -151,11 +151,10 @@ pub(super) fn spawn(
     conn.busy_timeout(Duration::from_secs(10))?;
     // The pool's settings (see `Store::open`; WAL mode is a property of the file, set there),
     // except `synchronous`: NORMAL, because the writer syncs the WAL itself (module docs), and a
-    // larger page cache (`WRITER_CACHE_KIB`), and checkpoints: `wal_committed` takes the place of
-    // SQLite's automatic checkpoint (the same hook, so it is set after the pragmas).
+    // larger page cache (`WRITER_CACHE_KIB`), and checkpoints: the WAL hook `wal_committed`
+    // takes the place of SQLite's automatic checkpoint (see `checkpoint`).
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = NORMAL; PRAGMA mmap_size = {}; \
-         PRAGMA wal_autocheckpoint = {BACKSTOP_FRAMES}; PRAGMA foreign_keys = ON; \
+        "PRAGMA synchronous = NORMAL; PRAGMA mmap_size = {}; PRAGMA foreign_keys = ON; \
          PRAGMA cache_size = -{WRITER_CACHE_KIB};",
         super::MMAP_BYTES
     ))?;
@@ -280,7 +279,17 @@ impl Writer {
             for answer in self.answers.drain(..) {
                 answer(synced.as_ref().err());
             }
-            self.checkpointer.committed(wal_frames());
+            let frames = wal_frames();
+            self.checkpointer.committed(frames);
+            if frames >= self.checkpointer.backstop() {
+                // After the answers: the clients do not wait for it.
+                if let Err(error) = self
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::warn!(%error, frames, "WAL checkpoint on the writer failed; the next commit tries again");
+                }
+            }
             if next.is_none() {
                 next = requests.blocking_recv();
             }

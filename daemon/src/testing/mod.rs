@@ -44,6 +44,7 @@ pub fn config(data_dir: &Path) -> crate::config::Config {
         domain: Domain::parse("ours.example").expect("domain"),
         data_dir: data_dir.to_owned(),
         database_url: format!("sqlite://{}", data_dir.join("graspd.db").display()),
+        wal_checkpoint_mib: crate::store::DEFAULT_CHECKPOINT_MIB,
         git_root: data_dir.join("repos"),
         purgatory_expiry: Duration::from_secs(1800),
         housekeeping_interval: None,
