@@ -28,7 +28,7 @@ use nostr::{Event, EventId, Keys, Kind, PublicKey, Tag, Timestamp};
 use rusqlite::params;
 use serde_json::{Value, json};
 use support::Server;
-use support::ingest::{StoreFloor, ingest, signed_batches, store_floor, verify_rate};
+use support::ingest::{Spent, StoreFloor, ingest, signed_batches, store_floor, verify_rate};
 use tokio_tungstenite::tungstenite::Message;
 
 const REPOSITORIES: usize = 10_000;
@@ -484,24 +484,11 @@ async fn ingest_into(server: &Server, owner: &Keys, stored: usize, store: &Store
     let total: usize = batches.iter().map(Vec::len).sum();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let floor = verify_rate(&batches, threads);
-    let cpu = server.cpu_seconds();
-    let written = server.written_bytes();
+    let spent = Spent::since(server);
     let (rate, accepted) = ingest(server, batches).await;
     assert_eq!(accepted, total, "every issue accepted");
-    let written = match (written, server.written_bytes()) {
-        (Some(before), Some(after)) => format!(
-            ", {:.1} KiB written",
-            (after - before) as f64 / 1024.0 / total as f64
-        ),
-        _ => String::new(),
-    };
-    let cpu = match (cpu, server.cpu_seconds()) {
-        (Some(before), Some(after)) => {
-            let each = (after - before) / total as f64;
-            format!("{:.0} µs of CPU ({:.2} cores busy)", each * 1e6, each * rate)
-        }
-        _ => "n/a".to_owned(),
-    };
+    let cpu = spent.cpu(server, total, rate);
+    let written = spent.written(server, total);
     println!(
         "store-only floor into the store of {stored} events: {:.0} events/s, {:.0} µs of CPU and \
          {:.1} KiB written an event ({total} other issues saved straight into it before the \
@@ -512,7 +499,7 @@ async fn ingest_into(server: &Server, owner: &Keys, stored: usize, store: &Store
         "ingest (accepted) into the store of {} events: {total} issues over \
          {INGEST_CONNECTIONS} connections = {rate:.0} events/s, {:.2}x the verify-only floor of \
          {floor:.0} events/s taken just before (target >= 0.5), {:.2}x the store-only floor; \
-         daemon {cpu}{written} an event",
+         daemon CPU {cpu}{written}",
         stored + total,
         rate / floor,
         rate / store.rate,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use graspd::relay::intake::MAX_IN_FLIGHT;
 use nostr::Keys;
 use serde_json::json;
-use support::ingest::{ingest, process_cpu_seconds, signed_batches, store_floor, verify_rate};
+use support::ingest::{Spent, ingest, process_cpu_seconds, signed_batches, store_floor, verify_rate};
 use support::{Server, announcement, coordinate, event};
 
 const CONNECTIONS: usize = 40;
@@ -125,17 +125,16 @@ async fn run() {
         let Some(fresh) = hosting_server(&owner).await else {
             return;
         };
-        let cpu = fresh.cpu_seconds();
-        let written = fresh.written_bytes();
+        let spent = Spent::since(&fresh);
         let client_cpu = process_cpu_seconds();
         let (rate, accepted) = ingest(&fresh, issues.clone()).await;
         assert_eq!(accepted, total(), "every issue accepted");
         rounds.push(Round {
             floor,
             rate,
-            cpu: cpu_per_event(&fresh, cpu, rate),
+            cpu: spent.cpu(&fresh, total(), rate),
             client_cpu: process_cpu_seconds() - client_cpu,
-            written: written_per_event(&fresh, written),
+            written: spent.written(&fresh, total()),
         });
         server = Some(fresh);
     }
@@ -200,14 +199,14 @@ async fn run() {
     for _ in 1..rounds {
         ingest(&server, issues.clone()).await;
     }
-    let cpu = server.cpu_seconds();
+    let spent = Spent::since(&server);
     let (rate, accepted) = ingest(&server, issues).await;
     println!(
         "ingest (duplicates): {} events = {rate:.0} events/s, {:.2}x the floor; daemon CPU {} \
          (target <= 25 µs per event)",
         total(),
         rate / floor,
-        cpu_per_event(&server, cpu, rate)
+        spent.cpu(&server, total(), rate)
     );
     assert_eq!(accepted, total(), "duplicates are answered OK true");
 
@@ -215,14 +214,14 @@ async fn run() {
     let notes = signed_batches(CONNECTIONS, events_per_connection(), |keys, c, i| {
         event(keys, 1, &format!("note {c}-{i}"), &[])
     });
-    let cpu = server.cpu_seconds();
+    let spent = Spent::since(&server);
     let (rate, accepted) = ingest(&server, notes).await;
     println!(
         "ingest (refused by policy): {} events = {rate:.0} events/s, {:.2}x the floor; daemon \
          CPU {} (target <= 25 µs per event)",
         total(),
         rate / floor,
-        cpu_per_event(&server, cpu, rate)
+        spent.cpu(&server, total(), rate)
     );
     assert_eq!(accepted, 0, "unrelated notes refused");
 
@@ -269,13 +268,13 @@ async fn run() {
             &[&["a", &coord], &["subject", "bench"]],
         )
     });
-    let cpu = server.cpu_seconds();
+    let spent = Spent::since(&server);
     let (rate, accepted) = ingest(&server, more).await;
     println!(
         "ingest (accepted, {READERS} other connections with a subscription): {rate:.0} events/s, \
          {:.2}x the floor; daemon CPU {}",
         rate / floor,
-        cpu_per_event(&server, cpu, rate)
+        spent.cpu(&server, total(), rate)
     );
     assert_eq!(accepted, total(), "every issue accepted");
     drop(readers);
@@ -305,33 +304,6 @@ async fn req_latency(server: &Server, filter: &serde_json::Value, expected: usiz
     }
     latencies.sort();
     (ms(latencies[REQS / 2]), ms(latencies[REQS * 95 / 100]))
-}
-
-/// "; N KiB written an event" since `before` (WAL and checkpoints, and the `OK`s), or nothing
-/// where `/proc` cannot tell.
-fn written_per_event(server: &Server, before: Option<u64>) -> String {
-    match (before, server.written_bytes()) {
-        (Some(before), Some(after)) => format!(
-            "; {:.1} KiB written an event",
-            (after - before) as f64 / 1024.0 / total() as f64
-        ),
-        _ => String::new(),
-    }
-}
-
-/// "N µs per event (U cores busy)" since `before`.
-fn cpu_per_event(server: &Server, before: Option<f64>, rate: f64) -> String {
-    match (before, server.cpu_seconds()) {
-        (Some(before), Some(after)) => {
-            let per_event = (after - before) / total() as f64;
-            format!(
-                "{:.0} µs per event ({:.2} cores busy)",
-                per_event * 1e6,
-                per_event * rate
-            )
-        }
-        _ => "n/a".to_owned(),
-    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -173,3 +173,45 @@ fn process_written_bytes() -> u64 {
         .and_then(|value| value.trim().parse().ok())
         .expect("wchar")
 }
+
+/// The daemon's CPU time and bytes written at one moment, to give what a phase of `events` events
+/// cost it from there (Linux `/proc`; elsewhere "n/a" and nothing).
+pub struct Spent {
+    cpu: Option<f64>,
+    written: Option<u64>,
+}
+
+impl Spent {
+    pub fn since(server: &Server) -> Self {
+        Self {
+            cpu: server.cpu_seconds(),
+            written: server.written_bytes(),
+        }
+    }
+
+    /// "N µs per event (U cores busy)", at `rate` events/s.
+    pub fn cpu(&self, server: &Server, events: usize, rate: f64) -> String {
+        match (self.cpu, server.cpu_seconds()) {
+            (Some(before), Some(after)) => {
+                let per_event = (after - before) / events as f64;
+                format!(
+                    "{:.0} µs per event ({:.2} cores busy)",
+                    per_event * 1e6,
+                    per_event * rate
+                )
+            }
+            _ => "n/a".to_owned(),
+        }
+    }
+
+    /// "; N KiB written an event" (the WAL and checkpoints, and the `OK`s).
+    pub fn written(&self, server: &Server, events: usize) -> String {
+        match (self.written, server.written_bytes()) {
+            (Some(before), Some(after)) => format!(
+                "; {:.1} KiB written an event",
+                (after - before) as f64 / 1024.0 / events as f64
+            ),
+            _ => String::new(),
+        }
+    }
+}
